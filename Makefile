@@ -1,0 +1,38 @@
+# mgglass — run `make help` for the list of targets.
+PYTHON ?= python3.11
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+CONFIG ?= experiments/symgnn.yaml
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: help install test test-slow lint clean bench-graph
+
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+
+install: $(PY)  ## create .venv and install mgglass editable with test extras (TORCH=... picks the torch build)
+	$(PIP) install "$(TORCH)"
+	# built from source against the torch above, so no build isolation
+	$(PIP) install --no-build-isolation torch-scatter==2.1.2 torch-cluster==1.6.3
+	$(PIP) install -e ".[test]"
+
+test:  ## run the default test suite (no slow tests)
+	$(VENV)/bin/pytest
+
+test-slow:  ## run only the slow tests
+	$(VENV)/bin/pytest -m slow
+
+lint:  ## ruff over the project
+	$(VENV)/bin/ruff check .
+
+bench-graph:  ## time radius_graph_pbc against ase (and vesin if installed)
+	$(PY) -m mgglass.bench graph
+
+clean:  ## remove caches and build outputs (keeps .venv and mlruns)
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

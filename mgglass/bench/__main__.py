@@ -1,0 +1,18 @@
+"""python -m mgglass.bench {graph,models} [options]: each subcommand lives in its own module."""
+
+import importlib
+import sys
+
+COMMANDS = {"graph": "mgglass.bench.graph", "models": "mgglass.bench.models"}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m mgglass.bench {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
+        return 2
+    return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

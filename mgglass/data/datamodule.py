@@ -1,0 +1,160 @@
+"""GlassDataModule: splits of glass files -> graph batches, label normalisation from train only."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+from torch_geometric.loader import DataLoader
+
+from .dataset import load_graph
+from .download import OFFICIAL_BASE_URL, cache_dir, resolve_files, sha256_file
+from .synthetic import write_synthetic
+
+OFFICIAL_SPLIT = {
+    "train": [f"train{i}.pickle" for i in range(6)],
+    "val": ["train6.pickle"],
+    "test": ["test0.pickle"],
+}
+
+
+class ContiguousShardSampler(Sampler[int]):
+    """Each rank gets its own slice of the glasses with no padding, so pooled validation and test
+    metrics count every atom exactly once (DistributedSampler repeats samples to even the ranks)."""
+
+    def __init__(self, n: int, shuffle: bool = False, seed: int = 0):
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        return order[self.rank :: self.world]
+
+    def __iter__(self):
+        return iter(self._indices())
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+
+class GlassDataModule(L.LightningDataModule):
+    """Glasses in a folder, split by file name, as torch_geometric batches of whole glasses.
+
+    Args:
+        root: folder with the glass files; None: $MGGLASS_DATA_DIR, else the official files are
+            downloaded (SHA-256 verified) into the user cache; "synthetic": seeded synthetic glasses
+            are generated under the cache for the names in the splits.
+        train, val, test: file names of each split (default: the official Cu64Zr36 split).
+        cutoff: radius-graph cutoff in Å. self_loops: add zero-length (i, i) edges (the paper's graphs had them).
+        species: chemical symbols in model-index order (Cu -> 0, Zr -> 1).
+        label_key: per-atom array holding the label in ase-readable files (pickles use their own key).
+        batch_size: glasses per batch. cache: processed-graph cache folder (None: user cache).
+        synthetic_atoms, synthetic_seed: size and seed of generated glasses when root is "synthetic".
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        train: list[str] = OFFICIAL_SPLIT["train"],
+        val: list[str] = OFFICIAL_SPLIT["val"],
+        test: list[str] = OFFICIAL_SPLIT["test"],
+        cutoff: float = 5.0,
+        self_loops: bool = False,
+        species: list[str] = ["Cu", "Zr"],
+        label_key: str = "eb",
+        batch_size: int = 1,
+        num_workers: int = 0,
+        cache: str | None = None,
+        base_url: str = OFFICIAL_BASE_URL,
+        synthetic_atoms: int = 128,
+        synthetic_seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.splits = {"train": list(train), "val": list(val), "test": list(test)}
+        self.y_mean: float | None = None
+        self.y_std: float | None = None
+        self.graphs: dict[str, list] = {}
+
+    # -- files ---------------------------------------------------------------------------------
+    def files(self, split: str) -> list[Path]:
+        hp = self.hparams
+        names = self.splits[split]
+        if hp.root == "synthetic":
+            folder = cache_dir() / "synthetic" / f"n{hp.synthetic_atoms}_s{hp.synthetic_seed}"
+            return write_synthetic(folder, names, n_atoms=hp.synthetic_atoms, seed=hp.synthetic_seed)
+        return resolve_files(names, hp.root, hp.base_url)
+
+    def content_hash(self) -> str:
+        """SHA-256 over every split's file names and bytes: the dataset tag of a run."""
+        h = hashlib.sha256()
+        for split in ("train", "val", "test"):
+            for path in self.files(split):
+                h.update(f"{split}:{path.name}:{sha256_file(path)}\n".encode())
+        return h.hexdigest()
+
+    def prepare_data(self) -> None:
+        # Runs on one process per node: download/generate and fill the graph cache once.
+        for split in ("train", "val", "test"):
+            for path in self.files(split):
+                self._load(path)
+
+    def _load(self, path: Path):
+        hp = self.hparams
+        return load_graph(path, hp.cutoff, tuple(hp.species), hp.self_loops, hp.label_key, hp.cache)
+
+    # -- graphs --------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val", "test"):
+            if split not in self.graphs:
+                self.graphs[split] = [self._load(p) for p in self.files(split)]
+        if self.y_mean is None:
+            self._fit_normaliser()
+        for graphs in self.graphs.values():
+            for g in graphs:
+                if "y" in g:
+                    g.y_norm = (g.y - self.y_mean) / self.y_std
+
+    def _fit_normaliser(self) -> None:
+        labels = [g.y for g in self.graphs["train"] if "y" in g]
+        if not labels:
+            raise ValueError(f"training split {self.splits['train']} has no labels to normalise with")
+        y = torch.cat(labels).double()
+        self.y_mean, self.y_std = float(y.mean()), float(y.std().clamp_min(1e-12))
+
+    def state_dict(self) -> dict:
+        return {"y_mean": self.y_mean, "y_std": self.y_std}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.y_mean, self.y_std = state["y_mean"], state["y_std"]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        graphs = self.graphs[split]
+        sampler = ContiguousShardSampler(len(graphs), shuffle=shuffle, seed=self.hparams.synthetic_seed)
+        return DataLoader(
+            graphs, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers
+        )
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self):
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,77 @@
+"""Glass files -> torch_geometric graphs, cached on disk by content, cutoff and species map."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch_geometric.data import Data
+
+from .download import cache_dir, sha256_file
+from .graph import radius_graph_pbc
+from .structure import DEFAULT_SPECIES, Glass, read_glass
+
+# Bump when the stored graph layout changes, so old caches are rebuilt.
+GRAPH_FORMAT = 1
+_FIELDS = ("species", "pos", "cell", "edge_index", "edge_vec", "edge_shift", "y")
+
+
+def glass_to_data(glass: Glass, cutoff: float = 5.0, species=DEFAULT_SPECIES, self_loops: bool = False) -> Data:
+    """One glass as a graph: species [N], pos [N,3], cell [1,3,3], edge_index [2,E] (src, dst),
+    edge_vec [E,3] (dst image − src, Å), edge_shift [E,3] (cell offset of the dst image), y [N] eV."""
+    pos = torch.as_tensor(glass.positions, dtype=torch.float64)
+    cell = torch.as_tensor(glass.cell, dtype=torch.float64)
+    g = radius_graph_pbc(pos, cell, cutoff, self_loops=self_loops)  # float64: exact at the cutoff
+    data = Data(
+        species=torch.as_tensor(glass.species_index(species)),
+        pos=pos.float(),
+        cell=cell.float().unsqueeze(0),
+        edge_index=g.edge_index,
+        edge_vec=g.edge_vec.float(),
+        edge_shift=g.shift.to(torch.int8),
+    )
+    if glass.labels is not None:
+        data.y = torch.as_tensor(glass.labels, dtype=torch.float32)
+    data.name = Path(glass.source).name
+    return data
+
+
+def graph_key(path: str | Path, cutoff: float, species, self_loops: bool, label_key: str | None) -> str:
+    """Cache key: the file's bytes and everything that changes the graph built from them."""
+    spec = json.dumps([GRAPH_FORMAT, sha256_file(path), float(cutoff), list(species), self_loops, label_key])
+    return hashlib.sha256(spec.encode()).hexdigest()[:32]
+
+
+def load_graph(
+    path: str | Path,
+    cutoff: float = 5.0,
+    species=DEFAULT_SPECIES,
+    self_loops: bool = False,
+    label_key: str | None = "eb",
+    cache: str | Path | None = None,
+) -> Data:
+    """Read and convert one glass file, through the on-disk cache (None: the user cache; False: none)."""
+    path = Path(path)
+    if not path.is_file():  # fail on the input before hashing it
+        read_glass(path)
+    key = graph_key(path, cutoff, species, self_loops, label_key)
+    cached = None if cache is False else Path(cache or cache_dir() / "graphs") / f"{key}.pt"
+    if cached is not None and cached.is_file():
+        try:
+            stored = torch.load(cached, weights_only=True)  # tensors only: loading runs no code
+            data = Data(**{k: stored[k] for k in _FIELDS if k in stored})
+            data.name = path.name
+            return data
+        except Exception:
+            cached.unlink(missing_ok=True)  # a torn or foreign cache file is rebuilt, not trusted
+    data = glass_to_data(read_glass(path, label_key=label_key), cutoff, species, self_loops)
+    data.name = path.name
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # per process; no RNG use (seeding)
+        torch.save({k: data[k] for k in _FIELDS if k in data}, tmp)
+        tmp.replace(cached)  # atomic, so concurrent DDP ranks never read half a file
+    return data
