@@ -6,7 +6,7 @@ CONFIG ?= experiments/symgnn.yaml
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: help install test test-slow lint clean bench-graph
+.PHONY: help install test test-slow lint clean bench-graph fit ui predict
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -32,6 +32,16 @@ lint:  ## ruff over the project
 
 bench-graph:  ## time radius_graph_pbc against ase (and vesin if installed)
 	$(PY) -m mgglass.bench graph
+
+fit:  ## train CONFIG (default experiments/symgnn.yaml), then test the best-validation checkpoint; ARGS=... adds overrides
+	$(PY) -m mgglass.fit --config $(CONFIG) $(ARGS)
+
+UI_PORT ?= 5000
+ui:  ## MLflow UI on http://127.0.0.1:$(UI_PORT) over the project's store (sqlite:///mlruns/mlflow.db)
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///mlruns/mlflow.db
+
+predict:  ## test-split metrics of a checkpoint: make predict CKPT=mlruns/checkpoints/symgnn/last.ckpt
+	$(PY) -m mgglass.test --ckpt_path $(CKPT) $(ARGS)
 
 clean:  ## remove caches and build outputs (keeps .venv and mlruns)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,190 @@
+"""The LightningCLI shared by ``python -m mgglass.fit``, ``mgglass.validate`` and ``mgglass.test``.
+
+Configs are YAML files layered on ``experiments/base.yaml`` (loaded first, as defaults), then any
+``--config FILE`` in order, then dotted overrides (``--trainer.max_epochs=5``). Sections:
+``model`` (:class:`mgglass.task.EBTask`: ``net`` class path + init args, optimizer, scheduler),
+``data`` (:class:`mgglass.data.GlassDataModule`), ``trainer``, ``checkpoint`` (ModelCheckpoint),
+``early_stopping`` (EarlyStopping), ``tracking`` (:class:`mgglass.tracking.TrackingConfig`),
+``seed_everything`` and ``ckpt_path``.
+
+Errors in the config (unknown model, misspelled key, bad value, missing data file) are printed as
+one line on stderr and exit non-zero before training; set ``MGGLASS_DEBUG=1`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from mgglass.data import GlassDataError, GlassDataModule
+from mgglass.task import EBTask
+from mgglass.tracking import PlainProgress, TrackingConfig, want_progress_bar
+
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "base.yaml"
+
+
+class ConfigError(Exception):
+    """A config problem, reported as one line."""
+
+
+class MGCLI(LightningCLI):
+    """LightningCLI without subcommands (``run=False``): the entry points drive the Trainer."""
+
+    def __init__(self, args=None, progress: bool | None = None):
+        self._progress = want_progress_bar() if progress is None else progress
+        defaults = [str(BASE_CONFIG)] if BASE_CONFIG.is_file() else []
+        super().__init__(
+            EBTask,
+            GlassDataModule,
+            run=False,
+            args=args,
+            save_config_callback=None,  # the tracker logs each run's own config.yaml
+            seed_everything_default=0,
+            parser_kwargs={"exit_on_error": False, "default_config_files": defaults},
+            trainer_defaults={"use_distributed_sampler": False, "logger": False},
+            auto_configure_optimizers=False,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val_loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_top_k": 1,
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{epoch:03d}",
+                "checkpoint.save_on_train_epoch_end": True,
+                "early_stopping.monitor": "val_loss",
+                "early_stopping.mode": "min",
+                "early_stopping.patience": 20,
+            }
+        )
+        parser.add_class_arguments(TrackingConfig, "tracking")
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="fit: resume from this checkpoint ('last': the run folder's last.ckpt); validate/test: weights to use",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config
+        if not self._progress:
+            cfg.trainer.enable_progress_bar = False
+            cfg.trainer.enable_model_summary = False
+        cfg.trainer.default_root_dir = cfg.trainer.default_root_dir or cfg.tracking.root
+        if not cfg.tracking.run_name:
+            cfg.tracking.run_name = run_name_from(cfg)
+        if not cfg.checkpoint.dirpath:
+            cfg.checkpoint.dirpath = str(Path(cfg.tracking.root) / "checkpoints" / cfg.tracking.run_name)
+
+    def _instantiate_trainer(self, config, callbacks):
+        if not self._progress:
+            callbacks = [*callbacks, PlainProgress()]
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def run_name_from(cfg) -> str:
+    files = [Path(str(p)) for p in (cfg.get("config") or [])]
+    files = [p for p in files if p.resolve() != BASE_CONFIG]
+    return files[-1].stem if files else "run"
+
+
+def one_line(exc: BaseException) -> str:
+    """A config/parse error as one readable line (jsonargparse nests causes over many lines)."""
+    msg = str(exc).strip()
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    # jsonargparse: 'Parser key "model.net":' followed by the reasons; keep the key and the most
+    # specific reason (the deepest 'Problem with ...' / last line).
+    key = re.search(r'[Kk]ey "([^"]+)"', msg)
+    detail = lines[-1]
+    for ln in lines:
+        if "No module named" in ln or "does not exist" in ln or "Unexpected" in ln or "unknown" in ln.lower():
+            detail = ln
+            break
+    if len(lines) == 1:
+        return lines[0]
+    head = f'key "{key.group(1)}"' if key else lines[0].rstrip(":")
+    return f"{head}: {detail}" if detail not in head else head
+
+
+def build(args, progress: bool | None = None) -> MGCLI:
+    """Parse and instantiate, turning config errors into ConfigError (one line)."""
+    from jsonargparse import ArgumentError
+
+    argv, sys.argv = sys.argv, sys.argv[:1]  # args are given explicitly: silence LightningCLI's warning
+    try:
+        return MGCLI(args=list(args), progress=progress)
+    except SystemExit:
+        raise
+    except (ArgumentError, GlassDataError, ValueError, TypeError, KeyError, FileNotFoundError, ImportError) as e:
+        if os.environ.get("MGGLASS_DEBUG"):
+            raise
+        msg = one_line(e)
+        raise ConfigError(msg if isinstance(e, (ArgumentError, GlassDataError)) else f"{type(e).__name__}: {msg}") from None
+    finally:
+        sys.argv = argv  # the DDP launcher re-runs sys.argv in its child processes
+
+
+def check_data(dm: GlassDataModule) -> str:
+    """Fail fast (GlassDataError) on a missing data file; returns the dataset content hash."""
+    for split in ("train", "val", "test"):
+        for path in dm.files(split):
+            if not Path(path).is_file():
+                raise GlassDataError(path, f"no such file ({split} split; set data.root or $MGGLASS_DATA_DIR)")
+    return dm.content_hash()
+
+
+def fail(prog: str, msg: str, code: int = 2) -> int:
+    print(f"{prog}: error: {msg}", file=sys.stderr, flush=True)
+    return code
+
+
+
+def _ckpt_arg(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a.startswith("--ckpt_path="):
+            return a.split("=", 1)[1]
+        if a == "--ckpt_path" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def evaluate_main(stage: str, argv=None) -> int:
+    """``python -m mgglass.validate|test --ckpt_path CKPT [--config FILE ...]``: pooled metrics (eV) of a
+    checkpoint as one JSON line; without --config, the config.yaml the fit wrote beside it."""
+    prog = f"mgglass.{stage}"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ckpt = _ckpt_arg(argv)
+    if not ckpt:
+        return fail(prog, "--ckpt_path CHECKPOINT is required")
+    if not Path(ckpt).is_file():
+        return fail(prog, f"ckpt_path: {ckpt}: no such checkpoint")
+    if not any(a == "--config" or a.startswith("--config=") for a in argv):
+        saved = Path(ckpt).parent / "config.yaml"
+        if not saved.is_file():
+            return fail(prog, f"no --config given and no {saved} beside the checkpoint")
+        argv = ["--config", str(saved), *argv]
+    try:
+        cli = build([*argv, "--tracking.enabled=false"])
+        check_data(cli.datamodule)
+        run = cli.trainer.validate if stage == "validate" else cli.trainer.test
+        results = run(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
+    except ConfigError as e:
+        return fail(prog, str(e))
+    except GlassDataError as e:
+        return fail(prog, str(e), 1)
+    if cli.trainer.is_global_zero:
+        metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        print(json.dumps({"checkpoint": ckpt, **metrics}), flush=True)
+    return 0

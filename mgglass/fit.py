@@ -1,0 +1,138 @@
+"""python -m mgglass.fit --config FILE [--config FILE2] [--section.key=value ...] [--ckpt_path last]
+
+Trains the configured model (validation picks the best epoch and stops early), then evaluates the
+test split once on the best-validation checkpoint. ``--print_config`` prints the fully resolved
+config and exits. One MLflow run per fit (see :mod:`mgglass.tracking`); ``--ckpt_path last``
+resumes a killed fit from its run folder's ``last.ckpt`` into the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from mgglass.cli import ConfigError, build, check_data, fail
+from mgglass.data import GlassDataError
+
+PROG = "mgglass.fit"
+
+
+def _global_rank() -> int:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def resolve_ckpt(ckpt_path: str | None, ckpt_dir: Path) -> str | None:
+    """'last' -> the run folder's last.ckpt (None, i.e. a fresh fit, when there is none)."""
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path == "last":
+        last = ckpt_dir / "last.ckpt"
+        if last.is_file():
+            return str(last)
+        print(f"{PROG}: no {last} yet; starting a fresh fit", file=sys.stderr, flush=True)
+        return None
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path: {ckpt_path}: no such checkpoint")
+    return ckpt_path
+
+
+def move_aside(ckpt_dir: Path) -> None:
+    """A fresh fit starts in an empty run folder; an old one is kept as <dir>-<time>."""
+    if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(ckpt_dir.stat().st_mtime))
+        dest = ckpt_dir.with_name(f"{ckpt_dir.name}-{stamp}")
+        n = 1
+        while dest.exists():
+            dest = ckpt_dir.with_name(f"{ckpt_dir.name}-{stamp}.{n}")
+            n += 1
+        ckpt_dir.rename(dest)
+
+
+def run_tags(cfg, data_hash: str) -> dict[str, str]:
+    net = cfg.model.net
+    class_path = net.class_path if hasattr(net, "class_path") else str(net)
+    return {
+        "model": class_path.rsplit(".", 1)[-1],
+        "model_class": class_path,
+        "data_hash": data_hash,
+        "seed": str(cfg.seed_everything),
+        "config_files": ",".join(str(p) for p in (cfg.get("config") or [])),
+    }
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cli = build(argv)
+        cfg, trainer, task, dm = cli.config, cli.trainer, cli.model, cli.datamodule
+        data_hash = check_data(dm)
+        ckpt_dir = Path(cfg.checkpoint.dirpath)
+        ckpt_path = resolve_ckpt(cfg.ckpt_path, ckpt_dir)
+    except ConfigError as e:
+        return fail(PROG, str(e))
+    except GlassDataError as e:
+        return fail(PROG, str(e), 1)
+
+    from mgglass.tracking import MLflowTracker, flatten
+
+    config_yaml = cli.parser.dump(cfg, skip_none=False, skip_validation=True)
+    if _global_rank() == 0:
+        if ckpt_path is None:
+            move_aside(ckpt_dir)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / "config.yaml").write_text(config_yaml)
+    resume = ckpt_path is not None and Path(ckpt_path).resolve().parent == ckpt_dir.resolve()
+    tracker = None
+    if cfg.tracking.enabled:
+        params = flatten({k: v for k, v in yaml.safe_load(config_yaml).items() if k not in ("config",)})
+        tracker = MLflowTracker(
+            cfg.tracking,
+            ckpt_dir,
+            resume=resume,
+            params=params,
+            config_yaml=config_yaml,
+            tags=run_tags(cfg, data_hash),
+            species=list(cfg.data.species),
+        )
+        trainer.callbacks.append(tracker)
+    try:
+        trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+        if trainer.interrupted:
+            return 130
+        ckpt = trainer.checkpoint_callback
+        # Read both before testing: restoring the best checkpoint also restores the callback's state.
+        best = ckpt.best_model_path if ckpt is not None else ""
+        last = ckpt.last_model_path if ckpt is not None else ""
+        trainer.test(task, datamodule=dm, ckpt_path=best or None, verbose=trainer.is_global_zero)
+    except GlassDataError as e:
+        return fail(PROG, str(e), 1)
+    if tracker is not None:
+        tracker.finish([best, last])
+    return 0
+
+
+def quiet_warnings() -> None:
+    """Drop warnings that are expected here and only confuse a log (MGGLASS_DEBUG=1 keeps them)."""
+    if os.environ.get("MGGLASS_DEBUG"):
+        return
+    import warnings
+
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*exists and is not empty.*",  # the run folder holds config.yaml and mlflow_run.json
+        ".*will save all targets and predictions in the buffer.*",  # Spearman: a few MB per split
+        ".*isinstance.treespec, LeafSpec.*",
+        ".*recommended to use `self.log.*sync_dist=True`.*",  # epoch values are synced by torchmetrics
+    ):
+        warnings.filterwarnings("ignore", pattern)
+
+
+if __name__ == "__main__":
+    quiet_warnings()
+    sys.exit(main())

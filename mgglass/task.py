@@ -1,0 +1,193 @@
+"""EBTask: the one LightningModule that trains any registry model on per-atom energy barriers.
+
+The wrapped model predicts the train-split-standardised label ``batch.y_norm``; the task minimises the
+MSE on that scale and reports metrics in eV, pooled over every atom of a split (torchmetrics, synced
+across DDP ranks so they equal the single-process values). ``y_mean``/``y_std`` are copied from the
+DataModule when fitting starts and kept as buffers, so a checkpoint alone predicts in eV::
+
+    task = EBTask.load_from_checkpoint("best.ckpt")
+    eb_ev = task.predict_ev(batch)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanSquaredError, MetricCollection
+from torchmetrics.regression import (
+    MeanAbsoluteError,
+    PearsonCorrCoef,
+    R2Score,
+    SpearmanCorrCoef,
+)
+
+SPLITS = ("train", "val", "test")
+# Metric names (prefixed by the split): loss is the MSE on normalised labels; the rest are in eV.
+METRICS = ("loss", "r", "r2", "mae", "rmse", "spearman")
+
+
+def paper_adam(params: Iterable) -> torch.optim.Optimizer:
+    """The paper's optimiser: Adam with amsgrad, lr 1e-4."""
+    return torch.optim.Adam(params, lr=1e-4, amsgrad=True)
+
+
+def _from_cli() -> bool:
+    """True while LightningCLI instantiates the task (it hands the config over as the hyperparameters)."""
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    return _given_hyperparameters.get() is not None
+
+
+def _metric_set() -> MetricCollection:
+    # All states are sums or concatenations, so the DDP sync is exact (no per-rank averaging).
+    return MetricCollection(
+        {
+            "r": PearsonCorrCoef(),
+            "r2": R2Score(),
+            "mae": MeanAbsoluteError(),
+            "rmse": MeanSquaredError(squared=False),
+            "spearman": SpearmanCorrCoef(),
+        }
+    )
+
+
+class EBTask(L.LightningModule):
+    """Wraps a registry model (``net``) for training, validation, test and prediction.
+
+    Args:
+        net: the model, ``net(batch) -> Tensor[N]`` predicting ``batch.y_norm``.
+        optimizer: callable params -> optimizer (default: Adam, amsgrad, lr 1e-4).
+        scheduler: optional callable optimizer -> LR scheduler; ReduceLROnPlateau is stepped on
+            ``scheduler_monitor`` once per epoch, every other scheduler once per epoch.
+        scheduler_monitor: the metric a plateau scheduler watches (validation only).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[[Iterable], torch.optim.Optimizer] = paper_adam,
+        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
+        scheduler_monitor: str = "val_loss",
+    ):
+        super().__init__()
+        # Under LightningCLI the hyperparameters are saved as the config (class paths + init args), so
+        # `EBTask.load_from_checkpoint(path)` rebuilds the net with nothing else given.
+        self.save_hyperparameters(ignore=[] if _from_cli() else ["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_fn = optimizer
+        self.scheduler_fn = scheduler
+        self.scheduler_monitor = scheduler_monitor
+        self.register_buffer("y_mean", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("y_std", torch.ones((), dtype=torch.float64))
+        # ModuleDict keys become attributes, and "train" would shadow nn.Module.train: keys are "<split>_".
+        self._losses = nn.ModuleDict({f"{s}_": MeanSquaredError() for s in SPLITS})
+        self._metrics = nn.ModuleDict({f"{s}_": _metric_set() for s in SPLITS})
+        # epoch -> {"train_loss": ..., "val_r": ..., "lr": ...}: kept in checkpoints, so a resumed run
+        # can re-log any epoch the tracker had not yet written (see mgglass.tracking).
+        self.history: dict[int, dict[str, float]] = {}
+        self.last_metrics: dict[str, dict[str, float]] = {}
+        self._computed_epoch: dict[str, int] = {}
+        self._epoch_start = 0.0
+
+    # -- normalisation -------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "y_mean", None) is not None:
+            self.y_mean.fill_(float(dm.y_mean))
+            self.y_std.fill_(float(dm.y_std))
+
+    def to_ev(self, y_norm: Tensor) -> Tensor:
+        return (y_norm.double() * self.y_std + self.y_mean).float()
+
+    def forward(self, batch) -> Tensor:
+        """Normalised prediction [N] (what the model is trained on)."""
+        return self.net(batch)
+
+    @torch.no_grad()
+    def predict_ev(self, batch) -> Tensor:
+        """Prediction in eV [N]."""
+        return self.to_ev(self.net(batch))
+
+    def loss_metric(self, split: str) -> MeanSquaredError:
+        return self._losses[f"{split}_"]
+
+    def metric_set(self, split: str) -> MetricCollection:
+        return self._metrics[f"{split}_"]
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _step(self, batch, split: str) -> Tensor:
+        pred = self.net(batch)
+        target = batch.y_norm.to(pred.dtype)
+        loss = nn.functional.mse_loss(pred, target)
+        self.loss_metric(split).update(pred.detach(), target)
+        self.metric_set(split).update(self.to_ev(pred.detach()), batch.y.float())
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        return self.to_ev(self.net(batch))
+
+    # -- epoch ends: compute pooled (synced) metrics, log them for callbacks, keep a history ----
+    def _compute(self, split: str) -> dict[str, float]:
+        out = {f"{split}_loss": float(self.loss_metric(split).compute())}
+        for name, value in self.metric_set(split).compute().items():
+            out[f"{split}_{name}"] = float(value)
+        self.loss_metric(split).reset()
+        self.metric_set(split).reset()
+        self.last_metrics[split] = out
+        self._computed_epoch[split] = int(self.current_epoch)
+        # Values are already synced by torchmetrics: no sync_dist (a rank without batches must not
+        # be asked to take part in a collective from inside Lightning's logging).
+        self.log_dict(out, prog_bar=split != "train", sync_dist=False, batch_size=1)
+        return out
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.loss_metric("val").reset()
+            self.metric_set("val").reset()
+            return
+        self._compute("val")
+
+    def on_train_epoch_end(self) -> None:
+        row = self._compute("train")
+        if self._computed_epoch.get("val") == int(self.current_epoch):
+            row.update(self.last_metrics["val"])
+        row["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else 0.0
+        row["epoch_time_s"] = time.perf_counter() - self._epoch_start
+        self.history[int(self.current_epoch)] = row
+
+    def on_test_epoch_end(self) -> None:
+        self._compute("test")
+
+    # -- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt = self.optimizer_fn(self.parameters())
+        if self.scheduler_fn is None:
+            return opt
+        sched = self.scheduler_fn(opt)
+        cfg = {"scheduler": sched, "interval": "epoch"}
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            cfg["monitor"] = self.scheduler_monitor
+        return {"optimizer": opt, "lr_scheduler": cfg}
+
+    # -- checkpoint extras ---------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["mgglass_history"] = {int(k): dict(v) for k, v in self.history.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = {int(k): dict(v) for k, v in checkpoint.get("mgglass_history", {}).items()}

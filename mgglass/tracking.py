@@ -1,0 +1,340 @@
+"""MLflow tracking for fits: one run per fit, resumable after a crash, rank 0 only.
+
+The tracker talks to MLflow through ``MlflowClient`` (no Lightning logger), so it controls exactly
+what is written and when:
+
+* per-epoch metrics are keyed by ``step = epoch``. The task keeps an epoch history inside every
+  checkpoint; the tracker writes each epoch once, after the checkpoint that contains it exists, and
+  a resumed fit back-fills epochs the killed process had checkpointed but not yet written — so no
+  epoch is lost or duplicated.
+* the run id lives in ``<checkpoint dir>/mlflow_run.json``; resuming from a checkpoint in that
+  folder reopens the same run.
+* each run gets its own resolved config artifact (LightningCLI's SaveConfigCallback is disabled).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+RUN_FILE = "mlflow_run.json"
+DEFAULT_ROOT = "mlruns"
+
+
+@dataclass
+class TrackingConfig:
+    """Where runs go.
+
+    Args:
+        root: folder holding the default MLflow store (``mlflow.db``), its artifacts and the fit
+            checkpoints (``checkpoints/<run_name>``).
+        tracking_uri: MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else ``sqlite:///<root>/mlflow.db``.
+        experiment: MLflow experiment name.
+        run_name: run name and checkpoint sub-folder; None: the stem of the last --config file.
+        enabled: False: no MLflow at all (checkpoints are still written).
+    """
+
+    root: str = DEFAULT_ROOT
+    tracking_uri: str | None = None
+    experiment: str = "mgglass"
+    run_name: str | None = None
+    enabled: bool = True
+
+
+def resolve_tracking_uri(cfg: TrackingConfig) -> str:
+    uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.root}/mlflow.db"
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts beside a SQLite store (``<db folder>/artifacts/<experiment>``); None: the server's default."""
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///") :]).parent.resolve() / "artifacts" / experiment
+        return folder.as_uri()
+    return None
+
+
+def git_commit() -> str:
+    here = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    if isinstance(d, dict):
+        if not d and prefix:
+            out[prefix] = "{}"
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(d, list) and d and any(isinstance(x, (dict, list)) for x in d):
+        for i, v in enumerate(d):
+            out.update(flatten(v, f"{prefix}.{i}"))
+    else:
+        out[prefix] = json.dumps(d) if isinstance(d, list) else str(d)
+    return out
+
+
+def read_run_file(folder: str | Path) -> dict | None:
+    path = Path(folder) / RUN_FILE
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def pooled_stats(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    r = float(np.corrcoef(y, p)[0, 1]) if len(y) > 1 else float("nan")
+    return {"r": r, "mae": float(np.mean(np.abs(p - y))), "rmse": float(np.sqrt(np.mean((p - y) ** 2)))}
+
+
+class MLflowTracker(Callback):
+    """Rank-0 MLflow bookkeeping for one fit (then its test) — see the module docstring.
+
+    Args:
+        cfg: the ``tracking`` section of the config.
+        ckpt_dir: the fit's checkpoint folder (holds ``mlflow_run.json``).
+        resume: reopen the run recorded in ``ckpt_dir`` (when resuming from a checkpoint there).
+        params: flat resolved hyperparameters (logged once, when the run is created).
+        config_yaml: the resolved config, logged as ``config.yaml``.
+        tags: extra tags (model, data hash, seed, ...); the git commit is added here.
+    """
+
+    def __init__(
+        self,
+        cfg: TrackingConfig,
+        ckpt_dir: str | Path,
+        resume: bool = False,
+        params: dict[str, str] | None = None,
+        config_yaml: str = "",
+        tags: dict[str, str] | None = None,
+        species: list[str] | None = None,
+    ):
+        self.cfg = cfg
+        self.ckpt_dir = Path(ckpt_dir)
+        self.resume = resume
+        self.params = params or {}
+        self.config_yaml = config_yaml
+        self.tags = dict(tags or {})
+        self.species = list(species or ["Cu", "Zr"])
+        self.client = None
+        self.run_id: str | None = None
+        self.uri: str | None = None
+        self._logged: set[int] = set()
+
+    # -- run lifecycle -------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.client is not None or not trainer.is_global_zero:
+            return
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        self.uri = resolve_tracking_uri(self.cfg)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        previous = read_run_file(self.ckpt_dir) if self.resume else None
+        if previous and previous.get("tracking_uri") == self.uri:
+            self.run_id = previous["run_id"]
+            run = self.client.get_run(self.run_id)
+            if run.info.status != "RUNNING":
+                self.client.update_run(self.run_id, status="RUNNING")
+            for m in self.client.get_metric_history(self.run_id, "train_loss"):
+                self._logged.add(int(m.step))
+            self.client.set_tag(self.run_id, "resumed", str(int(run.data.tags.get("resumed", "0")) + 1))
+            return
+        exp = self.client.get_experiment_by_name(self.cfg.experiment)
+        if exp is None:
+            exp_id = self.client.create_experiment(
+                self.cfg.experiment, artifact_location=artifact_location(self.uri, self.cfg.experiment)
+            )
+        else:
+            exp_id = exp.experiment_id
+        tags = {"git_commit": git_commit(), **self.tags}
+        run = self.client.create_run(exp_id, run_name=self.cfg.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt_dir / (RUN_FILE + ".tmp")
+        tmp.write_text(json.dumps({"run_id": self.run_id, "experiment_id": exp_id, "tracking_uri": self.uri}))
+        tmp.replace(self.ckpt_dir / RUN_FILE)
+        items = [Param(k[:250], v[:6000]) for k, v in sorted(self.params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+        if self.config_yaml:
+            self.client.log_text(self.run_id, self.config_yaml, "config.yaml")
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if self.client is not None and self.run_id:
+            self._flush(pl_module)
+            status = "KILLED" if isinstance(exception, KeyboardInterrupt) else "FAILED"
+            self.client.set_terminated(self.run_id, status=status)
+
+    # -- per-epoch metrics ---------------------------------------------------------------------
+    def _flush(self, pl_module) -> None:
+        """Write every epoch of the task's history not yet in MLflow, each as step = epoch."""
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        history = getattr(pl_module, "history", {})
+        for epoch in sorted(history):
+            if epoch in self._logged:
+                continue
+            ts = int(time.time() * 1000)
+            metrics = [Metric(k, float(v), ts, epoch) for k, v in history[epoch].items() if np.isfinite(v)]
+            self.client.log_batch(self.run_id, metrics=metrics)
+            self._logged.add(epoch)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        # Epochs up to the previous one are in a checkpoint by now (saved at train-epoch end).
+        self._flush(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._flush(pl_module)
+
+    # -- test: metrics, per-atom predictions, parity plot --------------------------------------
+    def on_test_end(self, trainer, pl_module) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        step = int(max(pl_module.history, default=0))
+        test = pl_module.last_metrics.get("test", {})
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in test.items()])
+        dm = trainer.datamodule
+        if dm is None or "test" not in getattr(dm, "graphs", {}):
+            return
+        out = self.ckpt_dir / "test"
+        out.mkdir(parents=True, exist_ok=True)
+        rows, frames, ys, ps = predict_split(pl_module, dm.graphs["test"], self.species)
+        write_predictions(out, rows, frames)
+        stats = pooled_stats(np.asarray(ys), np.asarray(ps)) if ys else {}
+        if ys:
+            parity_plot(out / "parity.png", np.asarray(ys), np.asarray(ps), stats, self.tags.get("model", ""))
+        for name in ("predictions.csv", "predictions.extxyz", "parity.png"):
+            if (out / name).is_file():
+                self.client.log_artifact(self.run_id, str(out / name), "test")
+
+    def finish(self, checkpoint_paths: list[str | Path] = (), status: str = "FINISHED") -> None:
+        """Log the best/last checkpoints and close the run (rank 0; no-op elsewhere)."""
+        if self.client is None:
+            return
+        for path in checkpoint_paths:
+            if path and Path(path).is_file():
+                self.client.log_artifact(self.run_id, str(path), "checkpoints")
+        self.client.set_terminated(self.run_id, status=status)
+
+
+@torch.no_grad()
+def predict_split(task, graphs, species: list[str]):
+    """eV predictions of ``task`` on whole glasses: CSV rows, ase frames, pooled labels/preds."""
+    from ase import Atoms
+    from ase.data import atomic_numbers
+
+    numbers_of = np.array([atomic_numbers[s] for s in species])
+    was_training = task.training
+    task.eval()
+    rows, frames, ys, ps = [], [], [], []
+    from torch_geometric.data import Batch
+
+    for g in graphs:
+        batch = Batch.from_data_list([g]).to(task.device)
+        pred = task.predict_ev(batch).cpu().numpy().astype(float)
+        y = g.y.numpy().astype(float) if "y" in g else np.full(len(pred), np.nan)
+        sp = g.species.numpy()
+        name = getattr(g, "name", "glass")
+        for i in range(len(pred)):
+            rows.append((name, i, species[sp[i]], y[i], pred[i]))
+        atoms = Atoms(numbers=numbers_of[sp], positions=g.pos.numpy(), cell=g.cell[0].numpy(), pbc=True)
+        atoms.new_array("eb", y)
+        atoms.new_array("eb_pred", pred)
+        atoms.info["glass"] = name
+        frames.append(atoms)
+        if "y" in g:
+            ys.extend(y.tolist())
+            ps.extend(pred.tolist())
+    task.train(was_training)
+    return rows, frames, ys, ps
+
+
+def write_predictions(out: Path, rows, frames) -> None:
+    from ase.io import write
+
+    with open(out / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["glass", "atom", "species", "eb_ev", "eb_pred_ev"])
+        for name, i, s, y, p in rows:
+            w.writerow([name, i, s, f"{y:.6f}", f"{p:.6f}"])
+    write(out / "predictions.extxyz", frames, format="extxyz")
+
+
+def parity_plot(path: Path, y: np.ndarray, p: np.ndarray, stats: dict, model: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.scatter(y, p, s=3, alpha=0.4, lw=0)
+    lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("ARTn EB (eV)")
+    ax.set_ylabel("predicted EB (eV)")
+    ax.set_title(f"{model + ' ' if model else ''}test: r = {stats['r']:.3f}, MAE = {stats['mae']:.3f} eV")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+class PlainProgress(Callback):
+    """One line per epoch on stdout (rank 0), for logs that are not a terminal (CI, files, SLURM)."""
+
+    KEYS = ("train_loss", "val_loss", "val_r", "val_mae", "val_rmse", "lr")
+
+    def __init__(self):
+        self._printed: set[int] = set()
+
+    def _emit(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        for epoch in sorted(pl_module.history):
+            if epoch in self._printed:
+                continue
+            row = pl_module.history[epoch]
+            parts = [f"epoch {epoch:3d}"] + [f"{k} {row[k]:.4g}" for k in self.KEYS if k in row]
+            parts.append(f"{row.get('epoch_time_s', 0.0):.1f}s")
+            print("  ".join(parts), flush=True)
+            self._printed.add(epoch)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._emit(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._emit(trainer, pl_module)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # History restored from a checkpoint was printed by the previous process.
+        self._printed.update(pl_module.history)
+
+
+def want_progress_bar() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("CI")
