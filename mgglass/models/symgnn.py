@@ -1,0 +1,188 @@
+"""SymGNN (Li et al., ICML 2024): symmetrised edge encodings fed to an EGAT prediction module.
+
+Edge vectors ``x`` are encoded as ``mean_k φ(x Q_k)`` over K orthogonal matrices ``Q_k`` drawn from a
+distribution over O(3); with Haar ``Q`` the encoding is O(3)-invariant in expectation. Variants:
+
+* ``learned`` — reparameterised Gaussian in so(3) (learnable mean and log-std) mapped by the
+  exponential map, times −1 with a learnable probability (straight-through), so all parameters of
+  the distribution get gradients;
+* ``fixed``   — the released code: identity and R_z(1) R_y(1) R_x(1) as written there, encodings summed;
+* ``haar``    — uniform on O(3) (QR of a Gaussian with sign fix).
+
+Also the ablations ``SymGNNNoSym`` (raw edge vectors) and ``EGATLength`` (|x| only, invariant).
+In eval mode samples come from a generator seeded with ``eval_seed`` on every call, so predictions
+are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .egat import PredictionModule, mlp_block
+
+DISTRIBUTIONS = ("learned", "fixed", "haar", "none")
+
+
+def _skew(w: Tensor) -> Tensor:
+    """[..., 3] -> [..., 3, 3] cross-product matrices."""
+    z = torch.zeros_like(w[..., 0])
+    x, y, t = w.unbind(-1)
+    return torch.stack([z, -t, y, t, z, -x, -y, x, z], -1).view(*w.shape[:-1], 3, 3)
+
+
+def released_rotation(angle: float = 1.0, dtype=torch.float32) -> Tensor:
+    """R_theta @ R_phi @ R_gamma exactly as the released models.py writes them (all angles equal)."""
+    c, s = math.cos(angle), math.sin(angle)
+    r_theta = torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=torch.float64)
+    r_phi = torch.tensor([[c, 0, -s], [0, 1, 0], [s, 0, c]], dtype=torch.float64)
+    r_gamma = torch.tensor([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=torch.float64)
+    return (r_theta @ r_phi @ r_gamma).to(dtype)
+
+
+def haar_o3(k: int, generator: torch.Generator | None = None, dtype=torch.float32) -> Tensor:
+    """k matrices uniform on O(3): QR of a Gaussian, columns signed by diag(R) (det is ±1 at random)."""
+    a = torch.randn(k, 3, 3, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    return q.to(dtype)
+
+
+class Symmetrizer(nn.Module):
+    """Edge vectors [E,3] -> encodings [E,hidden], averaged (or, for ``fixed``, summed) over K transforms.
+
+    φ = (Linear, BatchNorm, ReLU)×2 runs once on the stacked [K·E, 3] inputs, so its batch norm uses
+    statistics pooled over the K samples (the released code normalised each sample separately).
+    """
+
+    def __init__(
+        self,
+        hidden: int = 32,
+        distribution: str = "learned",
+        k_train: int = 2,
+        k_eval: int = 16,
+        eval_seed: int = 0,
+        chunk_rows: int = 1 << 21,
+        init_log_std: float = 0.0,
+    ):
+        super().__init__()
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, not {distribution!r}")
+        self.distribution, self.k_train, self.k_eval = distribution, k_train, k_eval
+        self.eval_seed, self.chunk_rows = eval_seed, chunk_rows
+        self.phi = mlp_block([3, hidden, hidden])
+        if distribution == "learned":
+            self.rot_mean = nn.Parameter(torch.zeros(3))
+            self.rot_log_std = nn.Parameter(torch.full((3,), init_log_std))
+            self.reflect_logit = nn.Parameter(torch.zeros(()))
+        if distribution == "fixed":
+            self.register_buffer("fixed_q", torch.stack([torch.eye(3, dtype=torch.float64), released_rotation(1.0, torch.float64)]), persistent=False)
+
+    @property
+    def num_samples(self) -> int:
+        if self.distribution == "fixed":
+            return 2
+        if self.distribution == "none":
+            return 1
+        return self.k_train if self.training else self.k_eval
+
+    def sample(self, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """k transforms [k,3,3], applied as ``x @ Q`` (differentiable in the ``learned`` parameters)."""
+        if self.distribution == "fixed":
+            return self.fixed_q
+        if self.distribution == "haar":
+            return haar_o3(k, generator)
+        if self.distribution == "none":
+            return torch.eye(3).unsqueeze(0)
+        eps = torch.randn(k, 3, generator=generator)
+        omega = self.rot_mean + self.rot_log_std.exp() * eps
+        rot = torch.linalg.matrix_exp(_skew(omega))
+        # det −1 with probability sigmoid(logit): hard ±1 forward, gradient of its mean 1 − 2p backward.
+        p = torch.sigmoid(self.reflect_logit)
+        flip = (torch.rand(k, generator=generator) < p.detach()).to(rot.dtype)
+        sign = (1 - 2 * flip) + ((1 - 2 * p) - (1 - 2 * p).detach())
+        return rot * sign.view(k, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = self.num_samples
+        gen = None
+        if not self.training and self.distribution in ("learned", "haar"):
+            gen = torch.Generator().manual_seed(self.eval_seed)
+        q = self.sample(k, gen).to(device=x.device, dtype=x.dtype)
+        e = x.shape[0]
+        # Bound the [K·E, hidden] activations: chunk over K when they would exceed chunk_rows.
+        step = k if self.training or torch.is_grad_enabled() else max(1, self.chunk_rows // max(e, 1))
+        out = None
+        for i in range(0, k, step):
+            qi = q[i : i + step]
+            enc = self.phi((x.unsqueeze(0) @ qi).reshape(-1, 3)).view(qi.shape[0], e, -1).sum(0)
+            out = enc if out is None else out + enc
+        return out if self.distribution == "fixed" else out / k
+
+
+class SymGNN(nn.Module):
+    """Species embedding + node encoder, symmetrised edge encoder, EGAT prediction module -> [N].
+
+    ``forward(batch, edge_mask=None)``: ``edge_mask`` [E] (or ``batch.edge_mask``) scales messages.
+    """
+
+    def __init__(
+        self,
+        num_species: int = 2,
+        hidden: int = 32,
+        heads=(8, 4, 2, 1),
+        dropout: float = 0.25,
+        distribution: str = "learned",
+        k_train: int = 2,
+        k_eval: int = 16,
+        eval_seed: int = 0,
+        decoder_layers: int = 4,
+    ):
+        super().__init__()
+        self.node_encoder = nn.Sequential(nn.Embedding(num_species, hidden), mlp_block([hidden, hidden, hidden]))
+        self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed)
+        self.gnn = PredictionModule(hidden, heads, dropout, decoder_layers)
+
+    def _edge_encoder(self, hidden, distribution, k_train, k_eval, eval_seed) -> nn.Module:
+        return Symmetrizer(hidden, distribution, k_train, k_eval, eval_seed)
+
+    def encode_edges(self, batch) -> Tensor:
+        return self.edge_encoder(batch.edge_vec)
+
+    def forward(self, batch, edge_mask: Tensor | None = None) -> Tensor:
+        if edge_mask is None:
+            edge_mask = getattr(batch, "edge_mask", None)
+        h = self.node_encoder(batch.species)
+        return self.gnn(h, self.encode_edges(batch), batch.edge_index, edge_mask)
+
+
+class SymGNNFixed(SymGNN):
+    """SymGNN with the released code's two fixed transforms (identity and R(1,1,1)), summed."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("distribution", "fixed")
+        super().__init__(**kwargs)
+
+
+class SymGNNNoSym(SymGNN):
+    """Ablation: the same network on raw edge vectors (no transforms; not invariant)."""
+
+    def __init__(self, **kwargs):
+        kwargs["distribution"] = "none"
+        super().__init__(**kwargs)
+
+
+class EGATLength(SymGNN):
+    """The prediction module on edge lengths |x| only: invariant to O(3), translations, permutations."""
+
+    def __init__(self, **kwargs):
+        kwargs["distribution"] = "none"
+        super().__init__(**kwargs)
+
+    def _edge_encoder(self, hidden, *_) -> nn.Module:
+        return mlp_block([1, hidden, hidden])
+
+    def encode_edges(self, batch) -> Tensor:
+        return self.edge_encoder(batch.edge_vec.norm(dim=-1, keepdim=True))
