@@ -1,0 +1,193 @@
+"""SymGNN specifics: the fast EGAT layer against a naive one, the symmetrisation's sampling behaviour."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mgglass.models.egat import EGATLayer
+from mgglass.models.symgnn import SymGNN, Symmetrizer, haar_o3, released_rotation
+
+
+def reference_egat(layer: EGATLayer, h, e, edge_index, edge_mask=None):
+    """The straightforward formulation: W[h_s ‖ e ‖ h_d] on the concatenation, loops for softmax/sum."""
+    src, dst = edge_index
+    n, hh, c = h.shape[0], layer.heads, layer.head_dim
+    w = torch.cat([layer.fc_src.weight, layer.fc_edge.weight, layer.fc_dst.weight], 1)
+    f = F.leaky_relu(torch.cat([h[src], e, h[dst]], 1) @ w.T + layer.fc_edge.bias, layer.negative_slope)
+    f = f.view(-1, hh, c)
+    logits = (f * layer.attn).sum(-1)
+    a = torch.zeros_like(logits)
+    for d in dst.unique():
+        a[dst == d] = torch.softmax(logits[dst == d], 0)
+    if edge_mask is not None:
+        a = a * edge_mask[:, None]
+    v = layer.fc_node(h).view(n, hh, c)
+    hn = torch.zeros(n, hh, c, dtype=h.dtype)
+    for i in range(src.shape[0]):
+        hn = hn.index_add(0, dst[i : i + 1], (a[i, :, None] * v[src[i]])[None])
+    hn = hn.reshape(n, -1) if layer.concat else hn.mean(1)
+    fe = f.reshape(f.shape[0], -1) if layer.concat else f.mean(1)
+    hn = layer.node_proj(layer.node_norm(hn)) + h
+    if not layer.update_edges:
+        return hn, e
+    return hn, layer.edge_proj(layer.edge_norm(fe)) + e
+
+
+@pytest.mark.parametrize("concat,heads,update_edges", [(True, 3, True), (False, 2, True), (False, 1, False)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fast_egat_equals_reference(concat, heads, update_edges, masked):
+    torch.manual_seed(0)
+    n, m, dim = 10, 36, 6
+    layer = EGATLayer(dim, dim, heads, concat=concat, update_edges=update_edges).double()
+    with torch.no_grad():
+        layer.fc_edge.bias.normal_()  # a zero bias would hide a misplaced one
+    h = torch.randn(n, dim, dtype=torch.float64, requires_grad=True)
+    e = torch.randn(m, dim, dtype=torch.float64, requires_grad=True)
+    edge_index = torch.randint(0, n, (2, m))
+    mask = torch.rand(m, dtype=torch.float64, requires_grad=True) if masked else None
+    weights = [torch.randn(n, dim, dtype=torch.float64), torch.randn(m, dim, dtype=torch.float64)]
+
+    def run(fn):
+        layer.zero_grad()
+        for t in (h, e, mask):
+            if t is not None:
+                t.grad = None
+        hn, en = fn(layer, h, e, edge_index, mask)
+        ((hn * weights[0]).sum() + (en * weights[1]).sum()).backward()
+        grads = [t.grad.clone() for t in (h, e, mask) if t is not None]
+        grads += [p.grad.clone() for p in layer.parameters()]
+        return hn.detach(), en.detach(), grads
+
+    fast = run(lambda lay, *a: lay(*a))
+    ref = run(reference_egat)
+    torch.testing.assert_close(fast[0], ref[0])
+    torch.testing.assert_close(fast[1], ref[1])
+    assert len(fast[2]) == len(ref[2])
+    for g_fast, g_ref in zip(fast[2], ref[2]):
+        torch.testing.assert_close(g_fast, g_ref)
+
+
+def _rotated(batch, q):
+    out = batch.clone()
+    out.edge_vec = batch.edge_vec @ q.to(batch.edge_vec.dtype)
+    return out
+
+
+def test_haar_spread_shrinks_with_k(synthetic_batch):
+    torch.manual_seed(0)
+    model = SymGNN(distribution="haar", hidden=16, heads=(2, 1)).eval()  # small: the cost is K × edges
+    qs = haar_o3(6, torch.Generator().manual_seed(1))
+    spreads = []
+    with torch.no_grad():
+        for k in (1, 4, 16, 64):
+            model.edge_encoder.k_eval = k
+            preds = torch.stack([model(_rotated(synthetic_batch, q)) for q in qs])
+            spreads.append(preds.std(0).mean().item())
+    assert all(a > b for a, b in itertools.pairwise(spreads)), spreads
+    assert spreads[-1] < 0.3 * spreads[0], spreads  # ~1/sqrt(K) would give 1/8
+
+
+def test_fixed_is_released_transform_deterministic_and_not_invariant(synthetic_batch):
+    torch.manual_seed(0)
+    model = SymGNN(distribution="fixed").eval()
+    q = model.edge_encoder.fixed_q
+    torch.testing.assert_close(q[0], torch.eye(3, dtype=q.dtype))
+    c, s = torch.cos(torch.tensor(1.0, dtype=torch.float64)), torch.sin(torch.tensor(1.0, dtype=torch.float64))
+    rz = torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=torch.float64)
+    r_phi = torch.tensor([[c, 0, -s], [0, 1, 0], [s, 0, c]], dtype=torch.float64)  # as released
+    rx = torch.tensor([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=torch.float64)
+    torch.testing.assert_close(q[1].double(), rz @ r_phi @ rx)
+    torch.testing.assert_close(released_rotation(1.0, torch.float64), rz @ r_phi @ rx)
+    with torch.no_grad():
+        a, b = model(synthetic_batch), model(synthetic_batch)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        # Batch statistics (train mode, no dropout) so the untrained outputs vary at O(1) across atoms.
+        model.train()
+        model.gnn.dropout.p = 0.0
+        a = model(synthetic_batch)
+        rot = model(_rotated(synthetic_batch, haar_o3(1, torch.Generator().manual_seed(3))[0]))
+    assert (rot - a).abs().mean() > 0.05 * a.std()
+
+
+def test_fixed_sums_the_two_encodings():
+    torch.manual_seed(0)
+    sym = Symmetrizer(8, "fixed").eval()
+    x = torch.randn(40, 3)
+    with torch.no_grad():
+        expected = sym.phi(x) + sym.phi(x @ sym.fixed_q[1].float())
+        torch.testing.assert_close(sym(x), expected)
+
+
+def test_learned_distribution_gets_gradients_and_is_orthogonal(synthetic_batch):
+    torch.manual_seed(0)
+    model = SymGNN(distribution="learned", k_train=4).train()
+    model(synthetic_batch).square().mean().backward()
+    sym = model.edge_encoder
+    for p in (sym.rot_mean, sym.rot_log_std, sym.reflect_logit):
+        assert p.grad is not None and p.grad.abs().sum() > 0, p
+    q = sym.sample(64).detach()
+    torch.testing.assert_close(q @ q.transpose(1, 2), torch.eye(3).expand(64, 3, 3), atol=1e-5, rtol=0)
+    dets = torch.linalg.det(q)
+    assert (dets > 0).any() and (dets < 0).any()  # reflections start at p = 0.5
+
+
+def test_eval_sampling_is_reproducible(synthetic_batch):
+    torch.manual_seed(0)
+    model = SymGNN(distribution="learned", k_eval=8).eval()
+    with torch.no_grad():
+        a = model(synthetic_batch)
+        torch.randn(10)  # global RNG use in between must not matter
+        b = model(synthetic_batch)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_eval_chunking_matches_unchunked():
+    torch.manual_seed(0)
+    sym = Symmetrizer(8, "haar", k_eval=10).eval()
+    x = torch.randn(30, 3)
+    with torch.no_grad():
+        whole = sym(x)
+        sym.chunk_rows = 70  # 2 samples per chunk
+        torch.testing.assert_close(sym(x), whole)
+
+
+def test_haar_o3_covers_both_components():
+    q = haar_o3(500, torch.Generator().manual_seed(0), torch.float64)
+    torch.testing.assert_close(q @ q.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(500, 3, 3))
+    frac = (torch.linalg.det(q) > 0).double().mean().item()
+    assert 0.4 < frac < 0.6
+    assert q.mean(0).abs().max() < 0.1  # uniform: no preferred direction
+
+
+def test_edge_mask_scales_messages(synthetic_batch):
+    torch.manual_seed(0)
+    model = SymGNN().eval()
+    e = synthetic_batch.edge_index.shape[1]
+    with torch.no_grad():
+        plain = model(synthetic_batch)
+        ones = model(synthetic_batch, edge_mask=torch.ones(e))
+        zeros = model(synthetic_batch, edge_mask=torch.zeros(e))
+    torch.testing.assert_close(plain, ones)
+    assert (zeros - plain).abs().max() > 1e-3
+
+
+def test_batch_norm_linear_equals_modules():
+    from mgglass.models.egat import batch_norm_linear
+
+    torch.manual_seed(0)
+    norm, lin = torch.nn.BatchNorm1d(6).double(), torch.nn.Linear(6, 4).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2)
+        norm.bias.normal_()
+    ref_norm = torch.nn.BatchNorm1d(6).double()
+    ref_norm.load_state_dict(norm.state_dict())
+    x = torch.randn(50, 6, dtype=torch.float64) * 3 + 1
+    for _ in range(2):
+        torch.testing.assert_close(batch_norm_linear(x, norm, lin), lin(ref_norm(x)))
+    torch.testing.assert_close(norm.running_mean, ref_norm.running_mean)
+    torch.testing.assert_close(norm.running_var, ref_norm.running_var)
+    norm.eval()
+    ref_norm.eval()
+    torch.testing.assert_close(batch_norm_linear(x, norm, lin), lin(ref_norm(x)))
