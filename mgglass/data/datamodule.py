@@ -16,9 +16,9 @@ from .download import OFFICIAL_BASE_URL, cache_dir, resolve_files, sha256_file
 from .synthetic import write_synthetic
 
 OFFICIAL_SPLIT = {
-    "train": [f"train{i}.pickle" for i in range(6)],
-    "val": ["train6.pickle"],
-    "test": ["test0.pickle"],
+    "train": tuple(f"train{i}.pickle" for i in range(6)),
+    "val": ("train6.pickle",),
+    "test": ("test0.pickle",),
 }
 
 
@@ -67,12 +67,12 @@ class GlassDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str | None = None,
-        train: list[str] = OFFICIAL_SPLIT["train"],
-        val: list[str] = OFFICIAL_SPLIT["val"],
-        test: list[str] = OFFICIAL_SPLIT["test"],
+        train: tuple[str, ...] = OFFICIAL_SPLIT["train"],
+        val: tuple[str, ...] = OFFICIAL_SPLIT["val"],
+        test: tuple[str, ...] = OFFICIAL_SPLIT["test"],
         cutoff: float = 5.0,
         self_loops: bool = False,
-        species: list[str] = ["Cu", "Zr"],
+        species: tuple[str, ...] = ("Cu", "Zr"),
         label_key: str = "eb",
         batch_size: int = 1,
         num_workers: int = 0,

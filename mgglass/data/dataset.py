@@ -65,7 +65,7 @@ def load_graph(
             data = Data(**{k: stored[k] for k in _FIELDS if k in stored})
             data.name = path.name
             return data
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever is wrong with a cache entry, rebuild it
             cached.unlink(missing_ok=True)  # a torn or foreign cache file is rebuilt, not trusted
     data = glass_to_data(read_glass(path, label_key=label_key), cutoff, species, self_loops)
     data.name = path.name

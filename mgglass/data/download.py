@@ -51,7 +51,7 @@ def fetch(name: str, dest: str | Path, base_url: str = OFFICIAL_BASE_URL) -> Pat
     try:
         with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
             shutil.copyfileobj(r, f)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any failure becomes one clear line
         tmp.unlink(missing_ok=True)
         raise GlassDataError(url, f"download failed ({type(e).__name__}: {e})") from None
     got = sha256_file(tmp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
@@ -24,6 +25,26 @@ def _image_counts(cell: torch.Tensor, cutoff: float) -> torch.Tensor:
     return cutoff / (volume / areas)  # cutoff in units of each face spacing (fractional reach)
 
 
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _radius(x: torch.Tensor, y: torch.Tensor, r: float, cap: int) -> torch.Tensor:
+    """torch_cluster.radius; on CPU its KD-tree search is single-threaded, so large query sets are
+    split across torch's intra-op threads (the op releases the GIL). Same output order as one call."""
+    threads = torch.get_num_threads()
+    if x.device.type != "cpu" or threads < 2 or y.shape[0] < 4096:
+        return radius(x, y, r, max_num_neighbors=cap)
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads)
+    pool = _POOLS[threads]
+    bounds = torch.linspace(0, y.shape[0], threads + 1).long().tolist()
+    jobs = [pool.submit(radius, x, y[a:b], r, None, None, cap) for a, b in itertools.pairwise(bounds)]
+    parts = [job.result() for job in jobs]
+    for part, a in zip(parts, bounds[:-1]):
+        part[0] += a
+    return torch.cat(parts, dim=1)
+
+
 def radius_graph_pbc(positions: torch.Tensor, cell: torch.Tensor, cutoff: float, self_loops: bool = False) -> PBCGraph:
     """All pairs (i, j, image) with |x_j + shift·cell − x_i| < cutoff under full periodic boundaries.
 
@@ -34,7 +55,6 @@ def radius_graph_pbc(positions: torch.Tensor, cell: torch.Tensor, cutoff: float,
     if positions.ndim != 2 or positions.shape[1] != 3:
         raise ValueError(f"positions must be [N, 3], got {tuple(positions.shape)}")
     cell = cell.to(positions)
-    n = positions.shape[0]
     reach = _image_counts(cell, cutoff)
     counts = torch.ceil(reach).long().tolist()
 
@@ -42,23 +62,28 @@ def radius_graph_pbc(positions: torch.Tensor, cell: torch.Tensor, cutoff: float,
     # coordinates lie within `reach` of the unit cube (a superset of the points within cutoff of the cell).
     frac = positions @ torch.linalg.inv(cell)
     frac = frac - torch.floor(frac)
-    shifts = torch.tensor(
-        list(itertools.product(*(range(-k, k + 1) for k in counts))), dtype=positions.dtype, device=positions.device
-    )
+    grid = itertools.product(*(range(-k, k + 1) for k in counts))
+    # The zero shift goes first, so ghost i < N is atom i itself: self-pairs are then just ghost == src.
+    shifts = torch.tensor([(0, 0, 0)] + [s for s in grid if any(s)], dtype=positions.dtype, device=positions.device)
     ghost_frac = frac.unsqueeze(0) + shifts.unsqueeze(1)  # [S, N, 3]
-    keep = ((ghost_frac >= -reach) & (ghost_frac < 1 + reach)).all(-1)
-    shift_id, atom_id = keep.nonzero(as_tuple=True)
+    inside = ((ghost_frac >= -reach) & (ghost_frac < 1 + reach)).all(-1)
+    inside[0] = True  # wrapped atoms are in the cell; don't let rounding at 1.0 drop one
+    shift_id, atom_id = inside.nonzero(as_tuple=True)
     ghost_pos = ghost_frac[shift_id, atom_id] @ cell
-    centre_pos = frac @ cell
+    centre_pos = ghost_pos[: positions.shape[0]]
 
-    pairs = radius(ghost_pos, centre_pos, cutoff, max_num_neighbors=max(ghost_pos.shape[0], 1))
+    # Start with a modest neighbour cap and retry with a larger one whenever a query fills it: exact,
+    # with no cap, and without torch_cluster sizing every query's buffer for the worst case.
+    cap = 128
+    while True:
+        pairs = _radius(ghost_pos, centre_pos, cutoff, cap)
+        if pairs.shape[1] == 0 or torch.bincount(pairs[0]).max() < cap or cap >= ghost_pos.shape[0]:
+            break
+        cap *= 4
     src, ghost = pairs[0], pairs[1]
-    dst = atom_id[ghost]
-    shift = shifts[shift_id[ghost]]
-    vec = ghost_pos[ghost] - centre_pos[src]
-    length = vec.norm(dim=-1)
-    keep = length < cutoff
     if not self_loops:
-        keep &= (src != dst) | shift.any(-1)
-    edge_index = torch.stack([src[keep], dst[keep]])
-    return PBCGraph(edge_index, vec[keep], length[keep], shift[keep])
+        keep = ghost != src
+        src, ghost = src[keep], ghost[keep]
+    vec = ghost_pos.index_select(0, ghost) - centre_pos.index_select(0, src)
+    edge_index = torch.stack([src, atom_id.index_select(0, ghost)])
+    return PBCGraph(edge_index, vec, vec.norm(dim=-1), shifts.index_select(0, shift_id.index_select(0, ghost)))

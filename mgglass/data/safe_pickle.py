@@ -19,6 +19,10 @@ _ALLOWED = {
 }
 
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle asked for a global outside the allow-list; nothing of it was run."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED:
@@ -26,7 +30,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         # numpy pickles name their dtype classes, e.g. numpy.dtypes.Float32DType
         if module == "numpy.dtypes" and name.endswith("DType"):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused to load global {module}.{name} (only numpy arrays and plain containers are allowed)")
+        raise UnsafePickleError(f"refused to load global {module}.{name} (only numpy arrays and plain containers are allowed)")
 
 
 def safe_load(path: str | Path):

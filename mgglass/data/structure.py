@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
 from .errors import GlassDataError
-from .safe_pickle import safe_load
+from .safe_pickle import UnsafePickleError, safe_load
 
 DEFAULT_SPECIES = ("Cu", "Zr")
 # The released pickles number species 1 = Cu, 2 = Zr.
@@ -105,9 +104,9 @@ class Glass:
 def _read_symgnn_pickle(path: Path) -> Glass:
     try:
         d = safe_load(path)
-    except pickle.UnpicklingError as e:
-        raise GlassDataError(path, f"unsafe or corrupt pickle: {e}") from None
-    except Exception as e:  # truncated files raise EOFError, ValueError, ...
+    except UnsafePickleError as e:
+        raise GlassDataError(path, f"unsafe pickle: {e}") from None
+    except Exception as e:  # noqa: BLE001 - truncated or foreign pickles raise many types
         raise GlassDataError(path, f"corrupt pickle ({type(e).__name__}: {e})") from None
     if not isinstance(d, dict):
         raise GlassDataError(path, f"expected a pickled dict, got {type(d).__name__}")
@@ -132,9 +131,16 @@ def _read_symgnn_pickle(path: Path) -> Glass:
     )
 
 
-def read_glass(path: str | Path, label_key: str | None = "eb", periodic: bool = True, format: str | None = None) -> Glass:
+def read_glass(
+    path: str | Path,
+    label_key: str | None = "eb",
+    periodic: bool = True,
+    format: str | None = None,
+    species: tuple[str, ...] | list[str] = DEFAULT_SPECIES,
+) -> Glass:
     """Read one glass. SymGNN pickles (.pickle/.pkl) take their EB labels from their own key; any other
-    file goes through ase.io.read, with labels from the per-atom array ``label_key`` (None: no labels)."""
+    file goes through ase.io.read, with labels from the per-atom array ``label_key`` (None: no labels;
+    LAMMPS dumps name custom columns e.g. ``v_eb`` or ``c_eb``). LAMMPS type t is species[t - 1]."""
     path = Path(path)
     if not path.is_file():
         raise GlassDataError(path, "no such file")
@@ -142,10 +148,13 @@ def read_glass(path: str | Path, label_key: str | None = "eb", periodic: bool = 
         glass = _read_symgnn_pickle(path)
     else:
         import ase.io
+        import ase.io.formats
 
         try:
-            atoms = ase.io.read(path, index=0, format=format)
-        except Exception as e:
+            fmt = format or ase.io.formats.filetype(str(path))
+            kwargs = {"specorder": list(species)} if str(fmt).startswith("lammps-dump") else {}
+            atoms = ase.io.read(path, index=0, format=fmt, **kwargs)
+        except Exception as e:  # noqa: BLE001 - ase raises many types for unreadable files
             raise GlassDataError(path, f"cannot be read by ase ({type(e).__name__}: {e})") from None
         glass = Glass.from_atoms(atoms, label_key=label_key, source=str(path))
     return glass.validate(periodic=periodic)

@@ -1,0 +1,82 @@
+"""Time radius_graph_pbc against ase's neighbour list (and vesin when installed) on the released glasses."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mgglass.data import radius_graph_pbc, read_glass
+
+
+def _median_time(fn, reps: int) -> tuple[float, int]:
+    n = fn()  # warm-up, and the pair count
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), n
+
+
+def _replicate(glass, k: int):
+    """A k×k×k supercell of a glass (8000 atoms × 8 = 64,000 for k = 2)."""
+    atoms = glass.to_atoms().repeat((k, k, k))
+    return atoms.positions, np.asarray(atoms.cell[:])
+
+
+def _row(label, pos, cell, cutoff: float, reps: int, vesin_nl) -> str:
+    from ase import Atoms
+    from ase.neighborlist import neighbor_list
+
+    tp, tc = torch.tensor(pos, dtype=torch.float32), torch.tensor(cell, dtype=torch.float32)
+    t_ours, n_ours = _median_time(lambda: radius_graph_pbc(tp, tc, cutoff).edge_index.shape[1], reps)
+    atoms = Atoms(positions=pos, cell=cell, pbc=True)
+    ase_reps = 1 if len(pos) > 10000 else max(1, reps // 2)
+    t_ase, n_ase = _median_time(lambda: len(neighbor_list("i", atoms, cutoff)), ase_reps)
+    row = f"{label:<24}{n_ours:>10}{t_ours * 1e3:>12.1f}{t_ase * 1e3:>10.1f}{t_ase / t_ours:>10.1f}"
+    if n_ours != n_ase:
+        row += f"  PAIR COUNT MISMATCH (ase {n_ase})"
+    if vesin_nl is not None:
+        nl = vesin_nl(cutoff=cutoff, full_list=True)
+        t_v, n_v = _median_time(lambda: len(nl.compute(pos, cell, True, quantities="i")[0]), reps)
+        row += f"{t_v * 1e3:>10.1f}{t_ours / t_v:>12.2f}"
+        if n_v != n_ours:
+            row += f"  PAIR COUNT MISMATCH (vesin {n_v})"
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mgglass.bench graph", description=__doc__)
+    default = Path(os.environ.get("MGGLASS_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data" / "cuzr")
+    p.add_argument("--data", type=Path, default=default, help="folder with test0.pickle and train0.pickle")
+    p.add_argument("--cutoff", type=float, default=5.0)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    try:
+        from vesin import NeighborList
+    except ImportError:
+        NeighborList = None
+
+    cases = []
+    for name in ("test0.pickle", "train0.pickle"):
+        g = read_glass(args.data / name)
+        cases.append((f"{name} ({len(g)})", g.positions, g.cell))
+    pos, cell = _replicate(read_glass(args.data / "train0.pickle"), 2)
+    cases.append((f"train0 x8 ({len(pos)})", pos, cell))
+
+    header = f"{'structure':<24}{'pairs':>10}{'mgglass ms':>12}{'ase ms':>10}{'ase/ours':>10}"
+    header += f"{'vesin ms':>10}{'ours/vesin':>12}" if NeighborList else ""
+    print(f"radius graphs at {args.cutoff} Å, median of {args.reps}, {torch.get_num_threads()} torch threads")
+    print(header)
+    for label, pos, cell in cases:
+        print(_row(label, pos, cell, args.cutoff, args.reps, NeighborList), flush=True)
+    return 0

@@ -1,0 +1,144 @@
+"""Graphs on disk, synthetic glasses, downloads and the DataModule."""
+
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from mgglass.data import (
+    GlassDataError,
+    GlassDataModule,
+    load_graph,
+    make_glass,
+    write_synthetic,
+)
+from mgglass.data.datamodule import ContiguousShardSampler
+from mgglass.data.download import SHA256, fetch, resolve_files
+from mgglass.data.synthetic import synthetic_labels
+
+
+def test_synthetic_is_seeded_and_learnable():
+    a, b, c = make_glass(100, seed=5), make_glass(100, seed=5), make_glass(100, seed=6)
+    assert np.array_equal(a.positions, b.positions) and np.array_equal(a.labels, b.labels)
+    assert not np.allclose(a.positions, c.positions)
+    # Minimum distance holds under periodic boundaries.
+    d = a.positions[:, None] - a.positions[None]
+    d -= np.diag(a.cell) * np.round(d / np.diag(a.cell))
+    r = np.linalg.norm(d, axis=-1) + np.eye(len(a)) * 99
+    assert r.min() >= 2.0
+    clean = synthetic_labels(a.positions, a.numbers, a.cell)
+    assert np.corrcoef(clean, a.labels)[0, 1] > 0.8  # the label is mostly structure, a little noise
+    assert clean.std() > 0.1
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_graph_cache_is_keyed_and_safe(tmp_path):
+    (path,) = write_synthetic(tmp_path / "data", ["g.extxyz"], n_atoms=80)
+    cache = tmp_path / "cache"
+    d1 = load_graph(path, cache=cache)
+    (entry,) = cache.glob("*.pt")
+    d2 = load_graph(path, cache=cache)  # from the cache
+    assert torch.equal(d1.edge_index, d2.edge_index) and torch.equal(d1.y, d2.y)
+    assert d2.name == "g.extxyz" and d2.species.dtype == torch.long
+    # A cache entry that holds code is not executed: it is dropped and rebuilt.
+    entry.write_bytes(pickle.dumps(_Evil(tmp_path / "pwned")))
+    d3 = load_graph(path, cache=cache)
+    assert not (tmp_path / "pwned").exists()
+    assert torch.equal(d3.edge_index, d1.edge_index)
+    torch.load(entry, weights_only=True)  # rewritten as plain tensors
+    # A different cutoff is another entry with other edges.
+    d4 = load_graph(path, cutoff=4.0, cache=cache)
+    assert len(list(cache.glob("*.pt"))) == 2 and d4.edge_index.shape[1] < d1.edge_index.shape[1]
+    # A changed file rebuilds.
+    lines = path.read_text().splitlines()
+    x = lines[2].split()[1]
+    lines[2] = lines[2].replace(x, f"{float(x) + 0.3:.8f}", 1)
+    path.write_text("\n".join(lines) + "\n")
+    d5 = load_graph(path, cache=cache)
+    assert len(list(cache.glob("*.pt"))) == 3 and not torch.equal(d5.pos, d1.pos)
+
+
+def test_download_verifies_sha256(cuzr_dir, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copy(cuzr_dir / "test0.pickle", mirror / "test0.pickle")
+    shutil.copy(cuzr_dir / "train0.pickle", mirror / "train1.pickle")  # wrong bytes under an official name
+    url = mirror.as_uri() + "/"
+    got = fetch("test0.pickle", tmp_path / "dl", base_url=url)
+    assert got.read_bytes() == (cuzr_dir / "test0.pickle").read_bytes()
+    with pytest.raises(GlassDataError, match="SHA-256 mismatch"):
+        fetch("train1.pickle", tmp_path / "dl", base_url=url)
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["test0.pickle"]  # bad file removed
+    with pytest.raises(GlassDataError, match="download failed"):
+        fetch("train2.pickle", tmp_path / "dl", base_url=url)
+    with pytest.raises(GlassDataError, match="not an official file"):
+        fetch("other.pickle", tmp_path / "dl", base_url=url)
+    assert len(SHA256) == 8
+
+
+def test_data_source_order(tmp_path, monkeypatch, cuzr_dir):
+    monkeypatch.setenv("MGGLASS_DATA_DIR", str(cuzr_dir))
+    assert resolve_files(["a.pickle"], root=tmp_path) == [tmp_path / "a.pickle"]
+    assert resolve_files(["test0.pickle"]) == [cuzr_dir / "test0.pickle"]
+    monkeypatch.delenv("MGGLASS_DATA_DIR")
+    mirror = tmp_path / "m"
+    mirror.mkdir()
+    shutil.copy(cuzr_dir / "test0.pickle", mirror)
+    (p,) = resolve_files(["test0.pickle"], base_url=mirror.as_uri())
+    assert p.parent.name == "cuzr" and p.is_file()
+
+
+def test_datamodule_normalises_from_train_only():
+    dm = GlassDataModule(root="synthetic", train=["a.extxyz", "b.extxyz"], val=["v.extxyz"], test=["t.extxyz"], synthetic_atoms=64)
+    dm.prepare_data()
+    dm.setup("fit")
+    train_y = torch.cat([g.y for g in dm.graphs["train"]]).double()
+    assert dm.y_mean == pytest.approx(float(train_y.mean())) and dm.y_std == pytest.approx(float(train_y.std()))
+    all_y = torch.cat([g.y for s in dm.graphs.values() for g in s]).double()
+    assert dm.y_mean != pytest.approx(float(all_y.mean()), abs=1e-9)
+    v = dm.graphs["val"][0]
+    assert torch.allclose(v.y_norm, (v.y - dm.y_mean) / dm.y_std)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.num_graphs == 1 and batch.edge_vec.shape[1] == 3 and batch.cell.shape == (1, 3, 3)
+    # The normaliser travels with the state (so checkpoints predict in eV).
+    dm2 = GlassDataModule(root="synthetic", train=["a.extxyz"], val=["v.extxyz"], test=["t.extxyz"], synthetic_atoms=64)
+    dm2.load_state_dict(dm.state_dict())
+    dm2.setup("test")
+    assert dm2.y_mean == dm.y_mean and dm2.y_std == dm.y_std
+    assert len(dm.content_hash()) == 64 and dm.content_hash() != dm2.content_hash()
+
+
+def test_datamodule_missing_file_is_clear(tmp_path):
+    dm = GlassDataModule(root=str(tmp_path), train=["nope.pickle"], val=[], test=[])
+    with pytest.raises(GlassDataError, match=r"nope\.pickle: no such file"):
+        dm.prepare_data()
+
+
+def test_official_split_on_released_glasses(cuzr_dir):
+    dm = GlassDataModule(root=str(cuzr_dir))
+    assert [p.name for p in dm.files("train")] == [f"train{i}.pickle" for i in range(6)]
+    dm.setup("fit")
+    assert [len(g.species) for g in dm.graphs["val"]] == [8000]
+    assert [len(g.species) for g in dm.graphs["test"]] == [3000]
+    assert 1.0 < dm.y_mean < 3.0 and 0.1 < dm.y_std < 1.5
+
+
+def test_shard_sampler_splits_without_duplicates():
+    shards = []
+    for rank in range(3):
+        s = ContiguousShardSampler(7, shuffle=True, seed=1)
+        s.rank, s.world = rank, 3
+        s.set_epoch(2)
+        shards.append(list(s))
+    flat = sorted(i for sh in shards for i in sh)
+    assert flat == list(range(7)) and [len(s) for s in shards] == [3, 2, 2]
