@@ -6,7 +6,7 @@ CONFIG ?= experiments/symgnn.yaml
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: help install test test-slow lint clean bench-graph fit ui predict
+.PHONY: help install test test-slow lint clean bench-graph bench-models bench-fit fit ui predict
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -32,6 +32,12 @@ lint:  ## ruff over the project
 
 bench-graph:  ## time radius_graph_pbc against ase (and vesin if installed)
 	$(PY) -m mgglass.bench graph
+
+bench-models:  ## forward+backward time and peak memory per 8000-atom glass for every model
+	$(PY) -m mgglass.bench models
+
+bench-fit:  ## seconds per SymGNN training epoch, Lightning versus a bare torch loop
+	$(PY) -m mgglass.bench fit
 
 fit:  ## train CONFIG (default experiments/symgnn.yaml), then test the best-validation checkpoint; ARGS=... adds overrides
 	$(PY) -m mgglass.fit --config $(CONFIG) $(ARGS)

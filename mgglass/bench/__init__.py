@@ -1,1 +1,1 @@
-"""Benchmarks (not tests): ``python -m mgglass.bench {graph,models}``."""
+"""Benchmarks (not tests): ``python -m mgglass.bench {graph,models,fit}``."""

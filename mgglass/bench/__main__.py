@@ -1,9 +1,9 @@
-"""python -m mgglass.bench {graph,models} [options]: each subcommand lives in its own module."""
+"""python -m mgglass.bench {graph,models,fit} [options]: each subcommand lives in its own module."""
 
 import importlib
 import sys
 
-COMMANDS = {"graph": "mgglass.bench.graph", "models": "mgglass.bench.models"}
+COMMANDS = {"graph": "mgglass.bench.graph", "models": "mgglass.bench.models", "fit": "mgglass.bench.fit"}
 
 
 def main(argv=None) -> int:
