@@ -173,7 +173,8 @@ def test_edge_mask_scales_messages(synthetic_batch):
     assert (zeros - plain).abs().max() > 1e-3
 
 
-def test_batch_norm_linear_equals_modules():
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_linear_equals_modules(training):
     from mgglass.models.egat import batch_norm_linear
 
     torch.manual_seed(0)
@@ -181,13 +182,22 @@ def test_batch_norm_linear_equals_modules():
     with torch.no_grad():
         norm.weight.uniform_(0.5, 2)
         norm.bias.normal_()
-    ref_norm = torch.nn.BatchNorm1d(6).double()
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2)
+    ref_norm, ref_lin = torch.nn.BatchNorm1d(6).double(), torch.nn.Linear(6, 4).double()
     ref_norm.load_state_dict(norm.state_dict())
-    x = torch.randn(50, 6, dtype=torch.float64) * 3 + 1
-    for _ in range(2):
-        torch.testing.assert_close(batch_norm_linear(x, norm, lin), lin(ref_norm(x)))
+    ref_lin.load_state_dict(lin.state_dict())
+    for m in (norm, ref_norm):
+        m.train(training)
+    x = (torch.randn(50, 6, dtype=torch.float64) * 3 + 1).requires_grad_()
+    w = torch.randn(50, 4, dtype=torch.float64)
+    grads = []
+    for nm, ln in ((norm, lin), (ref_norm, ref_lin)):
+        x.grad = None
+        y = batch_norm_linear(x, nm, ln) if nm is norm else ln(nm(x))
+        (y * w).sum().backward()
+        grads.append([y.detach(), x.grad.clone(), nm.weight.grad, nm.bias.grad, ln.weight.grad, ln.bias.grad])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
     torch.testing.assert_close(norm.running_mean, ref_norm.running_mean)
     torch.testing.assert_close(norm.running_var, ref_norm.running_var)
-    norm.eval()
-    ref_norm.eval()
-    torch.testing.assert_close(batch_norm_linear(x, norm, lin), lin(ref_norm(x)))
