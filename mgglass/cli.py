@@ -46,7 +46,7 @@ class MGCLI(LightningCLI):
             args=args,
             save_config_callback=None,  # the tracker logs each run's own config.yaml
             seed_everything_default=0,
-            parser_kwargs={"exit_on_error": False, "default_config_files": defaults},
+            parser_kwargs={"exit_on_error": False, "allow_abbrev": False, "default_config_files": defaults},
             trainer_defaults={"use_distributed_sampler": False, "logger": False},
             auto_configure_optimizers=False,
         )
@@ -98,28 +98,77 @@ def run_name_from(cfg) -> str:
     return files[-1].stem if files else "run"
 
 
-def one_line(exc: BaseException) -> str:
-    """A config/parse error as one readable line (jsonargparse nests causes over many lines)."""
-    msg = str(exc).strip()
-    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+def one_line(exc: BaseException, config_files=(), args=()) -> str:
+    """A config/parse error as one readable line (jsonargparse nests causes over several lines),
+    naming the config file that sets the offending key when there is one."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__
-    # jsonargparse: 'Parser key "model.net":' followed by the reasons; keep the key and the most
-    # specific reason (the deepest 'Problem with ...' / last line).
-    key = re.search(r'[Kk]ey "([^"]+)"', msg)
-    detail = lines[-1]
-    for ln in lines:
-        if "No module named" in ln or "does not exist" in ln or "Unexpected" in ln or "unknown" in ln.lower():
-            detail = ln
-            break
-    if len(lines) == 1:
-        return lines[0]
-    head = f'key "{key.group(1)}"' if key else lines[0].rstrip(":")
-    return f"{head}: {detail}" if detail not in head else head
+    if len(" ".join(lines)) > 400:  # long union/subclass explanations: keep the head and the deepest cause
+        lines = [lines[0], lines[-1]]
+    msg = " ".join(lines).replace("Parser key ", "key ")
+    m = re.search(r"class_path '([^']+)'", msg)
+    if m and ("No module named" in msg or "has no attribute" in msg or "not a subclass" in msg):
+        msg = f"unknown model class_path {m.group(1)!r} (see mgglass/models/__init__.py): " + msg
+    key = re.search(r'key "([^"]+)"', msg) or re.search(r"Group '([^']+)' does not accept option '([^']+)'", msg)
+    if key:
+        dotted = ".".join(g for g in key.groups() if g)
+        on_cli = any(a.startswith(f"--{dotted}") for a in args)
+        where = "command line" if on_cli else _file_setting(dotted, config_files)
+        if where:
+            msg = f"{where}: {msg}"
+    return msg
+
+
+def _file_setting(dotted: str, config_files) -> str | None:
+    """The last of ``config_files`` whose YAML sets ``dotted`` (or a key under it)."""
+    import yaml
+
+    found = None
+    for path in config_files:
+        try:
+            node = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            found = str(path)
+    return found
+
+
+def _config_files(args) -> list[str]:
+    files = [str(BASE_CONFIG)] if BASE_CONFIG.is_file() else []
+    for i, a in enumerate(args):
+        if a == "--config" and i + 1 < len(args):
+            files.append(args[i + 1])
+        elif a.startswith("--config="):
+            files.append(a.split("=", 1)[1])
+    return files
+
+
+def quiet_warnings() -> None:
+    """Drop warnings that are expected here and only clutter a log (MGGLASS_DEBUG=1 keeps them)."""
+    if os.environ.get("MGGLASS_DEBUG"):
+        return
+    import warnings
+
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*exists and is not empty.*",  # the run folder holds config.yaml and mlflow_run.json
+        ".*will save all targets and predictions in the buffer.*",  # Spearman: a few MB per split
+        ".*isinstance.treespec, LeafSpec.*",
+        ".*It is recommended to use `self.log.*sync_dist=True.*",  # epoch values are synced by torchmetrics
+        ".*recommended to use `Trainer.devices=1`.*",  # our sampler never repeats a glass across ranks
+    ):
+        warnings.filterwarnings("ignore", pattern)
 
 
 def build(args, progress: bool | None = None) -> MGCLI:
     """Parse and instantiate, turning config errors into ConfigError (one line)."""
+    quiet_warnings()
     from jsonargparse import ArgumentError
 
     argv, sys.argv = sys.argv, sys.argv[:1]  # args are given explicitly: silence LightningCLI's warning
@@ -130,7 +179,7 @@ def build(args, progress: bool | None = None) -> MGCLI:
     except (ArgumentError, GlassDataError, ValueError, TypeError, KeyError, FileNotFoundError, ImportError) as e:
         if os.environ.get("MGGLASS_DEBUG"):
             raise
-        msg = one_line(e)
+        msg = one_line(e, _config_files(args), args)
         raise ConfigError(msg if isinstance(e, (ArgumentError, GlassDataError)) else f"{type(e).__name__}: {msg}") from None
     finally:
         sys.argv = argv  # the DDP launcher re-runs sys.argv in its child processes

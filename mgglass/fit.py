@@ -8,7 +8,6 @@ resumes a killed fit from its run folder's ``last.ckpt`` into the same MLflow ru
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -117,22 +116,5 @@ def main(argv=None) -> int:
     return 0
 
 
-def quiet_warnings() -> None:
-    """Drop warnings that are expected here and only confuse a log (MGGLASS_DEBUG=1 keeps them)."""
-    if os.environ.get("MGGLASS_DEBUG"):
-        return
-    import warnings
-
-    for pattern in (
-        ".*does not have many workers.*",
-        ".*exists and is not empty.*",  # the run folder holds config.yaml and mlflow_run.json
-        ".*will save all targets and predictions in the buffer.*",  # Spearman: a few MB per split
-        ".*isinstance.treespec, LeafSpec.*",
-        ".*recommended to use `self.log.*sync_dist=True`.*",  # epoch values are synced by torchmetrics
-    ):
-        warnings.filterwarnings("ignore", pattern)
-
-
 if __name__ == "__main__":
-    quiet_warnings()
     sys.exit(main())

@@ -210,6 +210,9 @@ class MLflowTracker(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._flush(pl_module)
 
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._flush(pl_module)  # also when a resumed fit had no epochs left to run
+
     # -- test: metrics, per-atom predictions, parity plot --------------------------------------
     def on_test_end(self, trainer, pl_module) -> None:
         if self.client is None:

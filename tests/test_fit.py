@@ -1,0 +1,265 @@
+"""python -m mgglass.fit end to end on experiments/smoke.yaml: MLflow contents, determinism, config
+errors, --print_config, plain logs, validate/test entry points.
+
+Fits run in subprocesses with MLflow and checkpoints under a tmp folder (``--tracking.root``); each
+distinct fit runs once per session (cached under pytest's basetemp) and is shared by other modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = "experiments/smoke.yaml"
+EPOCHS = 4  # experiments/smoke.yaml: trainer.max_epochs
+
+
+def fit_env(base: Path) -> dict:
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)  # --tracking.root decides; never the repo's mlruns/
+    env.pop("MGGLASS_DEBUG", None)
+    env["MGGLASS_CACHE_DIR"] = str(base.parent / "cache")  # the session cache of conftest
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+def run_cli(module: str, args: list[str], base: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=fit_env(base),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def smoke_fit(tmp_path_factory, name: str, *extra: str) -> dict:
+    """Run the smoke fit once per session under <basetemp>/<name>; returns rc/stdout/stderr/root."""
+    base = tmp_path_factory.getbasetemp() / name
+    done = base / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    base.mkdir(parents=True, exist_ok=True)
+    p = run_cli("mgglass.fit", ["--config", SMOKE, f"--tracking.root={base}", *extra], base)
+    result = {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr, "root": str(base)}
+    done.write_text(json.dumps(result))
+    return result
+
+
+def client_for(root) -> object:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+
+
+def only_run(root, experiment: str = "smoke"):
+    c = client_for(root)
+    exp = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([exp.experiment_id])
+    assert len(runs) == 1, f"expected one MLflow run, got {len(runs)}"
+    return c, runs[0]
+
+
+def artifact_paths(c, run_id: str, path: str | None = None) -> list[str]:
+    out = []
+    for f in c.list_artifacts(run_id, path):
+        out.extend(artifact_paths(c, run_id, f.path) if f.is_dir else [f.path])
+    return out
+
+
+def metrics_of(root, prefixes=("val_", "test_")) -> dict[str, float]:
+    _, run = only_run(root)
+    return {k: v for k, v in run.data.metrics.items() if k.startswith(prefixes)}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    r = smoke_fit(tmp_path_factory, "smoke-a")
+    assert r["rc"] == 0, r["stderr"][-3000:]
+    return r
+
+
+def test_smoke_run_is_one_complete_mlflow_run(smoke):
+    c, run = only_run(smoke["root"])
+    assert run.info.status == "FINISHED"
+    rid = run.info.run_id
+    # Resolved hyperparameters as params (base.yaml defaults included).
+    params = run.data.params
+    assert params["model.net.class_path"] == "mgglass.models.symgnn.SymGNN"
+    assert params["model.net.init_args.hidden"] == "8"
+    assert params["trainer.gradient_clip_val"] == "0.1"
+    assert params["model.optimizer.init_args.amsgrad"] == "True"
+    assert params["data.root"] == "synthetic"
+    # Tags.
+    tags = run.data.tags
+    assert tags["model"] == "SymGNN" and tags["seed"] == "0"
+    assert len(tags["data_hash"]) == 64 and len(tags["git_commit"]) in (40, 7) or tags["git_commit"] == "unknown"
+    # Per-epoch train/val metrics, keyed by step = epoch, each epoch exactly once.
+    for key in ("train_loss", "train_r", "val_loss", "val_r", "val_r2", "val_mae", "val_rmse", "val_spearman", "lr"):
+        steps = [m.step for m in c.get_metric_history(rid, key)]
+        assert steps == list(range(EPOCHS)), (key, steps)
+    # Final test metrics, once.
+    for key in ("test_loss", "test_r", "test_r2", "test_mae", "test_rmse", "test_spearman"):
+        hist = c.get_metric_history(rid, key)
+        assert len(hist) == 1 and np.isfinite(hist[0].value), key
+    m = run.data.metrics
+    assert -1 <= m["test_r"] <= 1 and m["test_mae"] > 0 and m["test_rmse"] >= m["test_mae"]
+    # Artifacts: config, best and last checkpoints, parity plot, predictions.
+    arts = artifact_paths(c, rid)
+    assert "config.yaml" in arts
+    assert "checkpoints/last.ckpt" in arts
+    assert any(a.startswith("checkpoints/best-epoch=") for a in arts)
+    for a in ("test/parity.png", "test/predictions.csv", "test/predictions.extxyz"):
+        assert a in arts
+
+
+def test_predictions_artifacts_match_test_metrics(smoke):
+    from ase.io import read
+
+    c, run = only_run(smoke["root"])
+    local = Path(c.download_artifacts(run.info.run_id, "test", str(Path(smoke["root"]) / "dl")))
+    rows = np.genfromtxt(local / "predictions.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    y, p = rows["eb_ev"].astype(float), rows["eb_pred_ev"].astype(float)
+    assert len(y) == 2 * 64  # two synthetic test glasses of 64 atoms
+    m = run.data.metrics
+    assert np.corrcoef(y, p)[0, 1] == pytest.approx(m["test_r"], abs=2e-3)
+    assert np.mean(np.abs(p - y)) == pytest.approx(m["test_mae"], rel=2e-3)
+    frames = read(local / "predictions.extxyz", index=":")
+    assert len(frames) == 2
+    pred = np.concatenate([f.arrays["eb_pred"] for f in frames])
+    np.testing.assert_allclose(pred, p, atol=1e-5)
+    assert set(frames[0].get_chemical_symbols()) <= {"Cu", "Zr"}
+    png = (local / "parity.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_same_config_and_seed_give_same_metrics(smoke, tmp_path_factory):
+    again = smoke_fit(tmp_path_factory, "smoke-b")
+    assert again["rc"] == 0, again["stderr"][-3000:]
+    a, b = metrics_of(smoke["root"]), metrics_of(again["root"])
+    assert a.keys() == b.keys() and len(a) >= 12
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), k
+
+
+def test_plain_epoch_lines_when_not_a_tty(smoke):
+    lines = [ln for ln in smoke["stdout"].splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == EPOCHS
+    assert "val_loss" in lines[0] and "val_r" in lines[0]
+    assert "it/s" not in smoke["stdout"] + smoke["stderr"]  # no progress bar
+
+
+def test_checkpoint_alone_predicts_ev(smoke):
+    import torch
+    from torch_geometric.data import Batch
+
+    from mgglass.data import load_graph
+    from mgglass.task import EBTask
+
+    ckpt = Path(smoke["root"]) / "checkpoints" / "smoke"
+    best = next(ckpt.glob("best-epoch=*.ckpt"))
+    task = EBTask.load_from_checkpoint(best, map_location="cpu")  # nothing else given
+    assert float(task.y_std) > 0
+    rows = np.genfromtxt(ckpt / "test" / "predictions.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    synth = Path(smoke["root"]).parent / "cache" / "synthetic" / "n64_s0"
+    g = load_graph(synth / "test0.xyz", cache=False)
+    task.eval()
+    with torch.no_grad():
+        pred = task.predict_ev(Batch.from_data_list([g])).numpy()
+    np.testing.assert_allclose(pred, rows["eb_pred_ev"][: len(pred)].astype(float), atol=1e-5)
+
+
+def test_validate_and_test_entry_points_on_best_checkpoint(smoke):
+    ckpt = Path(smoke["root"]) / "checkpoints" / "smoke"
+    best = str(next(ckpt.glob("best-epoch=*.ckpt")))
+    base = Path(smoke["root"])
+    t = run_cli("mgglass.test", ["--ckpt_path", best], base)
+    assert t.returncode == 0, t.stderr[-2000:]
+    got = json.loads(t.stdout.strip().splitlines()[-1])
+    m = metrics_of(smoke["root"])
+    for k in ("test_r", "test_mae", "test_rmse", "test_spearman"):
+        assert got[k] == pytest.approx(m[k], rel=1e-5, abs=1e-6), k
+    v = run_cli("mgglass.validate", ["--ckpt_path", best, "--config", SMOKE], base)
+    assert v.returncode == 0, v.stderr[-2000:]
+    got = json.loads(v.stdout.strip().splitlines()[-1])
+    hist = client_for(smoke["root"]).get_metric_history(only_run(smoke["root"])[1].info.run_id, "val_loss")
+    assert got["val_loss"] == pytest.approx(min(h.value for h in hist), rel=1e-5)
+
+
+def test_print_config_is_fully_resolved(tmp_path):
+    p = run_cli("mgglass.fit", ["--config", SMOKE, "--print_config"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    import yaml
+
+    cfg = yaml.safe_load(p.stdout)
+    assert cfg["trainer"]["gradient_clip_val"] == 0.1  # from base.yaml
+    assert cfg["model"]["optimizer"]["init_args"]["amsgrad"] is True
+    assert cfg["model"]["net"]["init_args"]["k_eval"] == 2  # from smoke.yaml
+    assert cfg["model"]["net"]["init_args"]["eval_seed"] == 0  # model default, resolved
+    assert cfg["trainer"]["use_distributed_sampler"] is False
+    assert cfg["checkpoint"]["monitor"] == "val_loss" and cfg["early_stopping"]["monitor"] == "val_loss"
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--model.net.class_path=mgglass.models.nope.Nope"], "unknown model class_path 'mgglass.models.nope.Nope'"),
+        (["--trainer.max_epoch=3"], "--trainer.max_epoch"),
+        (["--data.root=/nonexistent/glasses"], "/nonexistent/glasses/train0.xyz: no such file"),
+        (["--model.net.init_args.hidden=abc"], "hidden"),
+    ],
+    ids=["unknown-model", "misspelled-key", "missing-data", "bad-value"],
+)
+def test_config_errors_are_one_line_before_training(args, needle, tmp_path):
+    p = run_cli("mgglass.fit", ["--config", SMOKE, f"--tracking.root={tmp_path}", *args], tmp_path, timeout=120)
+    assert p.returncode != 0
+    err = [ln for ln in p.stderr.splitlines() if ln.startswith("mgglass.fit: error:")]
+    assert len(err) == 1 and needle in err[0], p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # nothing started
+    assert "epoch " not in p.stdout
+
+
+def test_misspelled_key_in_a_config_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_epoch: 3\n")
+    p = run_cli("mgglass.fit", ["--config", SMOKE, "--config", str(bad)], tmp_path, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines()[-1].startswith(f"mgglass.fit: error: {bad}: ")
+    assert "max_epoch" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_every_experiment_config_parses(capsys):
+    """All paper configs resolve: model class paths and init args are checked against the models."""
+    import yaml
+
+    from mgglass.cli import build
+    from mgglass.models import REGISTRY
+
+    names = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml") if p.stem not in ("base", "smoke"))
+    assert set(REGISTRY) <= set(names)
+    failures = []
+    for n in names:
+        capsys.readouterr()
+        try:
+            build(["--config", f"experiments/{n}.yaml", "--print_config"])
+            failures.append(f"{n}: --print_config did not exit")
+        except SystemExit as e:
+            out = capsys.readouterr()
+            if e.code not in (0, None):
+                failures.append(f"{n}: {out.err.strip()[-300:]}")
+                continue
+            cfg = yaml.safe_load(out.out)
+            if REGISTRY.get(n) and cfg["model"]["net"]["class_path"] != REGISTRY[n][0]:
+                failures.append(f"{n}: class_path {cfg['model']['net']['class_path']} != registry {REGISTRY[n][0]}")
+        except Exception as e:  # noqa: BLE001 - collect every broken config
+            failures.append(f"{n}: {type(e).__name__}: {e}")
+    assert not failures, failures
