@@ -225,7 +225,8 @@ def evaluate_main(stage: str, argv=None) -> int:
             return fail(prog, f"no --config given and no {saved} beside the checkpoint")
         argv = ["--config", str(saved), *argv]
     try:
-        cli = build([*argv, "--tracking.enabled=false"])
+        # Nothing is written: no MLflow, and the checkpoint callback points at the checkpoint's folder.
+        cli = build([*argv, "--tracking.enabled=false", f"--checkpoint.dirpath={Path(ckpt).parent}"])
         check_data(cli.datamodule)
         run = cli.trainer.validate if stage == "validate" else cli.trainer.test
         results = run(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)

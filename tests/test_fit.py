@@ -33,6 +33,7 @@ def fit_env(base: Path) -> dict:
 def run_cli(module: str, args: list[str], base: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", module, *args],
+        check=False,
         cwd=ROOT,
         env=fit_env(base),
         capture_output=True,
@@ -177,29 +178,35 @@ def test_checkpoint_alone_predicts_ev(smoke):
     np.testing.assert_allclose(pred, rows["eb_pred_ev"][: len(pred)].astype(float), atol=1e-5)
 
 
-def test_validate_and_test_entry_points_on_best_checkpoint(smoke):
+def test_validate_and_test_entry_points_on_best_checkpoint(smoke, capsys, monkeypatch):
+    from mgglass.cli import evaluate_main
+
+    monkeypatch.setenv("MGGLASS_CACHE_DIR", str(Path(smoke["root"]).parent / "cache"))
     ckpt = Path(smoke["root"]) / "checkpoints" / "smoke"
     best = str(next(ckpt.glob("best-epoch=*.ckpt")))
-    base = Path(smoke["root"])
-    t = run_cli("mgglass.test", ["--ckpt_path", best], base)
-    assert t.returncode == 0, t.stderr[-2000:]
-    got = json.loads(t.stdout.strip().splitlines()[-1])
+    capsys.readouterr()
+    assert evaluate_main("test", ["--ckpt_path", best]) == 0  # config: the run folder's config.yaml
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     m = metrics_of(smoke["root"])
     for k in ("test_r", "test_mae", "test_rmse", "test_spearman"):
         assert got[k] == pytest.approx(m[k], rel=1e-5, abs=1e-6), k
-    v = run_cli("mgglass.validate", ["--ckpt_path", best, "--config", SMOKE], base)
-    assert v.returncode == 0, v.stderr[-2000:]
-    got = json.loads(v.stdout.strip().splitlines()[-1])
+    assert evaluate_main("validate", ["--ckpt_path", best, "--config", SMOKE]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     hist = client_for(smoke["root"]).get_metric_history(only_run(smoke["root"])[1].info.run_id, "val_loss")
     assert got["val_loss"] == pytest.approx(min(h.value for h in hist), rel=1e-5)
+    assert evaluate_main("test", ["--ckpt_path", str(ckpt / "missing.ckpt")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
 
 
-def test_print_config_is_fully_resolved(tmp_path):
-    p = run_cli("mgglass.fit", ["--config", SMOKE, "--print_config"], tmp_path)
-    assert p.returncode == 0, p.stderr
+def test_print_config_is_fully_resolved(capsys):
     import yaml
 
-    cfg = yaml.safe_load(p.stdout)
+    from mgglass.cli import build
+
+    with pytest.raises(SystemExit) as e:
+        build(["--config", SMOKE, "--print_config"])
+    assert e.value.code in (0, None)
+    cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["trainer"]["gradient_clip_val"] == 0.1  # from base.yaml
     assert cfg["model"]["optimizer"]["init_args"]["amsgrad"] is True
     assert cfg["model"]["net"]["init_args"]["k_eval"] == 2  # from smoke.yaml
@@ -218,17 +225,20 @@ def test_print_config_is_fully_resolved(tmp_path):
     ],
     ids=["unknown-model", "misspelled-key", "missing-data", "bad-value"],
 )
-def test_config_errors_are_one_line_before_training(args, needle, tmp_path):
-    p = run_cli("mgglass.fit", ["--config", SMOKE, f"--tracking.root={tmp_path}", *args], tmp_path, timeout=120)
-    assert p.returncode != 0
-    err = [ln for ln in p.stderr.splitlines() if ln.startswith("mgglass.fit: error:")]
-    assert len(err) == 1 and needle in err[0], p.stderr
-    assert "Traceback" not in p.stderr
+def test_config_errors_are_one_line_before_training(args, needle, tmp_path, capsys, monkeypatch):
+    from mgglass.fit import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    rc = main(["--config", SMOKE, f"--tracking.root={tmp_path}", *args])
+    out = capsys.readouterr()
+    assert rc != 0
+    err = [ln for ln in out.err.splitlines() if ln.startswith("mgglass.fit: error:")]
+    assert len(err) == 1 and needle in err[0], out.err
     assert not (tmp_path / "mlflow.db").exists()  # nothing started
-    assert "epoch " not in p.stdout
+    assert "epoch " not in out.out
 
 
-def test_misspelled_key_in_a_config_file_names_the_file(tmp_path):
+def test_config_error_exit_from_the_shell_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer:\n  max_epoch: 3\n")
     p = run_cli("mgglass.fit", ["--config", SMOKE, "--config", str(bad)], tmp_path, timeout=120)
