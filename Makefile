@@ -43,7 +43,7 @@ fit:  ## train CONFIG (default experiments/symgnn.yaml), then test the best-vali
 	$(PY) -m mgglass.fit --config $(CONFIG) $(ARGS)
 
 UI_PORT ?= 5000
-ui:  ## MLflow UI on http://127.0.0.1:$(UI_PORT) over the project's store (sqlite:///mlruns/mlflow.db)
+ui:  ## MLflow UI on http://127.0.0.1:5000 (UI_PORT=... to change) over the project store sqlite:///mlruns/mlflow.db
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///mlruns/mlflow.db
 
 predict:  ## test-split metrics of a checkpoint: make predict CKPT=mlruns/checkpoints/symgnn/last.ckpt

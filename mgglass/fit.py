@@ -70,7 +70,9 @@ def main(argv=None) -> int:
     try:
         cli = build(argv)
         cfg, trainer, task, dm = cli.config, cli.trainer, cli.model, cli.datamodule
-        data_hash = check_data(dm)
+        # Rank 0 checks (and generates/downloads) the files; other ranks get them through
+        # Lightning's prepare_data + barrier, so concurrent ranks never write the same file.
+        data_hash = check_data(dm) if _global_rank() == 0 else ""
         ckpt_dir = Path(cfg.checkpoint.dirpath)
         ckpt_path = resolve_ckpt(cfg.ckpt_path, ckpt_dir)
     except ConfigError as e:
