@@ -24,7 +24,7 @@ def main(argv=None) -> int:
         rows.append((name, family, params, invariance, note))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)), row[4])
+        print(("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4]).rstrip())
     return 0
 
 

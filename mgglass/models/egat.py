@@ -40,8 +40,8 @@ class _GatherWeightScatter(torch.autograd.Function):
         x, a, src, dst = ctx.saved_tensors
         g = grad.index_select(0, dst)  # [E, H, C]
         grad_x = grad_a = None
-        if ctx.needs_input_grad[1]:
-            grad_a = (g * x.index_select(0, src)).sum(-1)
+        if ctx.needs_input_grad[1]:  # in place on the gathered copy: two [E, H, C] buffers alive, not three
+            grad_a = x.index_select(0, src).mul_(g).sum(-1)
         if ctx.needs_input_grad[0]:
             grad_x = scatter(g.mul_(a.unsqueeze(-1)), src, dim=0, dim_size=x.shape[0], reduce="sum")
         return grad_x, grad_a, None, None, None
@@ -52,44 +52,52 @@ def gather_weight_scatter(x: Tensor, a: Tensor, src: Tensor, dst: Tensor, num_no
 
 
 class _BatchNormLinear(torch.autograd.Function):
-    """y = (x̂ γ + β) Wᵀ + b with x̂ = (x − μ)·invstd, keeping only x for backward.
+    """(y, z) = ((x̂ γ + β) Wᵀ + b, x Uᵀ) with x̂ = (x − μ)·invstd, keeping only x for backward.
 
-    Batch norm is folded into the weights (y = x W_effᵀ + b_eff); backward uses the closed-form
-    batch-norm gradient, with Σ_e (gy W)∘x obtained from the small matrix gyᵀx instead of an [E, C] pass.
+    Batch norm is folded into the weights, so both outputs come from one product x [W_eff; U]ᵀ and
+    backward needs one [E, C] buffer for ∂L/∂x; Σ_e (gy W)∘x comes from the small matrix gyᵀx.
+    ``U`` carries the attention vectors (block-diagonal), so the logits ride along with the projection.
     """
 
     @staticmethod
-    def forward(ctx, x, mean, var, weight, bias, lin_w, lin_b, eps: float, batch_stats: bool):
+    def forward(ctx, x, mean, var, weight, bias, lin_w, lin_b, extra_w, eps: float, batch_stats: bool):
         invstd = torch.rsqrt(var + eps)
         scale = weight * invstd
         shift = bias - mean * scale
-        w_eff = lin_w * scale
-        ctx.save_for_backward(x, mean, invstd, weight, lin_w, w_eff, shift)
+        w_cat = torch.cat([lin_w * scale, extra_w])
+        b_cat = torch.cat([lin_b + lin_w @ shift, lin_b.new_zeros(extra_w.shape[0])])
+        out = torch.addmm(b_cat, x, w_cat.t())
+        ctx.save_for_backward(x, mean, invstd, weight, lin_w, w_cat, shift)
         ctx.batch_stats = batch_stats
-        return torch.addmm(lin_b + lin_w @ shift, x, w_eff.t())
+        k = lin_w.shape[0]
+        return out[:, :k].contiguous(), out[:, k:].contiguous()
 
     @staticmethod
-    def backward(ctx, gy):
-        x, mean, invstd, weight, lin_w, w_eff, shift = ctx.saved_tensors
-        n = x.shape[0]
-        gyx = gy.t() @ x  # [out, C]
+    def backward(ctx, gy, gz):
+        x, mean, invstd, weight, lin_w, w_cat, shift = ctx.saved_tensors
+        n, k = x.shape[0], lin_w.shape[0]
+        gy = torch.zeros(n, k, dtype=x.dtype, device=x.device) if gy is None else gy
+        gz = torch.zeros(n, w_cat.shape[0] - k, dtype=x.dtype, device=x.device) if gz is None else gz
+        g = torch.cat([gy, gz], 1)
+        gx_all = g.t() @ x  # [out + extra, C]: gyᵀx and gzᵀx in one pass over x
+        gyx, grad_extra = gx_all[:k], gx_all[k:]
         sum_gy = gy.sum(0)
-        sum_gz = sum_gy @ lin_w  # Σ_e ∂L/∂z, z the normalised-affine features
-        sum_gz_x = (lin_w * gyx).sum(0)  # Σ_e (∂L/∂z)∘x
-        sum_gz_xhat = (sum_gz_x - mean * sum_gz) * invstd
-        grad_x = gy @ w_eff
+        sum_gz = sum_gy @ lin_w  # Σ_e ∂L/∂u, u = x̂ γ + β
+        sum_gz_xhat = ((lin_w * gyx).sum(0) - mean * sum_gz) * invstd
+        grad_x = g @ w_cat
         if ctx.batch_stats:  # μ and σ² depend on x
             scale = weight * invstd
-            k = sum_gz_xhat / n
-            grad_x.addcmul_(x, (-invstd * scale * k).unsqueeze(0))
-            grad_x.add_((-scale * sum_gz / n + mean * invstd * scale * k).unsqueeze(0))
+            c = sum_gz_xhat / n
+            grad_x.addcmul_(x, (-invstd * scale * c).unsqueeze(0))
+            grad_x.add_((-scale * sum_gz / n + mean * invstd * scale * c).unsqueeze(0))
         grad_lin_w = gyx * (weight * invstd) + torch.outer(sum_gy, shift)
-        return grad_x, None, None, sum_gz_xhat, sum_gz, grad_lin_w, sum_gy, None, None
+        return grad_x, None, None, sum_gz_xhat, sum_gz, grad_lin_w, sum_gy, grad_extra, None, None
 
 
-def batch_norm_linear(x: Tensor, norm: nn.BatchNorm1d, lin: nn.Linear) -> Tensor:
+def batch_norm_linear(x: Tensor, norm: nn.BatchNorm1d, lin: nn.Linear, extra: Tensor | None = None):
     """``lin(norm(x))`` without keeping the normalised copy for backward (256 MB per 8000-atom glass
-    at 8 heads); needs an affine ``norm`` and a biased ``lin``."""
+    at 8 heads); with ``extra`` [K, C] also returns ``x @ extra.T`` from the same product. Needs an
+    affine ``norm`` and a biased ``lin``."""
     batch_stats = norm.training or norm.running_mean is None
     if batch_stats:
         with torch.no_grad():
@@ -103,7 +111,11 @@ def batch_norm_linear(x: Tensor, norm: nn.BatchNorm1d, lin: nn.Linear) -> Tensor
                 norm.running_var.lerp_((var * n / max(n - 1, 1)).to(norm.running_var.dtype), m)
     else:
         mean, var = norm.running_mean, norm.running_var
-    return _BatchNormLinear.apply(x, mean, var, norm.weight, norm.bias, lin.weight, lin.bias, norm.eps, batch_stats)
+    extra_w = x.new_zeros(0, x.shape[1]) if extra is None else extra
+    y, z = _BatchNormLinear.apply(
+        x, mean, var, norm.weight, norm.bias, lin.weight, lin.bias, extra_w, norm.eps, batch_stats
+    )
+    return y if extra is None else (y, z)
 
 
 class EGATLayer(nn.Module):
@@ -157,9 +169,16 @@ class EGATLayer(nn.Module):
         f += self.fc_src(h).index_select(0, src)
         f += self.fc_dst(h).index_select(0, dst)
         f = F.leaky_relu(f, self.negative_slope, inplace=True)  # in place: autograd keeps only f
-        f3 = f.view(-1, self.heads, self.head_dim)
-        # <attn_k, f_k> for all heads as one [E, H·C] × [H·C, H] product with a block-diagonal matrix.
-        logits = f @ torch.block_diag(*self.attn.unsqueeze(-1))
+        # <attn_k, f_k> for all heads as one product with the block-diagonal [H, H·C] matrix; where the
+        # edge head reads f itself, the same product also gives the edge projection.
+        attn = torch.block_diag(*self.attn.unsqueeze(1))
+        fe = None
+        if self.update_edges and self.concat:
+            fe, logits = batch_norm_linear(f, self.edge_norm, self.edge_proj, extra=attn)
+        else:
+            logits = f @ attn.t()
+            if self.update_edges:
+                fe = batch_norm_linear(f.view(-1, self.heads, self.head_dim).mean(1), self.edge_norm, self.edge_proj)
         a = scatter_softmax(logits, dst, dim=0, dim_size=n)
         if edge_mask is not None:
             a = a * edge_mask.unsqueeze(-1)
@@ -167,12 +186,9 @@ class EGATLayer(nn.Module):
         hn = gather_weight_scatter(v, a, src, dst, n)
         hn = self.node_proj(self.node_norm(hn.reshape(n, hc) if self.concat else hn.mean(1)))
         hn = hn + h if self.residual else hn
-        if not self.update_edges:
+        if fe is None:
             return hn, e
-        fe = f if self.concat else (f3.mean(1) if self.heads > 1 else f)
-        fe = batch_norm_linear(fe, self.edge_norm, self.edge_proj)
         return hn, (fe + e if self.residual else fe)
-
 
 def mlp_block(dims: list[int]) -> nn.Sequential:
     """(Linear, BatchNorm, ReLU) for each consecutive pair of ``dims``.
