@@ -19,6 +19,8 @@ activations for backward. Defaults are therefore smaller than the paper's (paper
 int_emb 64, basis_emb 8, out_emb 256, 4 blocks, 7 spherical, 6 radial): hidden 64, int_emb 16,
 basis_emb 8, out_emb 64, 2 blocks, 7 spherical, 6 radial, cutoff 5 Å. ``triplet_cutoff`` (not in
 DimeNet++; as GemNet's separate triplet cutoff) restricts the triplets to edges shorter than it.
+Measured on one 8000-atom glass (2 shared CPU cores, forward+backward): 8.2M triplets, ~44 s,
+10.1 GB peak RSS at the defaults; triplet_cutoff=3.5: 1.17M triplets, ~15 s, 6.3 GB.
 """
 
 from __future__ import annotations
