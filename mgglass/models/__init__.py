@@ -23,7 +23,7 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "egnn": ("mgglass.models.egnn.EGNN", "EGNN", "E(3)"),
     "schnet": ("mgglass.models.schnet.SchNetAtom", "SchNet", "E(3)"),
     "mgcn": ("mgglass.models.mgcn.MGCN", "MGCN", "E(3)"),
-    "faenet": ("mgglass.models.faenet.FAENet", "FAENet", "O(3) by frame averaging"),
+    "faenet": ("mgglass.models.faenet.FAENet", "FAENet", "O(3): canonical per-atom PCA frames + frame averaging (proper frames: SO(3))"),
     "dimenet_pp": ("mgglass.models.dimenet.DimeNetPP", "DimeNet++", "E(3)"),
 }
 
