@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = "experiments/smoke.yaml"
-EPOCHS = 4  # experiments/smoke.yaml: trainer.max_epochs
+EPOCHS = 6  # experiments/smoke.yaml: trainer.max_epochs
 
 
 def fit_env(base: Path) -> dict:
