@@ -32,6 +32,7 @@ def _assert_same_as_ase(pos, cell, cutoff=CUTOFF):
     np.testing.assert_allclose(vec[key_ours], d[key_ase], atol=1e-9)
     np.testing.assert_allclose(length, np.linalg.norm(vec, axis=1))
     assert length.max() < cutoff
+    assert np.all(np.diff(dst) >= 0)  # sorted by dst, for segment reductions
     return len(src)
 
 

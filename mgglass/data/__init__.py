@@ -1,7 +1,7 @@
 """Data layer: reading glasses, periodic radius graphs, synthetic glasses and the DataModule.
 
 A batch (torch_geometric ``Batch`` of whole glasses) carries: ``species`` [N] long (index into the
-species map), ``pos`` [N,3] Å, ``cell`` [G,3,3], ``edge_index`` [2,E] (row 0 src, row 1 dst; messages
+species map), ``pos`` [N,3] Å, ``cell`` [G,3,3], ``edge_index`` [2,E] (row 0 src, row 1 dst, sorted by dst; messages
 flow src -> dst), ``edge_vec`` [E,3] (dst image − src, Å), ``edge_shift`` [E,3] int8 cell offsets,
 ``y`` [N] eV and ``y_norm`` [N] (train-split standardised) when labelled, ``batch`` [N] glass index.
 """

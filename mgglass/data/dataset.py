@@ -15,7 +15,7 @@ from .graph import radius_graph_pbc
 from .structure import DEFAULT_SPECIES, Glass, read_glass
 
 # Bump when the stored graph layout changes, so old caches are rebuilt.
-GRAPH_FORMAT = 1
+GRAPH_FORMAT = 2
 _FIELDS = ("species", "pos", "cell", "edge_index", "edge_vec", "edge_shift", "y")
 
 

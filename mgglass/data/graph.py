@@ -11,7 +11,7 @@ from torch_cluster import radius
 
 
 class PBCGraph(NamedTuple):
-    edge_index: torch.Tensor  # [2, E] long: (src, dst); every pair appears in both directions
+    edge_index: torch.Tensor  # [2, E] long: (src, dst), sorted by dst; every pair appears in both directions
     edge_vec: torch.Tensor  # [E, 3] position of the dst image minus position of src, Å
     edge_len: torch.Tensor  # [E]
     shift: torch.Tensor  # [E, 3] integer cell offset of the dst image (same dtype as positions)
@@ -80,10 +80,13 @@ def radius_graph_pbc(positions: torch.Tensor, cell: torch.Tensor, cutoff: float,
         if pairs.shape[1] == 0 or torch.bincount(pairs[0]).max() < cap or cap >= ghost_pos.shape[0]:
             break
         cap *= 4
-    src, ghost = pairs[0], pairs[1]
+    centre, ghost = pairs[0], pairs[1]
     if not self_loops:
-        keep = ghost != src
-        src, ghost = src[keep], ghost[keep]
-    vec = ghost_pos.index_select(0, ghost) - centre_pos.index_select(0, src)
-    edge_index = torch.stack([src, atom_id.index_select(0, ghost)])
-    return PBCGraph(edge_index, vec, vec.norm(dim=-1), shifts.index_select(0, shift_id.index_select(0, ghost)))
+        keep = ghost != centre
+        centre, ghost = centre[keep], ghost[keep]
+    # Each query atom is the dst of its edges (the graph is symmetric, so this is the same edge set),
+    # which leaves the edges sorted by dst: aggregation at dst can use segment (CSR) reductions.
+    vec = centre_pos.index_select(0, centre) - ghost_pos.index_select(0, ghost)
+    edge_index = torch.stack([atom_id.index_select(0, ghost), centre])
+    shift = shifts.index_select(0, shift_id.index_select(0, ghost)).neg_()
+    return PBCGraph(edge_index, vec, vec.norm(dim=-1), shift)
