@@ -4,9 +4,9 @@ The tracker talks to MLflow through ``MlflowClient`` (no Lightning logger), so i
 what is written and when:
 
 * per-epoch metrics are keyed by ``step = epoch``. The task keeps an epoch history inside every
-  checkpoint; the tracker writes each epoch once, after the checkpoint that contains it exists, and
-  a resumed fit back-fills epochs the killed process had checkpointed but not yet written — so no
-  epoch is lost or duplicated.
+  checkpoint; the tracker writes each epoch once, right after the checkpoint that contains it was
+  saved (:class:`AfterCheckpoint`), and a resumed fit back-fills epochs the killed process had
+  checkpointed but not yet written — so no epoch is lost or duplicated.
 * the run id lives in ``<checkpoint dir>/mlflow_run.json``; resuming from a checkpoint in that
   folder reopens the same run.
 * each run gets its own resolved config artifact (LightningCLI's SaveConfigCallback is disabled).
@@ -26,10 +26,17 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Checkpoint
 
 RUN_FILE = "mlflow_run.json"
 DEFAULT_ROOT = "mlruns"
+
+
+class AfterCheckpoint(Checkpoint):
+    """Base of callbacks that report an epoch once it is checkpointed. Lightning calls the
+    ``on_train_epoch_end`` of Checkpoint (and EarlyStopping) callbacks after the LightningModule's
+    own hook and in list order, so a subclass placed after the ModelCheckpoint sees the epoch's
+    metrics and its saved checkpoint (``checkpoint.save_on_train_epoch_end`` is on). Saves nothing."""
 
 
 @dataclass
@@ -108,7 +115,7 @@ def pooled_stats(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {"r": r, "mae": float(np.mean(np.abs(p - y))), "rmse": float(np.sqrt(np.mean((p - y) ** 2)))}
 
 
-class MLflowTracker(Callback):
+class MLflowTracker(AfterCheckpoint):
     """Rank-0 MLflow bookkeeping for one fit (then its test) — see the module docstring.
 
     Args:
@@ -203,9 +210,11 @@ class MLflowTracker(Callback):
             self.client.log_batch(self.run_id, metrics=metrics)
             self._logged.add(epoch)
 
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._flush(pl_module)  # runs after this epoch's checkpoint was saved (see AfterCheckpoint)
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        # Epochs up to the previous one are in a checkpoint by now (saved at train-epoch end).
-        self._flush(pl_module)
+        self._flush(pl_module)  # after a resume: epochs the killed process checkpointed but did not log
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._flush(pl_module)
@@ -308,7 +317,7 @@ def parity_plot(path: Path, y: np.ndarray, p: np.ndarray, stats: dict, model: st
     plt.close(fig)
 
 
-class PlainProgress(Callback):
+class PlainProgress(AfterCheckpoint):
     """One line per epoch on stdout (rank 0), for logs that are not a terminal (CI, files, SLURM)."""
 
     KEYS = ("train_loss", "val_loss", "val_r", "val_mae", "val_rmse", "lr")
@@ -328,7 +337,7 @@ class PlainProgress(Callback):
             print("  ".join(parts), flush=True)
             self._printed.add(epoch)
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._emit(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:

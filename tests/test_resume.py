@@ -25,7 +25,7 @@ def test_sigkill_then_resume_continues_the_same_run(tmp_path):
                                 start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        # "epoch   1" is printed when epoch 2 starts, i.e. after last.ckpt of epoch 1 was written.
+        # "epoch   1" is printed right after last.ckpt of epoch 1 was written.
         while "epoch   1 " not in log.read_text():
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "fit did not reach epoch 2"
@@ -57,3 +57,28 @@ def test_sigkill_then_resume_continues_the_same_run(tmp_path):
         steps = sorted(m.step for m in c.get_metric_history(run_id, key))
         assert steps == list(range(EPOCHS)), (key, steps)  # none lost, none duplicated
     assert len(c.get_metric_history(run_id, "test_r")) == 1
+
+
+def test_resumed_tracker_backfills_checkpointed_epochs_once(tmp_path):
+    """Killed after saving epoch 3's checkpoint but before logging epochs 2-3: the resumed tracker
+    logs exactly the missing epochs from the checkpoint's history."""
+    from types import SimpleNamespace
+
+    from mgglass.tracking import MLflowTracker, TrackingConfig
+
+    cfg = TrackingConfig(root=str(tmp_path), experiment="backfill", run_name="r")
+    trainer = SimpleNamespace(is_global_zero=True)
+    history = {e: {"train_loss": 1.0 / (e + 1), "val_loss": 2.0 / (e + 1)} for e in range(4)}
+    first = MLflowTracker(cfg, tmp_path / "ck", params={"a": "1"})
+    first.setup(trainer, None, "fit")
+    first._flush(SimpleNamespace(history={e: history[e] for e in (0, 1)}))
+    # (process killed here; the checkpoint already holds epochs 0-3)
+    again = MLflowTracker(cfg, tmp_path / "ck", resume=True, params={"a": "1"})
+    again.setup(trainer, None, "fit")
+    assert again.run_id == first.run_id
+    again._flush(SimpleNamespace(history=history))
+    again._flush(SimpleNamespace(history=history))  # idempotent
+    for key in ("train_loss", "val_loss"):
+        hist = sorted((m.step, m.value) for m in again.client.get_metric_history(again.run_id, key))
+        assert [s for s, _ in hist] == [0, 1, 2, 3]
+        assert [v for _, v in hist] == [history[e][key] for e in range(4)]
