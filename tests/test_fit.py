@@ -272,4 +272,9 @@ def test_every_experiment_config_parses(capsys):
                 failures.append(f"{n}: class_path {cfg['model']['net']['class_path']} != registry {REGISTRY[n][0]}")
         except Exception as e:  # noqa: BLE001 - collect every broken config
             failures.append(f"{n}: {type(e).__name__}: {e}")
+        try:  # and the model builds from it (no data is read before fit)
+            cli = build(["--config", f"experiments/{n}.yaml"])
+            assert sum(p.numel() for p in cli.model.net.parameters()) > 0
+        except Exception as e:  # noqa: BLE001
+            failures.append(f"{n}: building: {type(e).__name__}: {e}")
     assert not failures, failures
