@@ -46,8 +46,9 @@ UI_PORT ?= 5000
 ui:  ## MLflow UI on http://127.0.0.1:5000 (UI_PORT=... to change) over the project store sqlite:///mlruns/mlflow.db
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///mlruns/mlflow.db
 
-predict:  ## test-split metrics of a checkpoint: make predict CKPT=mlruns/checkpoints/symgnn/last.ckpt
-	$(PY) -m mgglass.test --ckpt_path $(CKPT) $(ARGS)
+PRED_OUT ?= predictions
+predict:  ## test metrics + per-atom predictions (csv, extxyz, parity.png) of CKPT=... into PRED_OUT=predictions
+	$(PY) -m mgglass.test --ckpt_path $(CKPT) --out $(PRED_OUT) $(ARGS)
 
 clean:  ## remove caches and build outputs (keeps .venv and mlruns)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

@@ -200,20 +200,34 @@ def fail(prog: str, msg: str, code: int = 2) -> int:
 
 
 
-def _ckpt_arg(argv: list[str]) -> str | None:
+def _ckpt_arg(argv: list[str], name: str = "--ckpt_path") -> str | None:
     for i, a in enumerate(argv):
-        if a.startswith("--ckpt_path="):
+        if a.startswith(f"{name}="):
             return a.split("=", 1)[1]
-        if a == "--ckpt_path" and i + 1 < len(argv):
+        if a == name and i + 1 < len(argv):
             return argv[i + 1]
     return None
 
 
+def _pop_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
+    value = _ckpt_arg(argv, name)
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(f"{name}="):
+            out.append(a)
+    return out, value
+
+
 def evaluate_main(stage: str, argv=None) -> int:
-    """``python -m mgglass.validate|test --ckpt_path CKPT [--config FILE ...]``: pooled metrics (eV) of a
-    checkpoint as one JSON line; without --config, the config.yaml the fit wrote beside it."""
+    """``python -m mgglass.validate|test --ckpt_path CKPT [--config FILE ...] [--out DIR]``: pooled metrics
+    (eV) of a checkpoint as one JSON line; without --config, the config.yaml the fit wrote beside it.
+    ``--out DIR`` also writes per-atom predictions (CSV, extxyz with ``eb_pred``) and a parity plot."""
     prog = f"mgglass.{stage}"
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, out_dir = _pop_option(list(sys.argv[1:] if argv is None else argv), "--out")
     ckpt = _ckpt_arg(argv)
     if not ckpt:
         return fail(prog, "--ckpt_path CHECKPOINT is required")
@@ -236,5 +250,28 @@ def evaluate_main(stage: str, argv=None) -> int:
         return fail(prog, str(e), 1)
     if cli.trainer.is_global_zero:
         metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        if out_dir:
+            write_split_predictions(cli, "val" if stage == "validate" else "test", Path(out_dir))
+            metrics["out"] = str(out_dir)
         print(json.dumps({"checkpoint": ckpt, **metrics}), flush=True)
     return 0
+
+
+def write_split_predictions(cli, split: str, out: Path) -> None:
+    """Per-atom predictions of the loaded checkpoint on ``split``: predictions.csv, predictions.extxyz
+    (``eb``/``eb_pred`` arrays) and parity.png under ``out``."""
+    import numpy as np
+
+    from mgglass.tracking import (
+        parity_plot,
+        pooled_stats,
+        predict_split,
+        write_predictions,
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows, frames, ys, ps = predict_split(cli.model, cli.datamodule.graphs[split], list(cli.config.data.species))
+    write_predictions(out, rows, frames)
+    if ys:
+        y, p = np.asarray(ys), np.asarray(ps)
+        parity_plot(out / "parity.png", y, p, pooled_stats(y, p), cli.config.model.net.class_path.rsplit(".", 1)[-1])

@@ -190,6 +190,14 @@ def test_validate_and_test_entry_points_on_best_checkpoint(smoke, capsys, monkey
     m = metrics_of(smoke["root"])
     for k in ("test_r", "test_mae", "test_rmse", "test_spearman"):
         assert got[k] == pytest.approx(m[k], rel=1e-5, abs=1e-6), k
+    out = Path(smoke["root"]) / "pred-out"
+    assert evaluate_main("test", ["--ckpt_path", best, "--out", str(out)]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["test_r"] == pytest.approx(got["test_r"], rel=1e-6)
+    written = np.genfromtxt(out / "predictions.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    logged = np.genfromtxt(ckpt / "test" / "predictions.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    np.testing.assert_allclose(written["eb_pred_ev"].astype(float), logged["eb_pred_ev"].astype(float), atol=1e-6)
+    assert (out / "predictions.extxyz").is_file() and (out / "parity.png").is_file()
     assert evaluate_main("validate", ["--ckpt_path", best, "--config", SMOKE]) == 0
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     hist = client_for(smoke["root"]).get_metric_history(only_run(smoke["root"])[1].info.run_id, "val_loss")
