@@ -15,40 +15,120 @@ weighted gather/scatter of messages keeps no per-edge per-head tensor alive for 
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_scatter import scatter, scatter_softmax
+from torch_scatter import gather_csr, segment_csr
+
+warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+
+
+class EdgePlan:
+    """The edge set grouped by dst (CSR), built once per forward and shared by all layers.
+
+    Aggregation at dst runs as one sparse (CSR) × dense product per head, which reads each message
+    once and never materialises [E, H, C]; softmax uses segment reductions. Edges in a batch come
+    sorted by dst (see ``mgglass.data``); otherwise ``order`` sorts them (stable, e.g. for explainer
+    subgraphs) and per-edge values are permuted into that order.
+    """
+
+    def __init__(self, edge_index: Tensor, num_nodes: int):
+        src, dst = edge_index[0], edge_index[1]
+        self.num_nodes, self.num_edges = num_nodes, src.numel()
+        self.order = None if bool((dst[1:] >= dst[:-1]).all()) else torch.argsort(dst, stable=True)
+        if self.order is not None:
+            src, dst = src[self.order], dst[self.order]
+        self.src, self.dst = src, dst  # in dst order
+        self.ptr = torch.cat([dst.new_zeros(1), torch.bincount(dst, minlength=num_nodes).cumsum(0)])
+
+    def to_dst_order(self, x: Tensor) -> Tensor:
+        return x if self.order is None else x.index_select(0, self.order)
+
+    def matrix(self, values: Tensor) -> Tensor:
+        """[N, N] CSR with ``values`` [E] (dst order) at (dst, src)."""
+        n = self.num_nodes
+        return torch.sparse_csr_tensor(self.ptr, self.src, values, (n, n), check_invariants=False)
 
 
 class _GatherWeightScatter(torch.autograd.Function):
-    """out[d] = sum_{e: dst(e)=d} a[e, :, None] * x[src(e)], without saving the gathered [E,H,C] messages.
+    """out[d, k] = sum_{e: dst(e)=d} a[e, k] * x[src(e), k] for each head k, as per-head CSR products.
 
-    Autograd on ``x[src] * a`` would keep x[src] (E×H×C floats, 256 MB for one 8000-atom glass at
-    8 heads) until backward; here backward gathers it again instead.
+    ``a`` is in the plan's dst order. Backward gathers grad[dst(e)] in edge chunks, so the
+    [chunk, H, C] temporaries stay in cache (one [E, H, C] gather is 266 MB at 8 heads and ~7× slower),
+    and from each chunk takes ∂a[e] = <grad[dst(e)], x[src(e)]> and adds a[e]·grad[dst(e)] into ∂x at
+    src (a transposed CSR would need a sort by src, which costs more than the whole backward).
     """
 
+    chunk_floats = 1 << 19  # 2 MB per [chunk, H, C] temporary
+
     @staticmethod
-    def forward(ctx, x: Tensor, a: Tensor, src: Tensor, dst: Tensor, num_nodes: int) -> Tensor:
-        ctx.save_for_backward(x, a, src, dst)
-        msg = x.index_select(0, src).mul_(a.unsqueeze(-1))
-        return scatter(msg, dst, dim=0, dim_size=num_nodes, reduce="sum")
+    def forward(ctx, x: Tensor, a: Tensor, plan: EdgePlan) -> Tensor:
+        ctx.save_for_backward(x, a)
+        ctx.plan = plan
+        return torch.stack([plan.matrix(a[:, k]) @ x[:, k] for k in range(x.shape[1])], 1)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, a, src, dst = ctx.saved_tensors
-        g = grad.index_select(0, dst)  # [E, H, C]
-        grad_x = grad_a = None
-        if ctx.needs_input_grad[1]:  # in place on the gathered copy: two [E, H, C] buffers alive, not three
-            grad_a = x.index_select(0, src).mul_(g).sum(-1)
-        if ctx.needs_input_grad[0]:
-            grad_x = scatter(g.mul_(a.unsqueeze(-1)), src, dim=0, dim_size=x.shape[0], reduce="sum")
-        return grad_x, grad_a, None, None, None
+        x, a = ctx.saved_tensors
+        plan, grad = ctx.plan, grad.contiguous()
+        need_x, need_a = ctx.needs_input_grad[:2]
+        grad_x = torch.zeros_like(x) if need_x else None
+        grad_a = torch.empty_like(a) if need_a else None
+        step = max(1, _GatherWeightScatter.chunk_floats // x[0].numel())
+        for s in range(0, plan.num_edges if need_x or need_a else 0, step):
+            sl = slice(s, s + step)
+            g = grad.index_select(0, plan.dst[sl])
+            if need_a:
+                torch.sum(x.index_select(0, plan.src[sl]).mul_(g), -1, out=grad_a[sl])
+            if need_x:
+                grad_x.index_add_(0, plan.src[sl], g.mul_(a[sl].unsqueeze(-1)))
+        return grad_x, grad_a, None
 
 
-def gather_weight_scatter(x: Tensor, a: Tensor, src: Tensor, dst: Tensor, num_nodes: int) -> Tensor:
-    return _GatherWeightScatter.apply(x, a, src, dst, num_nodes)
+def gather_weight_scatter(x: Tensor, a: Tensor, plan: EdgePlan) -> Tensor:
+    """[N, H, C] node values, [E, H] weights in ``plan``'s dst order -> [N, H, C] weighted sums at dst."""
+    return _GatherWeightScatter.apply(x.contiguous(), a.contiguous(), plan)
+
+
+def segment_softmax(logits: Tensor, plan: EdgePlan) -> Tensor:
+    """Softmax over each node's incoming edges, ``logits`` [E, H] in dst order (contiguous segments)."""
+    with torch.no_grad():  # the shift cancels in the softmax, so it needs no gradient
+        shift = gather_csr(segment_csr(logits, plan.ptr, reduce="max"), plan.ptr)
+    ex = (logits - shift).exp()
+    return ex / gather_csr(segment_csr(ex, plan.ptr, reduce="sum"), plan.ptr)
+
+
+class _EdgeTransform(torch.autograd.Function):
+    """f = leaky_relu([x_src ‖ e ‖ x_dst] Wᵀ + b), keeping only x, e, W and f for backward.
+
+    One product with K = 3·width instead of three per-part products whose [E, H·C] outputs are gathered
+    and added (each such tensor is 266 MB at 8 heads); backward scatters 32-wide ∂x rather than
+    H·C-wide ones, and the [E, 3·width] input is gathered again instead of kept.
+    """
+
+    @staticmethod
+    def forward(ctx, x, e, w, b, src, dst, slope: float):
+        f = torch.addmm(b, _edge_inputs(x, e, src, dst), w.t())
+        F.leaky_relu_(f, slope)
+        ctx.save_for_backward(x, e, w, f, src, dst)
+        ctx.slope = slope
+        return f
+
+    @staticmethod
+    def backward(ctx, gf):
+        x, e, w, f, src, dst = ctx.saved_tensors
+        gp = torch.ops.aten.leaky_relu_backward(gf, f, ctx.slope, True)  # the sign of f is that of its input
+        d = x.shape[1]
+        gin = gp @ w  # [E, 2·width + edge_dim]
+        grad_x = torch.zeros_like(x).index_add_(0, src, gin[:, :d]).index_add_(0, dst, gin[:, -d:])
+        grad_w = gp.t() @ _edge_inputs(x, e, src, dst)
+        return grad_x, gin[:, d:-d], grad_w, gp.sum(0), None, None, None
+
+
+def _edge_inputs(x: Tensor, e: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+    return torch.cat([x.index_select(0, src), e, x.index_select(0, dst)], 1)
 
 
 class _BatchNormLinear(torch.autograd.Function):
@@ -161,14 +241,11 @@ class EGATLayer(nn.Module):
         nn.init.zeros_(self.fc_edge.bias)
         nn.init.xavier_normal_(self.attn.view(1, *self.attn.shape), gain=gain)
 
-    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None):
-        src, dst = edge_index[0], edge_index[1]
+    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None, plan: EdgePlan | None = None):
         n, hc = h.shape[0], self.heads * self.head_dim
-        # Node parts once per atom, then gathered: [E, H*C] built in place, no [E, 2N+E] concat.
-        f = self.fc_edge(e)
-        f += self.fc_src(h).index_select(0, src)
-        f += self.fc_dst(h).index_select(0, dst)
-        f = F.leaky_relu(f, self.negative_slope, inplace=True)  # in place: autograd keeps only f
+        plan = EdgePlan(edge_index, n) if plan is None else plan
+        w = torch.cat([self.fc_src.weight, self.fc_edge.weight, self.fc_dst.weight], 1)
+        f = _EdgeTransform.apply(h, e, w, self.fc_edge.bias, edge_index[0], edge_index[1], self.negative_slope)
         # <attn_k, f_k> for all heads as one product with the block-diagonal [H, H·C] matrix; where the
         # edge head reads f itself, the same product also gives the edge projection.
         attn = torch.block_diag(*self.attn.unsqueeze(1))
@@ -179,16 +256,18 @@ class EGATLayer(nn.Module):
             logits = f @ attn.t()
             if self.update_edges:
                 fe = batch_norm_linear(f.view(-1, self.heads, self.head_dim).mean(1), self.edge_norm, self.edge_proj)
-        a = scatter_softmax(logits, dst, dim=0, dim_size=n)
+        # Attention lives in dst order (contiguous per-node segments) from here on.
+        a = segment_softmax(plan.to_dst_order(logits), plan)
         if edge_mask is not None:
-            a = a * edge_mask.unsqueeze(-1)
+            a = a * plan.to_dst_order(edge_mask).unsqueeze(-1)
         v = self.fc_node(h).view(n, self.heads, self.head_dim)
-        hn = gather_weight_scatter(v, a, src, dst, n)
+        hn = gather_weight_scatter(v, a, plan)
         hn = self.node_proj(self.node_norm(hn.reshape(n, hc) if self.concat else hn.mean(1)))
         hn = hn + h if self.residual else hn
         if fe is None:
             return hn, e
         return hn, (fe + e if self.residual else fe)
+
 
 def mlp_block(dims: list[int]) -> nn.Sequential:
     """(Linear, BatchNorm, ReLU) for each consecutive pair of ``dims``.
@@ -223,8 +302,9 @@ class PredictionModule(nn.Module):
         self.decoder = nn.Sequential(*decoder, nn.Linear(hidden, 1))
 
     def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None) -> Tensor:
+        plan = EdgePlan(edge_index, h.shape[0])
         for layer in self.layers:
-            h, e = layer(h, e, edge_index, edge_mask)
+            h, e = layer(h, e, edge_index, edge_mask, plan)
             # As in the released code: dropout after every layer (edges: only where still read).
             h = self.dropout(h)
             e = self.dropout(e) if layer.update_edges else e
