@@ -142,3 +142,10 @@ def test_shard_sampler_splits_without_duplicates():
         shards.append(list(s))
     flat = sorted(i for sh in shards for i in sh)
     assert flat == list(range(7)) and [len(s) for s in shards] == [3, 2, 2]
+    # Training shards are padded so every rank takes the same number of steps.
+    padded = []
+    for rank in range(4):
+        s = ContiguousShardSampler(6, shuffle=True, seed=1, pad=True)
+        s.rank, s.world = rank, 4
+        padded.append(list(s))
+    assert [len(s) for s in padded] == [2, 2, 2, 2] and set().union(*padded) == set(range(6))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import lightning as L
@@ -23,11 +24,13 @@ OFFICIAL_SPLIT = {
 
 
 class ContiguousShardSampler(Sampler[int]):
-    """Each rank gets its own slice of the glasses with no padding, so pooled validation and test
-    metrics count every atom exactly once (DistributedSampler repeats samples to even the ranks)."""
+    """Each rank gets its own share of the glasses. Evaluation shards are not padded, so pooled
+    validation and test metrics count every atom exactly once (DistributedSampler repeats samples
+    to even the ranks). Training shards are padded by wrapping around (``pad=True``) so every rank
+    takes the same number of steps and DDP's gradient sync never waits on a rank that has finished."""
 
-    def __init__(self, n: int, shuffle: bool = False, seed: int = 0):
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+    def __init__(self, n: int, shuffle: bool = False, seed: int = 0, pad: bool = False):
+        self.n, self.shuffle, self.seed, self.pad, self.epoch = n, shuffle, seed, pad, 0
         self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
@@ -40,6 +43,8 @@ class ContiguousShardSampler(Sampler[int]):
             order = torch.randperm(self.n, generator=g).tolist()
         else:
             order = list(range(self.n))
+        if self.pad and self.n % self.world:
+            order += order[: self.world - self.n % self.world]
         return order[self.rank :: self.world]
 
     def __iter__(self):
@@ -142,7 +147,9 @@ class GlassDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         graphs = self.graphs[split]
-        sampler = ContiguousShardSampler(len(graphs), shuffle=shuffle, seed=self.hparams.synthetic_seed)
+        # The glass order follows the run's seed (seed_everything exports it), not the data's.
+        seed = int(os.environ.get("PL_GLOBAL_SEED", "0"))
+        sampler = ContiguousShardSampler(len(graphs), shuffle=shuffle, seed=seed, pad=split == "train")
         return DataLoader(
             graphs, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers
         )

@@ -46,7 +46,7 @@ def fetch(name: str, dest: str | Path, base_url: str = OFFICIAL_BASE_URL) -> Pat
     if path.is_file() and sha256_file(path) == SHA256[name]:
         return path
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.part")  # per process: ranks may download at once
     url = base_url.rstrip("/") + "/" + name
     try:
         with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:

@@ -14,6 +14,7 @@ Label (eV), a fixed function of local structure plus Gaussian noise::
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,7 @@ def write_synthetic(folder: str | Path, names: list[str], n_atoms: int = 128, se
         path = folder / name
         if not path.exists():
             atoms = make_glass(n_atoms, seed=name_seed(name, seed)).to_atoms(LABEL_KEY)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # per process: ranks may write at once
             atoms.write(tmp, format="extxyz")
             tmp.replace(path)
         out.append(path)
