@@ -7,9 +7,11 @@ One layer updates node and edge features. Per edge ``s -> d`` and head ``k``::
     h'_d   = sum_s a_sd,k * (V h_s)_k                            # new node feature, [H, C]
 
 then heads are concatenated (averaged in the last layer), batch-normalised, projected back to the
-width and added to the layer input (residual). The concatenated linear map is split as
-``W_s h_s + W_e e_sd + W_d h_d`` so the node parts are computed once per atom and gathered, and the
-weighted gather/scatter of messages keeps no per-edge per-head tensor alive for backward.
+width and added to the layer input (residual). On CPU the cost is memory traffic on [E, H·C] tensors
+(266 MB each per 8000-atom glass at 8 heads), so: W acts on the gathered 3·width-wide input in one
+product (rather than gathering three H·C-wide parts), softmax uses segment reductions and messages
+are summed at dst by one CSR product per head (edges come sorted by dst), never materialising
+[E, H, C]; custom backward passes keep no per-edge per-head copies beyond f.
 """
 
 from __future__ import annotations
