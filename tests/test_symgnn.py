@@ -205,3 +205,21 @@ def test_batch_norm_linear_equals_modules(training):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(norm.running_mean, ref_norm.running_mean)
     torch.testing.assert_close(norm.running_var, ref_norm.running_var)
+
+
+def test_narrow_linear_matches_linear():
+    from mgglass.models.symgnn import _NarrowLinear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 5).double()
+    x = torch.randn(40, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(40, 5, dtype=torch.float64)
+    grads = []
+    for fn in (lambda t: _NarrowLinear.apply(t, lin.weight, lin.bias), lin):
+        lin.zero_grad()
+        x.grad = None
+        y = fn(x)
+        (y * w).sum().backward()
+        grads.append([y.detach(), x.grad.clone(), lin.weight.grad.clone(), lin.bias.grad.clone()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .egat import PredictionModule, mlp_block
@@ -48,6 +49,22 @@ def haar_o3(k: int, generator: torch.Generator | None = None, dtype=torch.float3
     q, r = torch.linalg.qr(a)
     q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
     return q.to(dtype)
+
+
+class _NarrowLinear(torch.autograd.Function):
+    """F.linear for inputs with very few features (3 here): ∂W as (xᵀ g)ᵀ, ~5× faster on CPU than the
+    gᵀ x autograd uses, whose [E, 3]-wide right operand is a bad GEMM shape."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        grad_x = g @ weight if ctx.needs_input_grad[0] else None
+        return grad_x, (x.t() @ g).t(), g.sum(0)
 
 
 class Symmetrizer(nn.Module):
@@ -117,7 +134,9 @@ class Symmetrizer(nn.Module):
         out = None
         for i in range(0, k, step):
             qi = q[i : i + step]
-            enc = self.phi((x.unsqueeze(0) @ qi).reshape(-1, 3)).view(qi.shape[0], e, -1).sum(0)
+            lin = self.phi[0]
+            z = _NarrowLinear.apply((x.unsqueeze(0) @ qi).reshape(-1, 3), lin.weight, lin.bias)
+            enc = self.phi[1:](z).view(qi.shape[0], e, -1).sum(0)
             out = enc if out is None else out + enc
         return out if self.distribution == "fixed" else out / k
 
