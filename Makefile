@@ -4,6 +4,8 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 CONFIG ?= experiments/symgnn.yaml
 PY := $(VENV)/bin/python
+# The released glasses beside the project (as in CI) when present; otherwise configs download them.
+export MGGLASS_DATA_DIR ?= $(if $(wildcard ../shared/data/cuzr/train0.pickle),$(abspath ../shared/data/cuzr),)
 PIP := $(PY) -m pip
 
 .PHONY: help install test test-slow lint clean bench-graph bench-models bench-fit fit ui predict
