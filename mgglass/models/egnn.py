@@ -19,16 +19,11 @@ is read from the invariant features h only, so predictions are E(3)-invariant.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
-
-def _cosine_cutoff(d: torch.Tensor, cutoff: float) -> torch.Tensor:
-    # Smooth switch-off at the graph cutoff, so an atom crossing it changes predictions continuously.
-    return 0.5 * (torch.cos(d * math.pi / cutoff) + 1.0) * (d < cutoff)
+from .radial import cosine_cutoff
 
 
 class EGCL(nn.Module):
@@ -104,7 +99,7 @@ class EGNN(nn.Module):
         vec = batch.edge_vec.to(self.rbf_centres.dtype)
         d0 = vec.norm(dim=-1, keepdim=True)
         edge_attr = torch.exp(-self.rbf_gamma * (d0 - self.rbf_centres) ** 2)
-        env = _cosine_cutoff(d0, self.cutoff)
+        env = cosine_cutoff(d0, self.cutoff)
         h = self.embed(batch.species)
         n = h.shape[0]
         deg = scatter(torch.ones_like(d0[:, 0]), dst, dim=0, dim_size=n, reduce="sum")

@@ -33,7 +33,6 @@ positions; this project predicts barriers, not forces.
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 from torch import nn
@@ -41,9 +40,7 @@ from torch.utils.checkpoint import checkpoint
 from torch_geometric.nn.models.schnet import GaussianSmearing, ShiftedSoftplus
 from torch_geometric.utils import scatter
 
-
-def _cosine_cutoff(d: torch.Tensor, cutoff: float) -> torch.Tensor:
-    return 0.5 * (torch.cos(d * math.pi / cutoff) + 1.0) * (d < cutoff)
+from .radial import cosine_cutoff
 
 
 def sign_patterns(frames: str) -> torch.Tensor:
@@ -67,7 +64,7 @@ def local_frames(
 ) -> torch.Tensor:
     """[N, 3, 3] per-atom frames (columns = axes, ascending covariance eigenvalue) from edges into each atom."""
     v = vec.double()
-    w = _cosine_cutoff(v.norm(dim=-1), cutoff)
+    w = cosine_cutoff(v.norm(dim=-1), cutoff)
     cov = scatter(
         w[:, None, None] * v[:, :, None] * v[:, None, :],
         dst,
@@ -166,7 +163,7 @@ class FAENet(nn.Module):
         # [E, 3]: each edge in the frame of its receiving atom (dst).
         local = torch.einsum("eab,ea->eb", u[dst], vec) / self.cutoff
         d = vec.norm(dim=-1)
-        env = _cosine_cutoff(d, self.cutoff).unsqueeze(-1)
+        env = cosine_cutoff(d, self.cutoff).unsqueeze(-1)
         h0 = self.embed(batch.species)
         base = self.edge_in_inv(torch.cat([self.rbf(d), h0[src], h0[dst]], dim=-1))
         out = 0.0

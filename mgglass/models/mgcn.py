@@ -18,11 +18,11 @@ are initialised from the unordered species pair (Cu-Cu, Cu-Zr, Zr-Zr), as in bot
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch_geometric.utils import scatter
+
+from .radial import cosine_cutoff
 
 
 class _SSP(nn.Softplus):
@@ -99,7 +99,7 @@ class MGCN(nn.Module):
         d = batch.edge_vec.to(self.rbf_centres.dtype).norm(dim=-1, keepdim=True)
         rbf = torch.exp(-self.rbf_gamma * (d - self.rbf_centres) ** 2)
         # Not in the paper: a cosine envelope so an edge crossing the cutoff fades out smoothly.
-        env = 0.5 * (torch.cos(d * math.pi / self.cutoff) + 1.0) * (d < self.cutoff)
+        env = cosine_cutoff(d, self.cutoff)
         h = self.node_embed(batch.species)
         e = self.edge_embed(self.pair_type(batch.species[src], batch.species[dst]))
         levels = [h]
