@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from mgglass.data import GlassDataError, GlassDataModule
+from mgglass.runtime import keep_freed_memory
 from mgglass.task import EBTask
 from mgglass.tracking import PlainProgress, TrackingConfig, want_progress_bar
 
@@ -169,6 +170,7 @@ def quiet_warnings() -> None:
 def build(args, progress: bool | None = None) -> MGCLI:
     """Parse and instantiate, turning config errors into ConfigError (one line)."""
     quiet_warnings()
+    keep_freed_memory()
     from jsonargparse import ArgumentError
 
     argv, sys.argv = sys.argv, sys.argv[:1]  # args are given explicitly: silence LightningCLI's warning

@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from mgglass.runtime import keep_freed_memory
+
 
 def _model(name: str, seed: int):
     from mgglass.models import build_model
@@ -87,6 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic", action="store_true", help="generated glasses instead of the official ones")
     ap.add_argument("--atoms", type=int, default=8000, help="atoms per synthetic glass")
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as the training entry points do
     torch.set_num_threads(args.threads)
 
     from mgglass.data import GlassDataModule

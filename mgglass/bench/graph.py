@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from mgglass.data import radius_graph_pbc, read_glass
+from mgglass.runtime import keep_freed_memory
 
 
 def _median_time(fn, reps: int) -> tuple[float, int]:
@@ -59,6 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
+    keep_freed_memory()  # as the training entry points do
     torch.set_num_threads(args.threads)
 
     try:

@@ -32,7 +32,9 @@ def worker(name: str, device: str, data_path: str, reps: int, threads: int) -> d
 
     from mgglass.data import load_graph
     from mgglass.models import build_model
+    from mgglass.runtime import keep_freed_memory
 
+    keep_freed_memory()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     data = load_graph(data_path)

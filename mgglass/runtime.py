@@ -1,0 +1,42 @@
+"""Process-wide settings the entry points apply before any work (``fit``, ``test``, ``validate``, ``bench``).
+
+glibc serves every allocation above ~32 MB with a fresh ``mmap`` and returns it to the kernel on
+free, so each [edges, channels] activation (33–266 MB per 8000-atom glass) is page-faulted in anew
+on every step: ~6× the cost of the arithmetic on it. ``keep_freed_memory`` makes glibc allocate
+from its heap and keep freed memory for reuse. Measured on 2 CPU cores, per training step on an
+8000-atom glass: SymGNN 2.75 → 1.85 s, SchNet 1.77 → 0.72 s; peak RSS ~5% higher. RSS then stays
+at its peak until the process exits. Set ``MGGLASS_MALLOC=system`` to keep glibc's defaults.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+# mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+_applied: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Stop glibc from mmap-ing large blocks and from trimming the heap. True when it took effect
+    (Linux with glibc and ``MGGLASS_MALLOC`` not ``system``); idempotent."""
+    global _applied
+    if _applied is not None:
+        return _applied
+    _applied = False
+    if os.environ.get("MGGLASS_MALLOC", "").lower() == "system" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt, nothing to tune
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # mallopt returns 1 on success; the trim threshold is an int, so "never" is INT_MAX (2 GiB).
+    _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    return _applied
