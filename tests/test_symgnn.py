@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mgglass.models.egat import EGATLayer, _GatherWeightScatter
+from mgglass.models.egat import EGATLayer, _EdgeTransform, _GatherWeightScatter
 from mgglass.models.symgnn import SymGNN, Symmetrizer, haar_o3, released_rotation
 
 
@@ -38,8 +38,10 @@ def reference_egat(layer: EGATLayer, h, e, edge_index, edge_mask=None):
 @pytest.mark.parametrize("concat,heads,update_edges", [(True, 3, True), (False, 2, True), (False, 1, False)])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("sort_dst", [False, True])
-def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_dst, monkeypatch):
+@pytest.mark.parametrize("recompute", [False, True])
+def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_dst, recompute, monkeypatch):
     torch.manual_seed(0)
+    monkeypatch.setattr(EGATLayer, "recompute_edges", recompute)
     n, m, dim = 10, 36, 6
     layer = EGATLayer(dim, dim, heads, concat=concat, update_edges=update_edges).double()
     with torch.no_grad():
@@ -50,6 +52,7 @@ def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_ds
     if sort_dst:  # as batches come (no reordering inside the layer); small chunks in backward
         edge_index = edge_index[:, torch.argsort(edge_index[1], stable=True)]
         monkeypatch.setattr(_GatherWeightScatter, "chunk_floats", 2 * heads * dim)
+        monkeypatch.setattr(_EdgeTransform, "chunk_floats", 5 * heads * dim)  # 36 edges: 7 full chunks and a part
     mask = torch.rand(m, dtype=torch.float64, requires_grad=True) if masked else None
     weights = [torch.randn(n, dim, dtype=torch.float64), torch.randn(m, dim, dtype=torch.float64)]
 

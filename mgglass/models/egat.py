@@ -7,11 +7,11 @@ One layer updates node and edge features. Per edge ``s -> d`` and head ``k``::
     h'_d   = sum_s a_sd,k * (V h_s)_k                            # new node feature, [H, C]
 
 then heads are concatenated (averaged in the last layer), batch-normalised, projected back to the
-width and added to the layer input (residual). On CPU the cost is memory traffic on [E, H·C] tensors
-(266 MB each per 8000-atom glass at 8 heads), so: W acts on the gathered 3·width-wide input in one
-product (rather than gathering three H·C-wide parts), softmax uses segment reductions and messages
-are summed at dst by one CSR product per head (edges come sorted by dst), never materialising
-[E, H, C]; custom backward passes keep no per-edge per-head copies beyond f.
+width and added to the layer input (residual). The cost is arithmetic and memory traffic on [E, H·C]
+tensors (266 MB each per 8000-atom glass at 8 heads), so: the node parts of W are applied once per
+atom and gathered, leaving a width-deep product per edge; softmax uses segment reductions and
+messages are summed at dst by one CSR product per head (edges come sorted by dst), never
+materialising [E, H, C]; custom backward passes keep no per-edge per-head copies beyond f.
 """
 
 from __future__ import annotations
@@ -103,25 +103,52 @@ def segment_softmax(logits: Tensor, plan: EdgePlan) -> Tensor:
 
 
 class _EdgeTransform(torch.autograd.Function):
-    """f = leaky_relu([x_src ‖ e ‖ x_dst] Wᵀ + b), keeping only x, e, W and f for backward.
+    """f = leaky_relu(e W_eᵀ + p_src[src] + p_dst[dst]), the per-edge part of W[h_s ‖ e ‖ h_d] + b.
 
-    One product with K = 3·width instead of three per-part products whose [E, H·C] outputs are gathered
-    and added (each such tensor is 266 MB at 8 heads); backward scatters 32-wide ∂x rather than
-    H·C-wide ones, and the [E, 3·width] input is gathered again instead of kept.
+    The node parts p_src = h W_sᵀ and p_dst = h W_dᵀ + b are computed once per atom (N rows, by the
+    caller's ``nn.Linear``s) and gathered here, so the per-edge product has K = width rather than the
+    concatenation's 3·width: a third of the arithmetic, which dominated the step. The gathers go
+    chunk by chunk into a cache-sized buffer that is the product's addend. Only e, W_e and f are kept
+    for backward; ∂p_src and ∂p_dst are index_adds of ∂f at src and dst.
     """
 
+    chunk_floats = 1 << 17  # 512 KB per [chunk, H·C] buffer: two of them stay in a core's L2
+
     @staticmethod
-    def forward(ctx, x, e, w, b, src, dst, slope: float):
-        f = torch.addmm(b, _edge_inputs(x, e, src, dst), w.t())
-        F.leaky_relu_(f, slope)
-        ctx.save_for_backward(x, e, w, f, src, dst)
-        ctx.slope = slope
+    def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float):
+        f = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, _EdgeTransform.chunk_floats)
+        ctx.save_for_backward(e, w_e, f, src, dst)
+        ctx.num_nodes, ctx.slope = p_src.shape[0], slope
         return f
 
     @staticmethod
     def backward(ctx, gf):
-        x, e, w, f, src, dst = ctx.saved_tensors
-        return *_edge_transform_grads(_leaky_relu_grad(gf, f, ctx.slope), x, e, w, src, dst), None, None, None
+        e, w_e, f, src, dst = ctx.saved_tensors
+        gp = _leaky_relu_grad(gf, f, ctx.slope)
+        return *_edge_feature_grads(gp, e, w_e, src, dst, ctx.num_nodes), None, None, None
+
+
+def _edge_features(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: int) -> Tensor:
+    num_edges, hc = e.shape[0], w_e.shape[0]
+    f = e.new_empty(num_edges, hc)
+    step = max(1, chunk_floats // hc)
+    buf, buf2 = e.new_empty(2, min(step, num_edges), hc)
+    w_t = w_e.t()
+    for s in range(0, num_edges, step):
+        sl = slice(s, s + step)
+        b, b2 = buf[: f[sl].shape[0]], buf2[: f[sl].shape[0]]
+        torch.index_select(p_src, 0, src[sl], out=b)
+        torch.index_select(p_dst, 0, dst[sl], out=b2)
+        torch.addmm(b.add_(b2), e[sl], w_t, out=f[sl])
+        F.leaky_relu_(f[sl], slope)  # while the chunk is in cache
+    return f
+
+
+def _edge_feature_grads(gp: Tensor, e: Tensor, w_e: Tensor, src: Tensor, dst: Tensor, num_nodes: int):
+    """∂(p_src, p_dst, e, W_e) of e W_eᵀ + p_src[src] + p_dst[dst] from its output gradient ``gp``."""
+    grad_src = gp.new_zeros(num_nodes, gp.shape[1]).index_add_(0, src, gp)
+    grad_dst = gp.new_zeros(num_nodes, gp.shape[1]).index_add_(0, dst, gp)
+    return grad_src, grad_dst, gp @ w_e, gp.t() @ e
 
 
 def _leaky_relu_grad(gf: Tensor, f: Tensor, slope: float) -> Tensor:
@@ -129,26 +156,6 @@ def _leaky_relu_grad(gf: Tensor, f: Tensor, slope: float) -> Tensor:
     # buffer costs ~6× the arithmetic in page faults. The sign of f is that of its input.
     out = gf if gf.is_contiguous() else torch.empty_like(f)  # not, e.g., an expanded one
     return torch.ops.aten.leaky_relu_backward.grad_input(gf, f, slope, True, grad_input=out)
-
-
-def _edge_transform_grads(gp, x, e, w, src, dst, inputs=None):
-    """∂(x, e, W, b) of [x_src ‖ e ‖ x_dst] Wᵀ + b from its output gradient ``gp``."""
-    d = x.shape[1]
-    gin = gp @ w  # [E, 2·width + edge_dim]
-    grad_x = torch.zeros_like(x)
-    grad_x.index_add_(0, src, gin[:, :d].contiguous()).index_add_(0, dst, gin[:, -d:].contiguous())  # strided: 3× slower
-    grad_w = gp.t() @ (_edge_inputs(x, e, src, dst) if inputs is None else inputs)
-    return grad_x, gin[:, d:-d], grad_w, gp.sum(0)
-
-
-def _edge_inputs(x: Tensor, e: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-    """[x_src ‖ e ‖ x_dst], gathered straight into place (a cat of gathers: ~1.5× the time)."""
-    d = x.shape[1]
-    out = x.new_empty(e.shape[0], 2 * d + e.shape[1])
-    torch.index_select(x, 0, src, out=out[:, :d])
-    out[:, d:-d] = e
-    torch.index_select(x, 0, dst, out=out[:, -d:])
-    return out
 
 
 class _Ctx:
@@ -161,34 +168,33 @@ class _Ctx:
 class _EdgeTransformBatchNormLinear(torch.autograd.Function):
     """``batch_norm_linear(_EdgeTransform(...), norm, lin, extra)`` that recomputes f in backward.
 
-    f [E, H·C] is the largest tensor a layer would keep (254 MB of ~1 GB saved per 8000-atom glass at
-    8 heads); recomputing it costs one gather and product per layer.
+    f [E, H·C] is the largest tensor a layer would keep (266 MB per 8000-atom glass at 8 heads);
+    recomputing it costs one K = width product and two gathers per layer.
     """
 
     @staticmethod
-    def forward(ctx, x, e, w, b, src, dst, slope: float, norm: nn.BatchNorm1d, norm_w, norm_b, lin_w, lin_b, extra_w):
-        f = _EdgeTransform.forward(_Ctx(), x, e, w, b, src, dst, slope)
+    def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float, norm: nn.BatchNorm1d, norm_w, norm_b, lin_w, lin_b, extra_w):
+        f = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, _EdgeTransform.chunk_floats)
         mean, var, batch_stats = _batch_stats(f, norm)
         ctx.bnl = _Ctx()
         ctx.bnl.batch_stats = batch_stats
         y, z = _BatchNormLinear.forward(ctx.bnl, f, mean, var, norm_w, norm_b, lin_w, lin_b, extra_w, norm.eps, batch_stats)
         ctx.bnl.saved_tensors = ctx.bnl.saved_tensors[1:]  # all but f
-        ctx.save_for_backward(x, e, w, b, src, dst)
+        ctx.save_for_backward(p_src, p_dst, e, w_e, src, dst)
         ctx.slope = slope
         return y, z
 
     @staticmethod
     def backward(ctx, gy, gz):
-        x, e, w, b, src, dst = ctx.saved_tensors
-        inputs = _edge_inputs(x, e, src, dst)
-        f = F.leaky_relu_(torch.addmm(b, inputs, w.t()), ctx.slope)
+        p_src, p_dst, e, w_e, src, dst = ctx.saved_tensors
+        f = _edge_features(p_src, p_dst, e, w_e, src, dst, ctx.slope, _EdgeTransform.chunk_floats)
         ctx.bnl.saved_tensors = (f, *ctx.bnl.saved_tensors)
         gf, _, _, g_weight, g_bias, g_lin_w, g_lin_b, g_extra, _, _ = _BatchNormLinear.backward(ctx.bnl, gy, gz)
         ctx.bnl.saved_tensors = ctx.bnl.saved_tensors[1:]  # ctx outlives this call: don't keep f on it
         gp = _leaky_relu_grad(gf, f, ctx.slope)
-        del f, gf  # before the [E, 3·width] gradient is allocated
-        g_x, g_e, g_w, g_b = _edge_transform_grads(gp, x, e, w, src, dst, inputs)
-        return g_x, g_e, g_w, g_b, None, None, None, None, g_weight, g_bias, g_lin_w, g_lin_b, g_extra
+        del f, gf
+        grads = _edge_feature_grads(gp, e, w_e, src, dst, p_src.shape[0])
+        return *grads, None, None, None, None, g_weight, g_bias, g_lin_w, g_lin_b, g_extra
 
 
 class _BatchNormLinear(torch.autograd.Function):
@@ -313,8 +319,9 @@ class EGATLayer(nn.Module):
     def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None, plan: EdgePlan | None = None):
         n, hc = h.shape[0], self.heads * self.head_dim
         plan = EdgePlan(edge_index, n) if plan is None else plan
-        w = torch.cat([self.fc_src.weight, self.fc_edge.weight, self.fc_dst.weight], 1)
-        edge_args = (h, e, w, self.fc_edge.bias, edge_index[0], edge_index[1], self.negative_slope)
+        # W[h_s ‖ e ‖ h_d] + b as per-atom parts (the bias rides on the dst part) plus the edge part.
+        p_src, p_dst = self.fc_src(h), F.linear(h, self.fc_dst.weight, self.fc_edge.bias)
+        edge_args = (p_src, p_dst, e, self.fc_edge.weight, edge_index[0], edge_index[1], self.negative_slope)
         # <attn_k, f_k> for all heads as one product with the block-diagonal [H, H·C] matrix; where the
         # edge head reads f itself, the same product also gives the edge projection.
         attn = torch.block_diag(*self.attn.unsqueeze(1))
