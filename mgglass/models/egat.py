@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_scatter import gather_csr, segment_csr
 
+from .dropout import Dropout
+
 warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
 
 
@@ -377,7 +379,7 @@ class PredictionModule(nn.Module):
             EGATLayer(hidden, hidden, h, concat=i < len(heads) - 1, update_edges=i < len(heads) - 1)
             for i, h in enumerate(heads)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         decoder = [
             m for _ in range(decoder_layers) for m in (nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.PReLU())
         ]
