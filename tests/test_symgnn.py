@@ -1,12 +1,18 @@
 """SymGNN specifics: the fast EGAT layer against a naive one, the symmetrisation's sampling behaviour."""
 
+import copy
 import itertools
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mgglass.models.egat import EGATLayer, _EdgeTransform, _GatherWeightScatter
+from mgglass.models.egat import (
+    EGATLayer,
+    _EdgeBlock,
+    _EdgeTransform,
+    _GatherWeightScatter,
+)
 from mgglass.models.symgnn import SymGNN, Symmetrizer, haar_o3, released_rotation
 
 
@@ -39,13 +45,17 @@ def reference_egat(layer: EGATLayer, h, e, edge_index, edge_mask=None):
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("sort_dst", [False, True])
 @pytest.mark.parametrize("recompute", [False, True])
-def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_dst, recompute, monkeypatch):
+@pytest.mark.parametrize("training", [True, False])
+def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_dst, recompute, training, monkeypatch):
     torch.manual_seed(0)
     monkeypatch.setattr(EGATLayer, "recompute_edges", recompute)
     n, m, dim = 10, 36, 6
-    layer = EGATLayer(dim, dim, heads, concat=concat, update_edges=update_edges).double()
+    layer = EGATLayer(dim, dim, heads, concat=concat, update_edges=update_edges).double().train(training)
     with torch.no_grad():
         layer.fc_edge.bias.normal_()  # a zero bias would hide a misplaced one
+        for norm in (m for m in layer.modules() if isinstance(m, torch.nn.BatchNorm1d)):
+            norm.running_mean.normal_()  # eval mode must use these, not batch statistics
+            norm.running_var.uniform_(0.5, 2)
     h = torch.randn(n, dim, dtype=torch.float64, requires_grad=True)
     e = torch.randn(m, dim, dtype=torch.float64, requires_grad=True)
     edge_index = torch.randint(0, n, (2, m))  # repeated pairs and isolated nodes are likely
@@ -53,10 +63,14 @@ def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_ds
         edge_index = edge_index[:, torch.argsort(edge_index[1], stable=True)]
         monkeypatch.setattr(_GatherWeightScatter, "chunk_floats", 2 * heads * dim)
         monkeypatch.setattr(_EdgeTransform, "chunk_floats", 5 * heads * dim)  # 36 edges: 7 full chunks and a part
+        monkeypatch.setattr(_EdgeBlock, "chunk_floats", 7 * heads * dim)
     mask = torch.rand(m, dtype=torch.float64, requires_grad=True) if masked else None
     weights = [torch.randn(n, dim, dtype=torch.float64), torch.randn(m, dim, dtype=torch.float64)]
 
+    start = copy.deepcopy(layer.state_dict())
+
     def run(fn):
+        layer.load_state_dict(start)  # both runs from the same running statistics
         layer.zero_grad()
         for t in (h, e, mask):
             if t is not None:
@@ -65,7 +79,7 @@ def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_ds
         ((hn * weights[0]).sum() + (en * weights[1]).sum()).backward()
         grads = [t.grad.clone() for t in (h, e, mask) if t is not None]
         grads += [p.grad.clone() for p in layer.parameters()]
-        return hn.detach(), en.detach(), grads
+        return hn.detach(), en.detach(), grads, copy.deepcopy(layer.state_dict())
 
     fast = run(lambda lay, *a: lay(*a))
     ref = run(reference_egat)
@@ -74,6 +88,8 @@ def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_ds
     assert len(fast[2]) == len(ref[2])
     for g_fast, g_ref in zip(fast[2], ref[2]):
         torch.testing.assert_close(g_fast, g_ref)
+    for name, value in ref[3].items():  # running statistics: updated once, identically (or not at all)
+        torch.testing.assert_close(fast[3][name], value, msg=name)
 
 
 def _rotated(batch, q):
@@ -226,3 +242,31 @@ def test_narrow_linear_matches_linear():
         grads.append([y.detach(), x.grad.clone(), lin.weight.grad.clone(), lin.bias.grad.clone()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("distribution", ["learned", "fixed"])
+def test_recomputed_encoder_equals_kept(distribution, monkeypatch):
+    """φ recomputed in backward: same output, gradients and batch-norm running statistics, updated once."""
+    torch.manual_seed(0)
+    x = torch.randn(500, 3, dtype=torch.float64)
+    base = Symmetrizer(16, distribution, k_train=3).double().train()
+    results = []
+    for recompute in (False, True):
+        sym = copy.deepcopy(base)
+        monkeypatch.setattr(Symmetrizer, "recompute", recompute)
+        torch.manual_seed(1)
+        xi = x.clone().requires_grad_()
+        out = sym(xi)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        grads = {n: p.grad for n, p in sym.named_parameters()}
+        results.append((out.detach(), xi.grad, grads, sym.state_dict()))
+    kept, recomputed = results
+    torch.testing.assert_close(recomputed[0], kept[0])
+    torch.testing.assert_close(recomputed[1], kept[1])
+    assert kept[2].keys() == recomputed[2].keys()
+    for name in kept[2]:
+        torch.testing.assert_close(recomputed[2][name], kept[2][name], msg=name)
+    for name, value in kept[3].items():
+        torch.testing.assert_close(recomputed[3][name], value, msg=name)
+    assert int(recomputed[3]["phi.1.num_batches_tracked"]) == 1
+    assert not torch.equal(recomputed[3]["phi.1.running_mean"], base.state_dict()["phi.1.running_mean"])

@@ -114,7 +114,7 @@ class _EdgeTransform(torch.autograd.Function):
     for backward; ∂p_src and ∂p_dst are index_adds of ∂f at src and dst.
     """
 
-    chunk_floats = 1 << 17  # 512 KB per [chunk, H·C] buffer: two of them stay in a core's L2
+    chunk_floats = 1 << 19  # 2 MB per [chunk, H·C] buffer (measured: 1 << 16 to 1 << 20 are within 10%)
 
     @staticmethod
     def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float):
@@ -130,20 +130,26 @@ class _EdgeTransform(torch.autograd.Function):
         return *_edge_feature_grads(gp, e, w_e, src, dst, ctx.num_nodes), None, None, None
 
 
-def _edge_features(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: int) -> Tensor:
+def _edge_features(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: int, sums: bool = False):
+    """f [E, H·C]; with ``sums``, (f, (Σ_e f, Σ_e f²)) accumulated while each chunk is in cache."""
     num_edges, hc = e.shape[0], w_e.shape[0]
     f = e.new_empty(num_edges, hc)
     step = max(1, chunk_floats // hc)
     buf, buf2 = e.new_empty(2, min(step, num_edges), hc)
     w_t = w_e.t()
+    s1 = s2 = e.new_zeros(hc, dtype=torch.float64) if sums else None
+    if sums:
+        s2 = s1.clone()
     for s in range(0, num_edges, step):
         sl = slice(s, s + step)
         b, b2 = buf[: f[sl].shape[0]], buf2[: f[sl].shape[0]]
         torch.index_select(p_src, 0, src[sl], out=b)
         torch.index_select(p_dst, 0, dst[sl], out=b2)
-        torch.addmm(b.add_(b2), e[sl], w_t, out=f[sl])
-        F.leaky_relu_(f[sl], slope)  # while the chunk is in cache
-    return f
+        fc = F.leaky_relu_(torch.addmm(b.add_(b2), e[sl], w_t, out=f[sl]), slope)  # while the chunk is in cache
+        if sums:
+            s1 += fc.sum(0)
+            s2 += torch.mul(fc, fc, out=b).sum(0)
+    return (f, (s1, s2)) if sums else f
 
 
 def _edge_feature_grads(gp: Tensor, e: Tensor, w_e: Tensor, src: Tensor, dst: Tensor, num_nodes: int):
@@ -167,36 +173,87 @@ class _Ctx:
         self.saved_tensors = tensors
 
 
-class _EdgeTransformBatchNormLinear(torch.autograd.Function):
-    """``batch_norm_linear(_EdgeTransform(...), norm, lin, extra)`` that recomputes f in backward.
+class _EdgeBlock(torch.autograd.Function):
+    """``batch_norm_linear(_EdgeTransform(...), norm, lin, extra)`` as one Function.
 
-    f [E, H·C] is the largest tensor a layer would keep (266 MB per 8000-atom glass at 8 heads);
-    recomputing it costs one K = width product and two gathers per layer.
+    Forward takes the batch-norm sums while each chunk of f is in cache. Backward runs edge chunk by
+    edge chunk: ∂f = g [W_eff; U] + f·α + β (batch norm's terms are per-column α, β from gᵀf), its
+    leaky-ReLU gradient, and the products and index_adds that carry it to ∂(p_src, p_dst, e, W_e)
+    all act on a cache-sized chunk, so no [E, H·C] gradient is ever materialised (266 MB and
+    ~6 passes over it at 8 heads). With ``recompute``, f is not kept but rebuilt in backward.
     """
 
+    chunk_floats = 1 << 20  # 4 MB per [chunk, H·C] buffer (larger chunks measured faster up to this)
+
     @staticmethod
-    def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float, norm: nn.BatchNorm1d, norm_w, norm_b, lin_w, lin_b, extra_w):
-        f = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, _EdgeTransform.chunk_floats)
-        mean, var, batch_stats = _batch_stats(f, norm)
-        ctx.bnl = _Ctx()
-        ctx.bnl.batch_stats = batch_stats
-        y, z = _BatchNormLinear.forward(ctx.bnl, f, mean, var, norm_w, norm_b, lin_w, lin_b, extra_w, norm.eps, batch_stats)
-        ctx.bnl.saved_tensors = ctx.bnl.saved_tensors[1:]  # all but f
-        ctx.save_for_backward(p_src, p_dst, e, w_e, src, dst)
-        ctx.slope = slope
+    def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float, norm: nn.BatchNorm1d,
+                norm_w, norm_b, lin_w, lin_b, extra_w, recompute: bool):
+        chunk = _EdgeTransform.chunk_floats
+        want_sums = norm.training or norm.running_mean is None
+        f, sums = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, chunk, sums=True) if want_sums else (
+            _edge_features(p_src, p_dst, e, w_e, src, dst, slope, chunk), None)
+        mean, var, batch_stats = _batch_stats(f, norm, sums)
+        bnl = _Ctx()
+        y, z = _BatchNormLinear.forward(bnl, f, mean, var, norm_w, norm_b, lin_w, lin_b, extra_w, norm.eps, batch_stats)
+        _, *bnl_saved = bnl.saved_tensors
+        ctx.save_for_backward(p_src, p_dst, e, w_e, src, dst, *([] if recompute else [f]), *bnl_saved)
+        ctx.recompute, ctx.slope, ctx.batch_stats = recompute, slope, batch_stats
         return y, z
 
     @staticmethod
     def backward(ctx, gy, gz):
-        p_src, p_dst, e, w_e, src, dst = ctx.saved_tensors
-        f = _edge_features(p_src, p_dst, e, w_e, src, dst, ctx.slope, _EdgeTransform.chunk_floats)
-        ctx.bnl.saved_tensors = (f, *ctx.bnl.saved_tensors)
-        gf, _, _, g_weight, g_bias, g_lin_w, g_lin_b, g_extra, _, _ = _BatchNormLinear.backward(ctx.bnl, gy, gz)
-        ctx.bnl.saved_tensors = ctx.bnl.saved_tensors[1:]  # ctx outlives this call: don't keep f on it
-        gp = _leaky_relu_grad(gf, f, ctx.slope)
-        del f, gf
-        grads = _edge_feature_grads(gp, e, w_e, src, dst, p_src.shape[0])
-        return *grads, None, None, None, None, g_weight, g_bias, g_lin_w, g_lin_b, g_extra
+        p_src, p_dst, e, w_e, src, dst, *rest = ctx.saved_tensors
+        if ctx.recompute:
+            f = _edge_features(p_src, p_dst, e, w_e, src, dst, ctx.slope, _EdgeTransform.chunk_floats)
+        else:
+            f, *rest = rest
+        mean, invstd, weight, lin_w, w_cat, shift = rest
+        g = _cat_grads(gy, gz, f, lin_w, w_cat)
+        alpha, beta, param_grads = _bnl_backward_parts(g, f, lin_w.shape[0], mean, invstd, weight, lin_w, shift, ctx.batch_stats)
+        num_edges, hc = f.shape
+        grad_src, grad_dst = f.new_zeros(2, p_src.shape[0], hc)
+        grad_e, grad_w = torch.empty_like(e), torch.zeros_like(w_e)
+        step = max(1, _EdgeBlock.chunk_floats // hc)
+        buf = f.new_empty(min(step, num_edges), hc)
+        for s in range(0, num_edges, step):
+            sl = slice(s, s + step)
+            fc, gc = f[sl], buf[: f[sl].shape[0]]
+            torch.mm(g[sl], w_cat, out=gc)
+            if alpha is not None:
+                gc.addcmul_(fc, alpha).add_(beta)
+            torch.ops.aten.leaky_relu_backward.grad_input(gc, fc, ctx.slope, True, grad_input=gc)
+            torch.mm(gc, w_e, out=grad_e[sl])
+            grad_w.addmm_(gc.t(), e[sl])
+            grad_src.index_add_(0, src[sl], gc)
+            grad_dst.index_add_(0, dst[sl], gc)
+        return grad_src, grad_dst, grad_e, grad_w, None, None, None, None, *param_grads, None
+
+
+def _cat_grads(gy: Tensor | None, gz: Tensor | None, x: Tensor, lin_w: Tensor, w_cat: Tensor) -> Tensor:
+    """[∂y ‖ ∂z] with zeros for an output that got no gradient."""
+    n, k = x.shape[0], lin_w.shape[0]
+    gy = x.new_zeros(n, k) if gy is None else gy
+    gz = x.new_zeros(n, w_cat.shape[0] - k) if gz is None else gz
+    return torch.cat([gy, gz], 1)
+
+
+def _bnl_backward_parts(g, x, k, mean, invstd, weight, lin_w, shift, batch_stats: bool):
+    """For (y, z) = batch_norm_linear(x): per-column (α, β) such that ∂x = g [W_eff; U] + x·α + β
+    (None, None without batch statistics), and the gradients of (γ, β_bn, W, b, U)."""
+    n = x.shape[0]
+    gx_all = g.t() @ x  # [out + extra, C]: gyᵀx and gzᵀx in one pass over x
+    gyx, grad_extra = gx_all[:k], gx_all[k:]
+    sum_gy = g[:, :k].sum(0)
+    sum_gz = sum_gy @ lin_w  # Σ_e ∂L/∂u, u = x̂ γ + β
+    sum_gz_xhat = ((lin_w * gyx).sum(0) - mean * sum_gz) * invstd
+    alpha = beta = None
+    if batch_stats:  # μ and σ² depend on x
+        scale = weight * invstd
+        c = sum_gz_xhat / n
+        alpha = -invstd * scale * c
+        beta = -scale * sum_gz / n + mean * invstd * scale * c
+    grad_lin_w = gyx * (weight * invstd) + torch.outer(sum_gy, shift)
+    return alpha, beta, (sum_gz_xhat, sum_gz, grad_lin_w, sum_gy, grad_extra)
 
 
 class _BatchNormLinear(torch.autograd.Function):
@@ -223,34 +280,25 @@ class _BatchNormLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy, gz):
         x, mean, invstd, weight, lin_w, w_cat, shift = ctx.saved_tensors
-        n, k = x.shape[0], lin_w.shape[0]
-        gy = torch.zeros(n, k, dtype=x.dtype, device=x.device) if gy is None else gy
-        gz = torch.zeros(n, w_cat.shape[0] - k, dtype=x.dtype, device=x.device) if gz is None else gz
-        g = torch.cat([gy, gz], 1)
-        gx_all = g.t() @ x  # [out + extra, C]: gyᵀx and gzᵀx in one pass over x
-        gyx, grad_extra = gx_all[:k], gx_all[k:]
-        sum_gy = gy.sum(0)
-        sum_gz = sum_gy @ lin_w  # Σ_e ∂L/∂u, u = x̂ γ + β
-        sum_gz_xhat = ((lin_w * gyx).sum(0) - mean * sum_gz) * invstd
+        g = _cat_grads(gy, gz, x, lin_w, w_cat)
+        alpha, beta, param_grads = _bnl_backward_parts(g, x, lin_w.shape[0], mean, invstd, weight, lin_w, shift, ctx.batch_stats)
         grad_x = g @ w_cat
-        if ctx.batch_stats:  # μ and σ² depend on x
-            scale = weight * invstd
-            c = sum_gz_xhat / n
-            grad_x.addcmul_(x, (-invstd * scale * c).unsqueeze(0))
-            grad_x.add_((-scale * sum_gz / n + mean * invstd * scale * c).unsqueeze(0))
-        grad_lin_w = gyx * (weight * invstd) + torch.outer(sum_gy, shift)
-        return grad_x, None, None, sum_gz_xhat, sum_gz, grad_lin_w, sum_gy, grad_extra, None, None
+        if alpha is not None:
+            grad_x.addcmul_(x, alpha).add_(beta)
+        return grad_x, None, None, *param_grads, None, None
 
 
-def _batch_stats(x: Tensor, norm: nn.BatchNorm1d):
-    """(μ, σ², from_batch) for ``norm`` on x [E, C], updating its running statistics in training."""
+def _batch_stats(x: Tensor, norm: nn.BatchNorm1d, sums: tuple[Tensor, Tensor] | None = None):
+    """(μ, σ², from_batch) for ``norm`` on x [E, C], updating its running statistics in training.
+    ``sums``: (Σ x, Σ x²) over rows when the caller already has them."""
     batch_stats = norm.training or norm.running_mean is None
     if not batch_stats:
         return norm.running_mean, norm.running_var, False
     with torch.no_grad():
         n = x.shape[0]
-        mean = x.sum(0) / n
-        var = ((x * x).sum(0) / n - mean * mean).clamp_min_(0)
+        s1, s2 = (x.sum(0), (x * x).sum(0)) if sums is None else sums
+        mean = (s1 / n).to(x.dtype)
+        var = (s2 / n - (s1 / n) ** 2).clamp_min_(0).to(x.dtype)
         if norm.training and norm.running_mean is not None:
             norm.num_batches_tracked.add_(1)
             m = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
@@ -277,7 +325,8 @@ class EGATLayer(nn.Module):
     ``forward(h, e, edge_index, edge_mask=None) -> (h', e')``. ``edge_mask`` [E] multiplies the
     attention weights (as DGL's ``edge_weight``), which is where a GNNExplainer mask goes.
     ``recompute_edges``: recompute the [E, H·C] edge features in backward instead of keeping them
-    (−450 MB kept per 8000-atom glass, but only ~0.1 GB lower peak RSS and ~15% slower; off).
+    (−465 MB kept per 8000-atom glass at heads 8/4/2, but ~45% slower, and the lower peak lasts only
+    until the heap fragments; off).
     """
 
     recompute_edges = False
@@ -328,13 +377,11 @@ class EGATLayer(nn.Module):
         # edge head reads f itself, the same product also gives the edge projection.
         attn = torch.block_diag(*self.attn.unsqueeze(1))
         fe = None
-        if self.update_edges and self.concat and self.recompute_edges:
+        if self.update_edges and self.concat:
             norm, proj = self.edge_norm, self.edge_proj
-            fe, logits = _EdgeTransformBatchNormLinear.apply(
-                *edge_args, norm, norm.weight, norm.bias, proj.weight, proj.bias, attn
+            fe, logits = _EdgeBlock.apply(
+                *edge_args, norm, norm.weight, norm.bias, proj.weight, proj.bias, attn, self.recompute_edges
             )
-        elif self.update_edges and self.concat:
-            fe, logits = batch_norm_linear(_EdgeTransform.apply(*edge_args), self.edge_norm, self.edge_proj, extra=attn)
         else:
             f = _EdgeTransform.apply(*edge_args)
             logits = f @ attn.t()

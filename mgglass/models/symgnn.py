@@ -16,11 +16,13 @@ are reproducible.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .egat import PredictionModule, mlp_block
 
@@ -51,6 +53,22 @@ def haar_o3(k: int, generator: torch.Generator | None = None, dtype=torch.float3
     return q.to(dtype)
 
 
+@contextlib.contextmanager
+def _frozen_running_stats(module: nn.Module):
+    """Batch norms in ``module`` leave their running statistics as they are (momentum 0; the batch
+    counter restored). Not ``track_running_stats=False``: that saves other tensors for backward."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+
+
 class _NarrowLinear(torch.autograd.Function):
     """F.linear for inputs with very few features (3 here): ∂W as (xᵀ g)ᵀ, ~5× faster on CPU than the
     gᵀ x autograd uses, whose [E, 3]-wide right operand is a bad GEMM shape."""
@@ -72,7 +90,11 @@ class Symmetrizer(nn.Module):
 
     φ = (Linear, BatchNorm, ReLU)×2 runs once on the stacked [K·E, 3] inputs, so its batch norm uses
     statistics pooled over the K samples (the released code normalised each sample separately).
+    With ``recompute`` (default) φ's activations are not kept for backward but recomputed there
+    from the [E, 3] inputs: −265 MB kept per 8000-atom glass at K = 2 for ~3% more step time.
     """
+
+    recompute = True
 
     def __init__(
         self,
@@ -96,6 +118,16 @@ class Symmetrizer(nn.Module):
             self.reflect_logit = nn.Parameter(torch.zeros(()))
         if distribution == "fixed":
             self.register_buffer("fixed_q", torch.stack([torch.eye(3, dtype=torch.float64), released_rotation(1.0, torch.float64)]), persistent=False)
+
+    def _encode(self, x: Tensor, q: Tensor) -> Tensor:
+        """Σ_k φ(x Q_k) over the transforms in ``q`` [k, 3, 3]."""
+        lin = self.phi[0]
+        z = _NarrowLinear.apply((x.unsqueeze(0) @ q).reshape(-1, 3), lin.weight, lin.bias)
+        return self.phi[1:](z).view(q.shape[0], x.shape[0], -1).sum(0)
+
+    def _recompute_contexts(self):
+        # The recomputation in backward must not update batch-norm running statistics a second time.
+        return contextlib.nullcontext(), _frozen_running_stats(self.phi)
 
     @property
     def num_samples(self) -> int:
@@ -134,9 +166,10 @@ class Symmetrizer(nn.Module):
         out = None
         for i in range(0, k, step):
             qi = q[i : i + step]
-            lin = self.phi[0]
-            z = _NarrowLinear.apply((x.unsqueeze(0) @ qi).reshape(-1, 3), lin.weight, lin.bias)
-            enc = self.phi[1:](z).view(qi.shape[0], e, -1).sum(0)
+            if torch.is_grad_enabled() and self.recompute:
+                enc = checkpoint(self._encode, x, qi, use_reentrant=False, context_fn=self._recompute_contexts)
+            else:
+                enc = self._encode(x, qi)
             out = enc if out is None else out + enc
         return out if self.distribution == "fixed" else out / k
 
