@@ -102,3 +102,38 @@ def test_float32_and_cutoff_monotone():
     n4 = g32.edge_index.shape[1]
     n5 = radius_graph_pbc(torch.tensor(pos), torch.tensor(cell), 5.0).edge_index.shape[1]
     assert 0 < n4 < n5
+
+
+def test_slab_search_matches_ase_on_a_large_triclinic_cell():
+    # ≥ 4096 atoms take the two-slab parallel search; slabs follow the first lattice vector, which
+    # is not orthogonal to the others here.
+    cell = np.array([[40.0, 0, 0], [9.0, 36.0, 0], [-6.0, 5.0, 38.0]])
+    assert _assert_same_as_ase(_random(4500, cell, seed=5), cell) > 0
+
+
+def _edge_set(g) -> list:
+    return sorted(zip(g.edge_index[0].tolist(), g.edge_index[1].tolist(), map(tuple, g.shift.tolist())))
+
+
+def test_slab_search_equals_one_tree_and_ignores_thread_count(cuzr_dir, monkeypatch):
+    from mgglass.data import graph
+
+    g = read_glass(cuzr_dir / "train0.pickle")
+    pos, cell = torch.tensor(g.positions), torch.tensor(g.cell)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = radius_graph_pbc(pos, cell, CUTOFF)
+        torch.set_num_threads(2)
+        two = radius_graph_pbc(pos, cell, CUTOFF)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):  # the same edges in the same order, whatever the machine
+        assert torch.equal(a, b)
+    monkeypatch.setattr(graph, "_SLABS", 3)  # the counting sort holds for any slab count
+    three = radius_graph_pbc(pos, cell, CUTOFF)
+    monkeypatch.setattr(graph, "_SLAB_MIN_ATOMS", 10**9)  # one KD-tree over all ghosts
+    whole = radius_graph_pbc(pos, cell, CUTOFF)
+    for other in (three, whole):  # same dst order; within a dst the order may differ
+        assert torch.equal(other.edge_index[1], one.edge_index[1])
+        assert _edge_set(other) == _edge_set(one)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -26,11 +25,10 @@ def _image_counts(cell: torch.Tensor, cutoff: float) -> torch.Tensor:
     return cutoff / (volume / areas)  # cutoff in units of each face spacing (fractional reach)
 
 
-def _ghosts(positions: torch.Tensor, cell: torch.Tensor, cutoff: float):
-    """Every periodic image whose fractional coordinates lie within the cutoff's reach of the unit
-    cell (a superset of the points within cutoff of the cell): (positions, atom index, −shift).
-    The atoms themselves come first, wrapped into the cell, so ghost i < N is atom i."""
-    reach = _image_counts(cell, cutoff).tolist()
+def _ghosts(positions: torch.Tensor, cell: torch.Tensor, reach: list[float]):
+    """Every periodic image whose fractional coordinates lie within ``reach`` of the unit cell (a
+    superset of the points within cutoff of the cell): (positions, fractional positions, atom
+    index, −shift). The atoms themselves come first, wrapped into the cell: ghost i < N is atom i."""
     frac = positions @ torch.linalg.inv(cell)
     frac = frac - torch.floor(frac)
     atom = torch.arange(positions.shape[0], device=positions.device)
@@ -48,35 +46,69 @@ def _ghosts(positions: torch.Tensor, cell: torch.Tensor, cutoff: float):
                 s[:, axis] += sign * m
                 parts.append((f, atom.index_select(0, sel), s))
         frac, atom, shift = (torch.cat(t) for t in zip(*parts))
-    return frac @ cell, atom, shift.neg_()
+    return frac @ cell, frac, atom, shift.neg_()
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _edges(ghost_pos, atom, neg_shift, n: int, begin: int, end: int, cutoff: float, self_loops: bool):
-    """The edges into atoms begin..end-1 as PBCGraph fields, grouped by dst in order."""
-    centre_pos = ghost_pos[:n]
-    queries = centre_pos[begin:end]
+def _pairs(ghost_pos, n: int, cutoff: float, self_loops: bool, queries=None, tree=None):
+    """(dst atom, src ghost) for every ghost of ``tree`` (default all) within cutoff of an atom of
+    ``queries`` (ascending; default all), grouped by dst in ascending order."""
+    query_pos = ghost_pos[:n] if queries is None else ghost_pos.index_select(0, queries)
+    tree_pos = ghost_pos if tree is None else ghost_pos.index_select(0, tree)
     if ghost_pos.device.type == "cpu":  # the CPU search has no per-query buffer, so no cap is free
-        pairs = radius(ghost_pos, queries, cutoff, max_num_neighbors=ghost_pos.shape[0])
+        pairs = radius(tree_pos, query_pos, cutoff, max_num_neighbors=tree_pos.shape[0])
     else:  # on GPU the cap sizes a [queries, cap] buffer: start modest, retry larger when one fills it
         cap = 128
         while True:
-            pairs = radius(ghost_pos, queries, cutoff, max_num_neighbors=cap)
-            if pairs.shape[1] == 0 or torch.bincount(pairs[0]).max() < cap or cap >= ghost_pos.shape[0]:
+            pairs = radius(tree_pos, query_pos, cutoff, max_num_neighbors=cap)
+            if pairs.shape[1] == 0 or torch.bincount(pairs[0]).max() < cap or cap >= tree_pos.shape[0]:
                 break
             cap *= 4
-    if begin:
-        pairs[0] += begin
-    if not self_loops:
-        pairs = pairs[:, pairs[0] != pairs[1]]
-    centre, ghost = pairs[0], pairs[1]
-    # Each query atom is the dst of its edges (the graph is symmetric, so this is the same edge set),
-    # which leaves the edges sorted by dst: aggregation at dst can use segment (CSR) reductions.
-    vec = centre_pos.index_select(0, centre) - ghost_pos.index_select(0, ghost)
-    edge_index = torch.stack([atom.index_select(0, ghost), centre])
-    return edge_index, vec, torch.linalg.vector_norm(vec, dim=-1), neg_shift.index_select(0, ghost)
+    centre = pairs[0] if queries is None else queries.index_select(0, pairs[0])
+    ghost = pairs[1] if tree is None else tree.index_select(0, pairs[1])
+    if self_loops:
+        return centre, ghost
+    keep = (centre != ghost).nonzero().squeeze(1)
+    return centre.index_select(0, keep), ghost.index_select(0, keep)
+
+
+_SLABS = 2  # fixed, not the thread count, so the edge order never depends on the machine
+_SLAB_MIN_ATOMS = 4096  # below this, threads cost more than they save
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _slab_pairs(ghost_pos, ghost_frac, n: int, reach0: float, cutoff: float, self_loops: bool):
+    """``_pairs`` over ``_SLABS`` slabs along the first lattice vector, searched in parallel.
+
+    torch_cluster's CPU search is single-threaded (the op releases the GIL, so threads run it
+    concurrently). Each slab's atoms are queried against a KD-tree of only the ghosts within reach
+    of that slab: a smaller tree than all ghosts, and queries that stay in cache (~20% faster than
+    splitting the atoms by index). Slabs interleave atom indices, so the pairs are then put in dst
+    order by a counting sort.
+    """
+    global _POOL
+    x = ghost_frac[:, 0]
+    slab = (x[:n] * _SLABS).floor().long().clamp_(0, _SLABS - 1)
+    margin = reach0 + 1e-6  # extra ghosts in a tree change nothing: distances are checked exactly
+
+    def search(k: int):
+        queries = (slab == k).nonzero().squeeze(1)
+        tree = ((x >= k / _SLABS - margin) & (x <= (k + 1) / _SLABS + margin)).nonzero().squeeze(1)
+        centre, ghost = _pairs(ghost_pos, n, cutoff, self_loops, queries, tree)
+        return centre, ghost, torch.bincount(centre, minlength=n)
+
+    if torch.get_num_threads() > 1:
+        _POOL = _POOL or ThreadPoolExecutor(_SLABS)
+        results = list(_POOL.map(search, range(_SLABS)))
+    else:
+        results = [search(k) for k in range(_SLABS)]
+    total = torch.stack([r[2] for r in results]).sum(0)
+    start = total.cumsum(0) - total  # where each dst's edges begin in the merged list
+    out_centre, out_ghost = (torch.empty(int(total.sum()), dtype=torch.long) for _ in range(2))
+    for centre, ghost, count in results:  # within a slab, pairs are already grouped by dst
+        dest = (start - (count.cumsum(0) - count)).index_select(0, centre).add_(torch.arange(centre.shape[0]))
+        out_centre.index_copy_(0, dest, centre)
+        out_ghost.index_copy_(0, dest, ghost)
+    return out_centre, out_ghost
 
 
 def radius_graph_pbc(positions: torch.Tensor, cell: torch.Tensor, cutoff: float, self_loops: bool = False) -> PBCGraph:
@@ -84,22 +116,20 @@ def radius_graph_pbc(positions: torch.Tensor, cell: torch.Tensor, cutoff: float,
 
     Exact for triclinic cells and for cells smaller than 2×cutoff (each image of a neighbour is its own
     edge), with no neighbour cap. ``self_loops`` adds the zero-length (i, i) edges. Runs on the device
-    of ``positions``; ``cell`` rows are the lattice vectors.
+    of ``positions``; ``cell`` rows are the lattice vectors. Edges come sorted by dst.
     """
     if positions.ndim != 2 or positions.shape[1] != 3:
         raise ValueError(f"positions must be [N, 3], got {tuple(positions.shape)}")
     cell = cell.to(positions)
     n = positions.shape[0]
-    ghosts = _ghosts(positions, cell, cutoff)
-    args = (cutoff, self_loops)
-    threads = torch.get_num_threads()
-    if positions.device.type != "cpu" or threads < 2 or n < 4096:
-        return PBCGraph(*_edges(*ghosts, n, 0, n, *args))
-    # torch_cluster's CPU search is single-threaded: split the queries over torch's intra-op thread
-    # count (the op releases the GIL), each part also doing its own gathers; same output as one call.
-    if threads not in _POOLS:
-        _POOLS[threads] = ThreadPoolExecutor(threads)
-    bounds = torch.linspace(0, n, threads + 1).long().tolist()
-    jobs = [_POOLS[threads].submit(_edges, *ghosts, n, a, b, *args) for a, b in itertools.pairwise(bounds)]
-    parts = [job.result() for job in jobs]
-    return PBCGraph(torch.cat([p[0] for p in parts], 1), *(torch.cat([p[i] for p in parts]) for i in (1, 2, 3)))
+    reach = _image_counts(cell, cutoff).tolist()
+    ghost_pos, ghost_frac, atom, neg_shift = _ghosts(positions, cell, reach)
+    if positions.device.type == "cpu" and n >= _SLAB_MIN_ATOMS:
+        centre, ghost = _slab_pairs(ghost_pos, ghost_frac, n, reach[0], cutoff, self_loops)
+    else:
+        centre, ghost = _pairs(ghost_pos, n, cutoff, self_loops)
+    # Each query atom is the dst of its edges (the graph is symmetric, so this is the same edge set),
+    # which leaves the edges sorted by dst: aggregation at dst can use segment (CSR) reductions.
+    vec = ghost_pos.index_select(0, centre) - ghost_pos.index_select(0, ghost)
+    edge_index = torch.stack([atom.index_select(0, ghost), centre])
+    return PBCGraph(edge_index, vec, torch.linalg.vector_norm(vec, dim=-1), neg_shift.index_select(0, ghost))
