@@ -137,3 +137,18 @@ def test_slab_search_equals_one_tree_and_ignores_thread_count(cuzr_dir, monkeypa
     for other in (three, whole):  # same dst order; within a dst the order may differ
         assert torch.equal(other.edge_index[1], one.edge_index[1])
         assert _edge_set(other) == _edge_set(one)
+
+
+def test_capped_search_as_on_gpu_retries_until_exact():
+    # The GPU path searches with a neighbour cap of 128 and retries with a larger one when a query
+    # fills it; force that path on CPU where atoms have ~270 neighbours at this density.
+    from mgglass.data import graph
+
+    cell = torch.eye(3, dtype=torch.float64) * 10.0
+    pos = torch.tensor(_random(1000, cell.numpy(), seed=7))
+    ghost_pos, _, _, _ = graph._ghosts(pos, cell, graph._image_counts(cell, CUTOFF).tolist())
+    uncapped = graph._pairs(ghost_pos, 1000, CUTOFF, False, capped=False)
+    capped = graph._pairs(ghost_pos, 1000, CUTOFF, False, capped=True)
+    assert torch.bincount(uncapped[0]).max() > 128  # the first try really was too small
+    assert torch.equal(capped[0], uncapped[0])
+    assert sorted(zip(*(t.tolist() for t in capped))) == sorted(zip(*(t.tolist() for t in uncapped)))

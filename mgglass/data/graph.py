@@ -49,12 +49,14 @@ def _ghosts(positions: torch.Tensor, cell: torch.Tensor, reach: list[float]):
     return frac @ cell, frac, atom, shift.neg_()
 
 
-def _pairs(ghost_pos, n: int, cutoff: float, self_loops: bool, queries=None, tree=None):
+def _pairs(ghost_pos, n: int, cutoff: float, self_loops: bool, queries=None, tree=None, capped: bool | None = None):
     """(dst atom, src ghost) for every ghost of ``tree`` (default all) within cutoff of an atom of
-    ``queries`` (ascending; default all), grouped by dst in ascending order."""
+    ``queries`` (ascending; default all), grouped by dst in ascending order. ``capped`` (default:
+    off the CPU) searches with a growing neighbour cap instead of none."""
     query_pos = ghost_pos[:n] if queries is None else ghost_pos.index_select(0, queries)
     tree_pos = ghost_pos if tree is None else ghost_pos.index_select(0, tree)
-    if ghost_pos.device.type == "cpu":  # the CPU search has no per-query buffer, so no cap is free
+    if not (ghost_pos.device.type != "cpu" if capped is None else capped):
+        # the CPU search has no per-query buffer, so having no cap costs nothing
         pairs = radius(tree_pos, query_pos, cutoff, max_num_neighbors=tree_pos.shape[0])
     else:  # on GPU the cap sizes a [queries, cap] buffer: start modest, retry larger when one fills it
         cap = 128
