@@ -105,12 +105,11 @@ def _slab_pairs(ghost_pos, ghost_frac, n: int, reach0: float, cutoff: float, sel
         results = [search(k) for k in range(_SLABS)]
     total = torch.stack([r[2] for r in results]).sum(0)
     start = total.cumsum(0) - total  # where each dst's edges begin in the merged list
-    out_centre, out_ghost = (torch.empty(int(total.sum()), dtype=torch.long) for _ in range(2))
+    out_ghost = torch.empty(int(total.sum()), dtype=torch.long)
     for centre, ghost, count in results:  # within a slab, pairs are already grouped by dst
         dest = (start - (count.cumsum(0) - count)).index_select(0, centre).add_(torch.arange(centre.shape[0]))
-        out_centre.index_copy_(0, dest, centre)
         out_ghost.index_copy_(0, dest, ghost)
-    return out_centre, out_ghost
+    return torch.arange(n).repeat_interleave(total), out_ghost  # dst: each atom, as often as it has edges
 
 
 def radius_graph_pbc(positions: torch.Tensor, cell: torch.Tensor, cutoff: float, self_loops: bool = False) -> PBCGraph:
@@ -132,6 +131,6 @@ def radius_graph_pbc(positions: torch.Tensor, cell: torch.Tensor, cutoff: float,
         centre, ghost = _pairs(ghost_pos, n, cutoff, self_loops)
     # Each query atom is the dst of its edges (the graph is symmetric, so this is the same edge set),
     # which leaves the edges sorted by dst: aggregation at dst can use segment (CSR) reductions.
-    vec = ghost_pos.index_select(0, centre) - ghost_pos.index_select(0, ghost)
+    vec = ghost_pos.index_select(0, centre).sub_(ghost_pos.index_select(0, ghost))
     edge_index = torch.stack([atom.index_select(0, ghost), centre])
     return PBCGraph(edge_index, vec, torch.linalg.vector_norm(vec, dim=-1), neg_shift.index_select(0, ghost))
