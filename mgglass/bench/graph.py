@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     default = Path(os.environ.get("MGGLASS_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data" / "cuzr")
     p.add_argument("--data", type=Path, default=default, help="folder with test0.pickle and train0.pickle")
     p.add_argument("--cutoff", type=float, default=5.0)
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=31, help="timed calls per library and structure (median reported)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     keep_freed_memory()  # as the training entry points do
