@@ -118,7 +118,7 @@ class _EdgeTransform(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float):
-        f = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, _EdgeTransform.chunk_floats)
+        f, _ = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, _EdgeTransform.chunk_floats)
         ctx.save_for_backward(e, w_e, f, src, dst)
         ctx.num_nodes, ctx.slope = p_src.shape[0], slope
         return f
@@ -131,15 +131,13 @@ class _EdgeTransform(torch.autograd.Function):
 
 
 def _edge_features(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: int, sums: bool = False):
-    """f [E, H·C]; with ``sums``, (f, (Σ_e f, Σ_e f²)) accumulated while each chunk is in cache."""
+    """(f [E, H·C], (Σ_e f, Σ_e f²) if ``sums`` else None), the sums taken while each chunk is in cache."""
     num_edges, hc = e.shape[0], w_e.shape[0]
     f = e.new_empty(num_edges, hc)
     step = max(1, chunk_floats // hc)
     buf, buf2 = e.new_empty(2, min(step, num_edges), hc)
     w_t = w_e.t()
-    s1 = s2 = e.new_zeros(hc, dtype=torch.float64) if sums else None
-    if sums:
-        s2 = s1.clone()
+    s1, s2 = e.new_zeros(2, hc, dtype=torch.float64) if sums else (None, None)
     for s in range(0, num_edges, step):
         sl = slice(s, s + step)
         b, b2 = buf[: f[sl].shape[0]], buf2[: f[sl].shape[0]]
@@ -149,7 +147,7 @@ def _edge_features(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: i
         if sums:
             s1 += fc.sum(0)
             s2 += torch.mul(fc, fc, out=b).sum(0)
-    return (f, (s1, s2)) if sums else f
+    return f, ((s1, s2) if sums else None)
 
 
 def _edge_feature_grads(gp: Tensor, e: Tensor, w_e: Tensor, src: Tensor, dst: Tensor, num_nodes: int):
@@ -188,10 +186,8 @@ class _EdgeBlock(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float, norm: nn.BatchNorm1d,
                 norm_w, norm_b, lin_w, lin_b, extra_w, recompute: bool):
-        chunk = _EdgeTransform.chunk_floats
         want_sums = norm.training or norm.running_mean is None
-        f, sums = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, chunk, sums=True) if want_sums else (
-            _edge_features(p_src, p_dst, e, w_e, src, dst, slope, chunk), None)
+        f, sums = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, _EdgeTransform.chunk_floats, want_sums)
         mean, var, batch_stats = _batch_stats(f, norm, sums)
         bnl = _Ctx()
         y, z = _BatchNormLinear.forward(bnl, f, mean, var, norm_w, norm_b, lin_w, lin_b, extra_w, norm.eps, batch_stats)
@@ -204,7 +200,7 @@ class _EdgeBlock(torch.autograd.Function):
     def backward(ctx, gy, gz):
         p_src, p_dst, e, w_e, src, dst, *rest = ctx.saved_tensors
         if ctx.recompute:
-            f = _edge_features(p_src, p_dst, e, w_e, src, dst, ctx.slope, _EdgeTransform.chunk_floats)
+            f, _ = _edge_features(p_src, p_dst, e, w_e, src, dst, ctx.slope, _EdgeTransform.chunk_floats)
         else:
             f, *rest = rest
         mean, invstd, weight, lin_w, w_cat, shift = rest
