@@ -7,7 +7,6 @@ cannot pass silently.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 
 import pytest
@@ -23,6 +22,8 @@ from _transforms import (
 from torch import nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import scatter
+
+from mgglass.models import model_class
 
 TOL = 1e-4
 
@@ -92,7 +93,7 @@ MODELS = {
         "mgglass.models.symgnn.EGATLength",
         {},
         _sharpen(3.0),
-    ),  # another engineer's; skipped until it exists
+    ),
 }
 # FAENet with the 4 proper frames is SO(3)-, not O(3)-invariant (FAENet's SE(3) variant).
 NOT_REFLECTION_INVARIANT = {"faenet_proper"}
@@ -100,13 +101,8 @@ NOT_REFLECTION_INVARIANT = {"faenet_proper"}
 
 def build(name: str, sharpen: bool = True) -> nn.Module:
     path, kwargs, sharpener = MODELS[name]
-    module, _, cls = path.rpartition(".")
-    try:
-        model_cls = getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as err:
-        pytest.skip(f"{path} not importable yet: {err}")
     torch.manual_seed(0)
-    model = model_cls(**kwargs).double().eval()
+    model = model_class(path)(**kwargs).double().eval()
     return sharpener(model) if sharpen else model
 
 
