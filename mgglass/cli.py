@@ -201,7 +201,6 @@ def fail(prog: str, msg: str, code: int = 2) -> int:
     return code
 
 
-
 def _ckpt_arg(argv: list[str], name: str = "--ckpt_path") -> str | None:
     for i, a in enumerate(argv):
         if a.startswith(f"{name}="):
@@ -262,18 +261,7 @@ def evaluate_main(stage: str, argv=None) -> int:
 def write_split_predictions(cli, split: str, out: Path) -> None:
     """Per-atom predictions of the loaded checkpoint on ``split``: predictions.csv, predictions.extxyz
     (``eb``/``eb_pred`` arrays) and parity.png under ``out``."""
-    import numpy as np
+    from mgglass.tracking import write_split_outputs
 
-    from mgglass.tracking import (
-        parity_plot,
-        pooled_stats,
-        predict_split,
-        write_predictions,
-    )
-
-    out.mkdir(parents=True, exist_ok=True)
-    rows, frames, ys, ps = predict_split(cli.model, cli.datamodule.graphs[split], list(cli.config.data.species))
-    write_predictions(out, rows, frames)
-    if ys:
-        y, p = np.asarray(ys), np.asarray(ps)
-        parity_plot(out / "parity.png", y, p, pooled_stats(y, p), cli.config.model.net.class_path.rsplit(".", 1)[-1])
+    model = cli.config.model.net.class_path.rsplit(".", 1)[-1]
+    write_split_outputs(out, cli.model, cli.datamodule.graphs[split], list(cli.config.data.species), model)

@@ -26,8 +26,6 @@ from torchmetrics.regression import (
 )
 
 SPLITS = ("train", "val", "test")
-# Metric names (prefixed by the split): loss is the MSE on normalised labels; the rest are in eV.
-METRICS = ("loss", "r", "r2", "mae", "rmse", "spearman")
 
 
 def paper_adam(params: Iterable) -> torch.optim.Optimizer:
@@ -137,7 +135,7 @@ class EBTask(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        return self.to_ev(self.net(batch))
+        return self.predict_ev(batch)
 
     # -- epoch ends: compute pooled (synced) metrics, log them for callbacks, keep a history ----
     def _compute(self, split: str) -> dict[str, float]:

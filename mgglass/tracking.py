@@ -236,12 +236,7 @@ class MLflowTracker(AfterCheckpoint):
         if dm is None or "test" not in getattr(dm, "graphs", {}):
             return
         out = self.ckpt_dir / "test"
-        out.mkdir(parents=True, exist_ok=True)
-        rows, frames, ys, ps = predict_split(pl_module, dm.graphs["test"], self.species)
-        write_predictions(out, rows, frames)
-        stats = pooled_stats(np.asarray(ys), np.asarray(ps)) if ys else {}
-        if ys:
-            parity_plot(out / "parity.png", np.asarray(ys), np.asarray(ps), stats, self.tags.get("model", ""))
+        write_split_outputs(out, pl_module, dm.graphs["test"], self.species, self.tags.get("model", ""))
         for name in ("predictions.csv", "predictions.extxyz", "parity.png"):
             if (out / name).is_file():
                 self.client.log_artifact(self.run_id, str(out / name), "test")
@@ -254,6 +249,16 @@ class MLflowTracker(AfterCheckpoint):
             if path and Path(path).is_file():
                 self.client.log_artifact(self.run_id, str(path), "checkpoints")
         self.client.set_terminated(self.run_id, status=status)
+
+
+def write_split_outputs(out: Path, task, graphs, species: list[str], model: str = "") -> None:
+    """predictions.csv, predictions.extxyz and, with labels, parity.png of ``task`` on ``graphs``."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows, frames, ys, ps = predict_split(task, graphs, species)
+    write_predictions(out, rows, frames)
+    if ys:
+        y, p = np.asarray(ys), np.asarray(ps)
+        parity_plot(out / "parity.png", y, p, pooled_stats(y, p), model)
 
 
 @torch.no_grad()
