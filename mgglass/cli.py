@@ -55,6 +55,8 @@ class MGCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        # The checkpoint/early-stopping entries of experiments/base.yaml, for installs without that
+        # folder (a wheel): keep them equal to base.yaml, which README documents.
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val_loss",
@@ -65,7 +67,7 @@ class MGCLI(LightningCLI):
                 "checkpoint.save_on_train_epoch_end": True,
                 "early_stopping.monitor": "val_loss",
                 "early_stopping.mode": "min",
-                "early_stopping.patience": 20,
+                "early_stopping.patience": 15,
             }
         )
         parser.add_class_arguments(TrackingConfig, "tracking")
