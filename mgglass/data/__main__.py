@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from .dataset import load_graph
+from .dataset import glass_to_data
 from .errors import GlassDataError
 from .structure import read_glass
 
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
             species = tuple(args.species.split(","))
             graph = None
             if args.format is None:
-                graph = load_graph(path, args.cutoff, species, label_key=args.label_key, cache=False)
+                graph = glass_to_data(g, args.cutoff, species)
         except GlassDataError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

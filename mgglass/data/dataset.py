@@ -58,8 +58,10 @@ def load_graph(
     path = Path(path)
     if not path.is_file():  # fail on the input before hashing it
         read_glass(path)
-    key = graph_key(path, cutoff, species, self_loops, label_key)
-    cached = None if cache is False else Path(cache or cache_dir() / "graphs") / f"{key}.pt"
+    cached = None
+    if cache is not False:  # the key hashes the whole file: only worth it when there is a cache
+        key = graph_key(path, cutoff, species, self_loops, label_key)
+        cached = Path(cache or cache_dir() / "graphs") / f"{key}.pt"
     if cached is not None and cached.is_file():
         try:
             stored = torch.load(cached, weights_only=True)  # tensors only: loading runs no code
