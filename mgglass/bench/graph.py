@@ -8,7 +8,6 @@ bare pair list, the cheapest thing it computes, for reference.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgglass.bench import DEFAULT_DATA
 from mgglass.data import radius_graph_pbc, read_glass
 from mgglass.runtime import keep_freed_memory
 
@@ -61,8 +61,7 @@ def _row(label, pos, cell, cutoff: float, reps: int, vesin_nl) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mgglass.bench graph", description=__doc__)
-    default = Path(os.environ.get("MGGLASS_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data" / "cuzr")
-    p.add_argument("--data", type=Path, default=default, help="folder with test0.pickle and train0.pickle")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with test0.pickle and train0.pickle")
     p.add_argument("--cutoff", type=float, default=5.0)
     p.add_argument("--reps", type=int, default=31, help="timed calls per library and structure (median reported)")
     p.add_argument("--threads", type=int, default=2)
@@ -79,7 +78,7 @@ def main(argv=None) -> int:
     for name in ("test0.pickle", "train0.pickle"):
         g = read_glass(args.data / name)
         cases.append((f"{name} ({len(g)})", g.positions, g.cell))
-    pos, cell = _replicate(read_glass(args.data / "train0.pickle"), 2)
+    pos, cell = _replicate(g, 2)  # train0
     cases.append((f"train0 x8 ({len(pos)})", pos, cell))
 
     header = f"{'structure':<24}{'pairs':>10}{'mgglass ms':>12}{'ase ms':>10}{'ase/ours':>10}"

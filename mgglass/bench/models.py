@@ -16,9 +16,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-DEFAULT_DATA = Path(os.environ.get("MGGLASS_DATA_DIR") or Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cuzr")
+from mgglass.bench import DEFAULT_DATA
 
 
 def _rss_mb() -> float:
