@@ -186,8 +186,7 @@ class _EdgeBlock(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float, norm: nn.BatchNorm1d,
                 norm_w, norm_b, lin_w, lin_b, extra_w, recompute: bool):
-        want_sums = norm.training or norm.running_mean is None
-        f, sums = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, _EdgeTransform.chunk_floats, want_sums)
+        f, sums = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, _EdgeTransform.chunk_floats, _uses_batch_stats(norm))
         mean, var, batch_stats = _batch_stats(f, norm, sums)
         bnl = _Ctx()
         y, z = _BatchNormLinear.forward(bnl, f, mean, var, norm_w, norm_b, lin_w, lin_b, extra_w, norm.eps, batch_stats)
@@ -217,7 +216,7 @@ class _EdgeBlock(torch.autograd.Function):
             torch.mm(g[sl], w_cat, out=gc)
             if alpha is not None:
                 gc.addcmul_(fc, alpha).add_(beta)
-            torch.ops.aten.leaky_relu_backward.grad_input(gc, fc, ctx.slope, True, grad_input=gc)
+            _leaky_relu_grad(gc, fc, ctx.slope)  # in place on the chunk buffer
             torch.mm(gc, w_e, out=grad_e[sl])
             grad_w.addmm_(gc.t(), e[sl])
             grad_src.index_add_(0, src[sl], gc)
@@ -284,11 +283,14 @@ class _BatchNormLinear(torch.autograd.Function):
         return grad_x, None, None, *param_grads, None, None
 
 
+def _uses_batch_stats(norm: nn.BatchNorm1d) -> bool:
+    return norm.training or norm.running_mean is None
+
+
 def _batch_stats(x: Tensor, norm: nn.BatchNorm1d, sums: tuple[Tensor, Tensor] | None = None):
     """(μ, σ², from_batch) for ``norm`` on x [E, C], updating its running statistics in training.
     ``sums``: (Σ x, Σ x²) over rows when the caller already has them."""
-    batch_stats = norm.training or norm.running_mean is None
-    if not batch_stats:
+    if not _uses_batch_stats(norm):
         return norm.running_mean, norm.running_var, False
     with torch.no_grad():
         n = x.shape[0]
