@@ -203,7 +203,8 @@ def fail(prog: str, msg: str, code: int = 2) -> int:
     return code
 
 
-def _ckpt_arg(argv: list[str], name: str = "--ckpt_path") -> str | None:
+def _option_value(argv: list[str], name: str) -> str | None:
+    """The value of ``name`` in ``argv`` (``name=value`` or ``name value``), or None."""
     for i, a in enumerate(argv):
         if a.startswith(f"{name}="):
             return a.split("=", 1)[1]
@@ -213,7 +214,7 @@ def _ckpt_arg(argv: list[str], name: str = "--ckpt_path") -> str | None:
 
 
 def _pop_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
-    value = _ckpt_arg(argv, name)
+    value = _option_value(argv, name)
     out, skip = [], False
     for a in argv:
         if skip:
@@ -231,7 +232,7 @@ def evaluate_main(stage: str, argv=None) -> int:
     ``--out DIR`` also writes per-atom predictions (CSV, extxyz with ``eb_pred``) and a parity plot."""
     prog = f"mgglass.{stage}"
     argv, out_dir = _pop_option(list(sys.argv[1:] if argv is None else argv), "--out")
-    ckpt = _ckpt_arg(argv)
+    ckpt = _option_value(argv, "--ckpt_path")
     if not ckpt:
         return fail(prog, "--ckpt_path CHECKPOINT is required")
     if not Path(ckpt).is_file():
