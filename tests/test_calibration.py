@@ -1,0 +1,89 @@
+"""Batch-norm recalibration: eval-mode statistics recomputed over training glasses, nothing else touched."""
+
+import copy
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from mgglass.calibration import batch_norms, recalibrate
+from mgglass.models.symgnn import SymGNN
+
+
+def _graphs(synthetic_batch):
+    return synthetic_batch.to_data_list()
+
+
+def _net(distribution="learned", dropout=0.25):
+    torch.manual_seed(0)
+    return SymGNN(hidden=8, heads=(2, 1), dropout=dropout, distribution=distribution, k_train=2, k_eval=4,
+                  decoder_layers=2)
+
+
+@pytest.mark.parametrize("distribution", ["learned", "haar", "fixed"])
+def test_statistics_are_those_of_eval_mode_features(synthetic_batch, distribution):
+    """Each batch norm's recomputed statistics are the mean and (unbiased) variance of its inputs in an
+    eval-mode forward (dropout off, the evaluation samples of the symmetriser) that normalises with
+    batch statistics, whatever the stale running statistics were."""
+    g = _graphs(synthetic_batch)[0]
+    g.edge_vec = g.edge_vec.double()
+    net = _net(distribution).double()
+    with torch.no_grad():  # stale statistics, as after fast training
+        for m in batch_norms(net):
+            m.running_mean.normal_(0, 3)
+            m.running_var.uniform_(5, 50)
+    ref = copy.deepcopy(net).eval()
+    inputs = {}
+    for name, m in ref.named_modules():
+        if m in batch_norms(ref):
+            m.track_running_stats = False
+            m.running_mean = m.running_var = None
+            m.register_forward_pre_hook(lambda mod, inp, name=name: inputs.update({name: (inp[0].mean(0), inp[0].var(0))}))
+    with torch.no_grad():
+        ref(Batch.from_data_list([g]))
+    net.train()
+    assert recalibrate(net, [g]) == 1
+    assert net.training and all(m.training for m in net.modules())  # modes restored
+    assert all(m.momentum == 0.1 for m in batch_norms(net))
+    norms = dict(net.named_modules())
+    assert len(inputs) >= 6  # every batch norm called as a module (the fused EGAT edge norm is not)
+    for name, (mean, var) in inputs.items():
+        torch.testing.assert_close(norms[name].running_mean, mean, rtol=1e-9, atol=1e-9, msg=name)
+        torch.testing.assert_close(norms[name].running_var, var, rtol=1e-9, atol=1e-9, msg=name)
+    # The fused edge norm of the first EGAT layer moved from its stale value to the data's scale.
+    edge_norm = net.gnn.layers[0].edge_norm
+    assert edge_norm.running_var.max() < 5 and edge_norm.running_mean.abs().max() < 3
+
+
+def test_averages_over_glasses_and_ignores_previous_statistics(synthetic_batch):
+    graphs = _graphs(synthetic_batch)
+    a, b = _net(), _net()
+    with torch.no_grad():
+        for m in batch_norms(b):
+            m.running_mean.fill_(7.0)
+            m.running_var.fill_(9.0)
+    recalibrate(a, graphs)
+    recalibrate(b, graphs)
+    for ma, mb in zip(batch_norms(a), batch_norms(b), strict=True):
+        torch.testing.assert_close(ma.running_mean, mb.running_mean)
+        torch.testing.assert_close(ma.running_var, mb.running_var)
+    # The statistics of two glasses are the mean of each glass's own.
+    one, two = _net(), _net()
+    recalibrate(one, graphs[:1])
+    recalibrate(two, graphs[1:])
+    for m, m1, m2 in zip(batch_norms(a), batch_norms(one), batch_norms(two), strict=True):
+        torch.testing.assert_close(m.running_mean, (m1.running_mean + m2.running_mean) / 2)
+        torch.testing.assert_close(m.running_var, (m1.running_var + m2.running_var) / 2)
+    # Weights and training mode are untouched.
+    net = _net().train()
+    before = {k: v.clone() for k, v in net.named_parameters()}
+    recalibrate(net, graphs)
+    assert net.training
+    assert all(torch.equal(before[k], v) for k, v in net.named_parameters())
+
+
+def test_no_glasses_leaves_statistics_alone(synthetic_batch):
+    net = _net()
+    before = [m.running_var.clone() for m in batch_norms(net)]
+    assert recalibrate(net, []) == 0
+    assert all(torch.equal(b, m.running_var) for b, m in zip(before, batch_norms(net)))
