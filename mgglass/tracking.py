@@ -153,7 +153,6 @@ class MLflowTracker(AfterCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.client is not None or not trainer.is_global_zero:
             return
-        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         self.uri = resolve_tracking_uri(self.cfg)
@@ -168,6 +167,11 @@ class MLflowTracker(AfterCheckpoint):
                 self._logged.add(int(m.step))
             self.client.set_tag(self.run_id, "resumed", str(int(run.data.tags.get("resumed", "0")) + 1))
             return
+        self._create_run()
+
+    def _create_run(self, extra_tags: dict[str, str] | None = None) -> None:
+        from mlflow.entities import Param
+
         exp = self.client.get_experiment_by_name(self.cfg.experiment)
         if exp is None:
             exp_id = self.client.create_experiment(
@@ -175,7 +179,7 @@ class MLflowTracker(AfterCheckpoint):
             )
         else:
             exp_id = exp.experiment_id
-        tags = {"git_commit": git_commit(), **self.tags}
+        tags = {"git_commit": git_commit(), **self.tags, **(extra_tags or {})}
         run = self.client.create_run(exp_id, run_name=self.cfg.run_name, tags=tags)
         self.run_id = run.info.run_id
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +191,25 @@ class MLflowTracker(AfterCheckpoint):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
         if self.config_yaml:
             self.client.log_text(self.run_id, self.config_yaml, "config.yaml")
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # A resume from a checkpoint older than what the run already logged (e.g. a best checkpoint,
+        # or a last.ckpt from before this fix): the logged epochs after it belong to a model that no
+        # longer exists. MLflow cannot delete metric points, so the continuing model gets a run of its
+        # own, holding its history up to the checkpoint; the old run is closed and points to it.
+        if self.client is None or not self.resume:
+            return
+        newest = max(getattr(pl_module, "history", {}), default=-1)
+        stale = sorted(e for e in self._logged if e > newest)
+        if not stale:
+            return
+        old = self.run_id
+        self.client.set_tag(old, "superseded_by_resume_at_epoch", str(newest))
+        self._create_run({"resumed_from_run": old, "resumed_at_epoch": str(newest), "resumed": "1"})
+        self.client.set_tag(old, "superseded_by", self.run_id)
+        self.client.set_terminated(old, status="KILLED")
+        self._logged = set()
+        self._flush(pl_module)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         if self.client is not None and self.run_id:
@@ -240,6 +263,12 @@ class MLflowTracker(AfterCheckpoint):
         for name in ("predictions.csv", "predictions.extxyz", "parity.png"):
             if (out / name).is_file():
                 self.client.log_artifact(self.run_id, str(out / name), "test")
+        # Where the tested model's distribution over O(3) puts its samples (SymGNN only).
+        encoder = getattr(getattr(pl_module, "net", None), "edge_encoder", None)
+        if getattr(encoder, "distribution", None) in ("learned", "haar", "fixed"):
+            path = self.ckpt_dir / "symmetry_angles.png"
+            symmetry_plot(path, encoder)
+            self.client.log_artifact(self.run_id, str(path), "symmetry")
 
     def finish(self, checkpoint_paths: list[str | Path] = (), status: str = "FINISHED") -> None:
         """Log the best/last checkpoints and close the run (rank 0; no-op elsewhere)."""
@@ -317,6 +346,34 @@ def parity_plot(path: Path, y: np.ndarray, p: np.ndarray, stats: dict, model: st
     ax.set_xlabel("ARTn EB (eV)")
     ax.set_ylabel("predicted EB (eV)")
     ax.set_title(f"{model + ' ' if model else ''}test: r = {stats['r']:.3f}, MAE = {stats['mae']:.3f} eV")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def symmetry_plot(path: Path, symmetrizer, n: int = 20000) -> None:
+    """Histogram of the rotation angle of ``n`` transforms drawn from ``symmetrizer`` (proper rotations
+    and reflections apart), over the Haar density (1 − cos θ)/π."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mgglass.models.symgnn import rotation_angles
+
+    q = symmetrizer.sample(n, torch.Generator().manual_seed(0))
+    angle, reflected = (t.cpu().numpy() for t in rotation_angles(q))
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    bins = np.linspace(0, np.pi, 46)
+    ax.hist([angle[~reflected], angle[reflected]], bins=bins, density=True, stacked=True,
+            label=[f"rotations ({(~reflected).mean():.0%})", f"reflections ({reflected.mean():.0%})"])
+    theta = np.linspace(0, np.pi, 200)
+    ax.plot(theta, (1 - np.cos(theta)) / np.pi, "k--", lw=1, label="Haar")
+    ax.set_xlabel("rotation angle of det(Q)·Q (rad)")
+    ax.set_ylabel("density")
+    ax.set_title(f"SymGNN transforms: {symmetrizer.distribution}")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -10,10 +10,79 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from test_fit import ROOT, SMOKE, fit_env, only_run
 
 EPOCHS = 8
+
+
+def _start(args, tmp_path, log):
+    with open(log, "w") as out:
+        return subprocess.Popen(args, cwd=ROOT, env=fit_env(tmp_path), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _kill_after(proc, log, epoch: int) -> None:
+    """SIGKILL the fit's process group once its log shows ``epoch`` (printed after its checkpoint)."""
+    try:
+        deadline = time.monotonic() + 240
+        while f"epoch {epoch:3d} " not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"fit did not reach epoch {epoch}"
+            time.sleep(0.05)
+        assert proc.poll() is None, "fit ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_kill_after_the_best_epoch_resumes_from_the_last_epoch(tmp_path):
+    """The best epoch is 0 (checkpoints watch ``epoch``, mode min), so no top-k checkpoint is saved
+    after it: last.ckpt must still follow every epoch, and the resume must not redo epochs."""
+    epochs = 12
+    args = [sys.executable, "-m", "mgglass.fit", "--config", SMOKE, f"--tracking.root={tmp_path}",
+            f"--trainer.max_epochs={epochs}", "--checkpoint.monitor=epoch", "--checkpoint.mode=min"]
+    log = tmp_path / "first.log"
+    proc = _start(args, tmp_path, log)
+    _kill_after(proc, log, 5)
+    printed = [int(ln.split()[1]) for ln in log.read_text().splitlines() if ln.startswith("epoch ")]
+    ckpt_dir = Path(tmp_path) / "checkpoints" / "smoke"
+    killed_at = torch.load(ckpt_dir / "last.ckpt", weights_only=False, map_location="cpu")["epoch"]
+    assert killed_at >= printed[-1] >= 5  # not the best epoch 0
+    assert [p.name for p in ckpt_dir.glob("best-*.ckpt")] == ["best-epoch=000.ckpt"]
+    again = subprocess.run([*args, "--ckpt_path", "last"], cwd=ROOT, env=fit_env(tmp_path), capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = [int(ln.split()[1]) for ln in again.stdout.splitlines() if ln.startswith("epoch ")]
+    assert resumed[0] == killed_at + 1 and resumed[-1] == epochs - 1, resumed
+    assert torch.load(ckpt_dir / "last.ckpt", weights_only=False, map_location="cpu")["epoch"] == epochs - 1
+    c, run = only_run(tmp_path)
+    assert run.info.status == "FINISHED"
+    steps = sorted(m.step for m in c.get_metric_history(run.info.run_id, "train_loss"))
+    assert steps == list(range(epochs))
+
+    # Resuming from the older best checkpoint: the epochs logged after it belong to a model that is
+    # gone, so the continuing model gets its own run whose history is its own, each epoch once.
+    old_loss = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "train_loss")}
+    more = [a for a in args if not a.startswith("--trainer.max_epochs")] + ["--trainer.max_epochs=3"]
+    third = subprocess.run([*more, "--ckpt_path", str(ckpt_dir / "best-epoch=000.ckpt")], cwd=ROOT,
+                           env=fit_env(tmp_path), capture_output=True, text=True, timeout=300, check=False)
+    assert third.returncode == 0, third.stderr[-3000:]
+    exp = c.get_experiment_by_name("smoke")
+    runs = {r.info.run_id: r for r in c.search_runs([exp.experiment_id])}
+    assert len(runs) == 2
+    old = runs[run.info.run_id]
+    new = next(r for r in runs.values() if r.info.run_id != run.info.run_id)
+    assert old.info.status == "KILLED" and old.data.tags["superseded_by"] == new.info.run_id
+    assert new.data.tags["resumed_from_run"] == run.info.run_id and new.info.status == "FINISHED"
+    hist = sorted((m.step, m.value) for m in c.get_metric_history(new.info.run_id, "train_loss"))
+    assert [s for s, _ in hist] == [0, 1, 2]
+    assert hist[0][1] == pytest.approx(old_loss[0])  # epoch 0 is the checkpoint's own history
+    assert len(c.get_metric_history(new.info.run_id, "test_r")) == 1
 
 
 def test_sigkill_then_resume_continues_the_same_run(tmp_path):
