@@ -61,7 +61,10 @@ class EBTask(L.LightningModule):
         optimizer: callable params -> optimizer (default: Adam, amsgrad, lr 1e-4).
         scheduler: optional callable optimizer -> LR scheduler; ReduceLROnPlateau is stepped on
             ``scheduler_monitor`` once per epoch, every other scheduler once per epoch.
-        scheduler_monitor: the metric a plateau scheduler watches (validation only).
+        scheduler_monitor: the metric a plateau scheduler watches (validation only; its ``mode`` must
+            match: ``max`` for ``val_r``).
+        scheduler_interval: ``epoch`` or ``step`` (optimizer steps), how often the scheduler steps.
+            Plateau schedulers step once per epoch whatever this says.
     """
 
     def __init__(
@@ -69,7 +72,8 @@ class EBTask(L.LightningModule):
         net: nn.Module,
         optimizer: Callable[[Iterable], torch.optim.Optimizer] = paper_adam,
         scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
-        scheduler_monitor: str = "val_loss",
+        scheduler_monitor: str = "val_r",
+        scheduler_interval: str = "epoch",
     ):
         super().__init__()
         # Under LightningCLI the hyperparameters are saved as the config (class paths + init args), so
@@ -79,6 +83,9 @@ class EBTask(L.LightningModule):
         self.optimizer_fn = optimizer
         self.scheduler_fn = scheduler
         self.scheduler_monitor = scheduler_monitor
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', not {scheduler_interval!r}")
+        self.scheduler_interval = scheduler_interval
         self.register_buffer("y_mean", torch.zeros((), dtype=torch.float64))
         self.register_buffer("y_std", torch.ones((), dtype=torch.float64))
         # ModuleDict keys become attributes, and "train" would shadow nn.Module.train: keys are "<split>_".
@@ -167,6 +174,9 @@ class EBTask(L.LightningModule):
             row.update(self.last_metrics["val"])
         row["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else 0.0
         row["epoch_time_s"] = time.perf_counter() - self._epoch_start
+        describe = getattr(self.net, "distribution_stats", None)
+        if callable(describe):  # SymGNN: where its distribution over O(3) stands (MLflow, per epoch)
+            row.update(describe())
         self.history[int(self.current_epoch)] = row
 
     def on_test_epoch_end(self) -> None:
@@ -177,11 +187,30 @@ class EBTask(L.LightningModule):
         opt = self.optimizer_fn(self.parameters())
         if self.scheduler_fn is None:
             return opt
-        sched = self.scheduler_fn(opt)
-        cfg = {"scheduler": sched, "interval": "epoch"}
+        sched = self._make_scheduler(opt)
+        cfg = {"scheduler": sched, "interval": self.scheduler_interval}
         if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            cfg["monitor"] = self.scheduler_monitor
+            cfg.update(monitor=self.scheduler_monitor, interval="epoch")
         return {"optimizer": opt, "lr_scheduler": cfg}
+
+    def _make_scheduler(self, opt):
+        """The configured scheduler; a one-cycle-style scheduler given neither ``total_steps`` nor
+        ``epochs`` gets ``total_steps`` from the trainer (optimizer steps or epochs, by
+        ``scheduler_interval``), so changing ``trainer.max_epochs`` stretches the schedule with it."""
+        import inspect
+
+        fn = self.scheduler_fn
+        target = getattr(fn, "func", fn)
+        given = dict(getattr(fn, "keywords", {}) or {})
+        try:
+            wants_total = "total_steps" in given or "total_steps" in inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            wants_total = False
+        if wants_total and given.get("total_steps") is None and given.get("epochs") is None and self._trainer:
+            per_epoch = self.scheduler_interval == "step"
+            total = self.trainer.estimated_stepping_batches if per_epoch else self.trainer.max_epochs
+            return fn(opt, total_steps=int(total))
+        return fn(opt)
 
     # -- checkpoint extras ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

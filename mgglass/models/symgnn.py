@@ -53,6 +53,14 @@ def haar_o3(k: int, generator: torch.Generator | None = None, dtype=torch.float3
     return q.to(dtype)
 
 
+def rotation_angles(q: Tensor) -> tuple[Tensor, Tensor]:
+    """(rotation angle in [0, π] of det(Q)·Q, whether Q is a reflection) for Q [k, 3, 3] in O(3)."""
+    det = torch.linalg.det(q.double())
+    rot = q.double() * det.sign().view(-1, 1, 1)
+    cos = ((rot.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
+    return torch.arccos(cos), det < 0
+
+
 @contextlib.contextmanager
 def _frozen_running_stats(module: nn.Module):
     """Batch norms in ``module`` leave their running statistics as they are (momentum 0; the batch
@@ -154,6 +162,23 @@ class Symmetrizer(nn.Module):
         sign = (1 - 2 * flip) + ((1 - 2 * p) - (1 - 2 * p).detach())
         return rot * sign.view(k, 1, 1)
 
+    @torch.no_grad()
+    def distribution_stats(self, n: int = 4096) -> dict[str, float]:
+        """Where the distribution stands: for ``learned`` its parameters (rotation-vector mean and
+        per-axis std, reflection probability); for every sampling distribution the mean rotation angle
+        of ``n`` samples (Haar: π/2 + 2/π ≈ 2.21 rad) and their share of reflections."""
+        out: dict[str, float] = {}
+        if self.distribution == "learned":
+            for i, axis in enumerate("xyz"):
+                out[f"sym_rot_mean_{axis}"] = float(self.rot_mean[i])
+                out[f"sym_rot_std_{axis}"] = float(self.rot_log_std[i].exp())
+            out["sym_reflect_p"] = float(torch.sigmoid(self.reflect_logit))
+        if self.distribution in ("learned", "haar"):
+            angle, reflected = rotation_angles(self.sample(n, torch.Generator().manual_seed(self.eval_seed)))
+            out["sym_angle_mean"] = float(angle.mean())
+            out["sym_reflect_share"] = float(reflected.float().mean())
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
         k = self.num_samples
         gen = None
@@ -191,14 +216,19 @@ class SymGNN(nn.Module):
         k_eval: int = 16,
         eval_seed: int = 0,
         decoder_layers: int = 4,
+        init_log_std: float = 0.0,
     ):
         super().__init__()
         self.node_encoder = nn.Sequential(nn.Embedding(num_species, hidden), mlp_block([hidden, hidden, hidden]))
-        self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed)
+        self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed, init_log_std)
         self.gnn = PredictionModule(hidden, heads, dropout, decoder_layers)
 
-    def _edge_encoder(self, hidden, distribution, k_train, k_eval, eval_seed) -> nn.Module:
-        return Symmetrizer(hidden, distribution, k_train, k_eval, eval_seed)
+    def _edge_encoder(self, hidden, distribution, k_train, k_eval, eval_seed, init_log_std) -> nn.Module:
+        return Symmetrizer(hidden, distribution, k_train, k_eval, eval_seed, init_log_std=init_log_std)
+
+    def distribution_stats(self) -> dict[str, float]:
+        describe = getattr(self.edge_encoder, "distribution_stats", None)
+        return describe() if callable(describe) else {}
 
     def encode_edges(self, batch) -> Tensor:
         return self.edge_encoder(batch.edge_vec)
