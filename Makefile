@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export MGGLASS_DATA_DIR ?= $(if $(wildcard ../shared/data/cuzr/train0.pickle),$(abspath ../shared/data/cuzr),)
 PIP := $(PY) -m pip
 
-.PHONY: help install test test-slow lint clean bench-graph bench-models bench-fit fit ui predict
+.PHONY: help install test test-slow lint clean bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,12 @@ bench-models:  ## forward+backward time and peak memory per 8000-atom glass for 
 
 bench-fit:  ## seconds per SymGNN training epoch, Lightning versus a bare torch loop
 	$(PY) -m mgglass.bench fit
+
+bench-accuracy:  ## wall time until the validation-selected SymGNN's test0 r exceeds 0.75, and its curve (ARGS=... adds fit overrides)
+	$(PY) -m mgglass.bench accuracy --config $(CONFIG) $(ARGS)
+
+bench-invariance:  ## per-atom prediction spread of CKPT=... over 32 random O(3) transforms of the test glasses
+	$(PY) -m mgglass.bench invariance --ckpt_path $(CKPT) $(ARGS)
 
 fit:  ## train CONFIG (default experiments/symgnn.yaml), then test the best-validation checkpoint; ARGS=... adds overrides
 	$(PY) -m mgglass.fit --config $(CONFIG) $(ARGS)

@@ -4,7 +4,7 @@ Configs are YAML files layered on ``experiments/base.yaml`` (loaded first, as de
 ``--config FILE`` in order, then dotted overrides (``--trainer.max_epochs=5``). Sections:
 ``model`` (:class:`mgglass.task.EBTask`: ``net`` class path + init args, optimizer, scheduler),
 ``data`` (:class:`mgglass.data.GlassDataModule`), ``trainer``, ``checkpoint`` (ModelCheckpoint),
-``early_stopping`` (EarlyStopping), ``tracking`` (:class:`mgglass.tracking.TrackingConfig`),
+``early_stopping`` (EarlyStopping), ``recalibrate_bn`` (:class:`mgglass.calibration.RecalibrateBatchNorm`), ``tracking`` (:class:`mgglass.tracking.TrackingConfig`),
 ``seed_everything`` and ``ckpt_path``.
 
 Errors in the config (unknown model, misspelled key, bad value, missing data file) are printed as
@@ -19,9 +19,11 @@ import re
 import sys
 from pathlib import Path
 
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from mgglass.calibration import RecalibrateBatchNorm
+from mgglass.checkpoint import ModelCheckpoint
 from mgglass.data import GlassDataError, GlassDataModule
 from mgglass.runtime import keep_freed_memory
 from mgglass.task import EBTask
@@ -37,8 +39,9 @@ class ConfigError(Exception):
 class MGCLI(LightningCLI):
     """LightningCLI without subcommands (``run=False``): the entry points drive the Trainer."""
 
-    def __init__(self, args=None, progress: bool | None = None):
+    def __init__(self, args=None, progress: bool | None = None, extra_callbacks=()):
         self._progress = want_progress_bar() if progress is None else progress
+        self._extra_callbacks = list(extra_callbacks)
         defaults = [str(BASE_CONFIG)] if BASE_CONFIG.is_file() else []
         super().__init__(
             EBTask,
@@ -55,19 +58,20 @@ class MGCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.add_lightning_class_args(RecalibrateBatchNorm, "recalibrate_bn")
         # The checkpoint/early-stopping entries of experiments/base.yaml, for installs without that
         # folder (a wheel): keep them equal to base.yaml, which README documents.
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val_loss",
-                "checkpoint.mode": "min",
+                "checkpoint.monitor": "val_r",
+                "checkpoint.mode": "max",
                 "checkpoint.save_top_k": 1,
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch:03d}",
                 "checkpoint.save_on_train_epoch_end": True,
-                "early_stopping.monitor": "val_loss",
-                "early_stopping.mode": "min",
-                "early_stopping.patience": 15,
+                "early_stopping.monitor": "val_r",
+                "early_stopping.mode": "max",
+                "early_stopping.patience": 30,
             }
         )
         parser.add_class_arguments(TrackingConfig, "tracking")
@@ -90,6 +94,7 @@ class MGCLI(LightningCLI):
             cfg.checkpoint.dirpath = str(Path(cfg.tracking.root) / "checkpoints" / cfg.tracking.run_name)
 
     def _instantiate_trainer(self, config, callbacks):
+        callbacks = [*callbacks, *self._extra_callbacks]
         if not self._progress:
             callbacks = [*callbacks, PlainProgress()]
         return super()._instantiate_trainer(config, callbacks)
@@ -169,15 +174,16 @@ def quiet_warnings() -> None:
         warnings.filterwarnings("ignore", pattern)
 
 
-def build(args, progress: bool | None = None) -> MGCLI:
-    """Parse and instantiate, turning config errors into ConfigError (one line)."""
+def build(args, progress: bool | None = None, extra_callbacks=()) -> MGCLI:
+    """Parse and instantiate, turning config errors into ConfigError (one line). ``extra_callbacks``
+    are added to the Trainer's (benchmarks use it)."""
     quiet_warnings()
     keep_freed_memory()
     from jsonargparse import ArgumentError
 
     argv, sys.argv = sys.argv, sys.argv[:1]  # args are given explicitly: silence LightningCLI's warning
     try:
-        return MGCLI(args=list(args), progress=progress)
+        return MGCLI(args=list(args), progress=progress, extra_callbacks=extra_callbacks)
     except SystemExit:
         raise
     except (ArgumentError, GlassDataError, ValueError, TypeError, KeyError, FileNotFoundError, ImportError) as e:

@@ -18,6 +18,8 @@ from mgglass.cli import ConfigError, build, check_data, fail
 from mgglass.data import GlassDataError
 
 PROG = "mgglass.fit"
+# The run folder of the latest main() in this process (for benchmarks that wrap a fit).
+LAST_RUN: dict[str, str] = {}
 
 
 def _global_rank() -> int:
@@ -65,15 +67,16 @@ def run_tags(cfg, data_hash: str) -> dict[str, str]:
     }
 
 
-def main(argv=None) -> int:
+def main(argv=None, extra_callbacks=()) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli = build(argv)
+        cli = build(argv, extra_callbacks=extra_callbacks)
         cfg, trainer, task, dm = cli.config, cli.trainer, cli.model, cli.datamodule
         # Rank 0 checks (and generates/downloads) the files; other ranks get them through
         # Lightning's prepare_data + barrier, so concurrent ranks never write the same file.
         data_hash = check_data(dm) if _global_rank() == 0 else ""
         ckpt_dir = Path(cfg.checkpoint.dirpath)
+        LAST_RUN["ckpt_dir"] = str(ckpt_dir)
         ckpt_path = resolve_ckpt(cfg.ckpt_path, ckpt_dir)
     except ConfigError as e:
         return fail(PROG, str(e))

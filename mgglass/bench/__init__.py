@@ -1,4 +1,4 @@
-"""Benchmarks (not tests): ``python -m mgglass.bench {graph,models,fit}``."""
+"""Benchmarks (not tests): ``python -m mgglass.bench {graph,models,fit,accuracy,invariance}``."""
 
 import os
 from pathlib import Path
