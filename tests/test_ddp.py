@@ -63,12 +63,22 @@ def test_ddp_training_matches_one_process_with_the_same_glasses_per_step(ddp, tm
     transforms differ per rank, so the match is close, not exact."""
     one = smoke_fit(tmp_path_factory, "smoke-b2", "--data.batch_size=2")
     assert one["rc"] == 0, one["stderr"][-3000:]
-    a, b = metrics_of(ddp["root"]), metrics_of(one["root"])
-    assert abs(a["test_r"] - b["test_r"]) < 0.05
-    assert a["test_mae"] == pytest.approx(b["test_mae"], rel=0.1)
-    assert a["val_loss"] == pytest.approx(b["val_loss"], rel=0.15)
     c1, r1 = only_run(ddp["root"])
     c2, r2 = only_run(one["root"])
-    v1 = [m.value for m in sorted(c1.get_metric_history(r1.info.run_id, "val_loss"), key=lambda m: m.step)]
-    v2 = [m.value for m in sorted(c2.get_metric_history(r2.info.run_id, "val_loss"), key=lambda m: m.step)]
-    np.testing.assert_allclose(v1, v2, rtol=0.15)
+
+    def curve(c, r, key):
+        return [m.value for m in sorted(c.get_metric_history(r.info.run_id, key), key=lambda m: m.step)]
+
+    # Epoch by epoch (the best-val_r epoch may differ between two so close runs, so their final
+    # test metrics are compared only where they select the same epoch).
+    np.testing.assert_allclose(curve(c1, r1, "val_loss"), curve(c2, r2, "val_loss"), rtol=0.15)
+    np.testing.assert_allclose(curve(c1, r1, "val_mae"), curve(c2, r2, "val_mae"), rtol=0.1)
+    np.testing.assert_allclose(curve(c1, r1, "val_r"), curve(c2, r2, "val_r"), atol=0.05)
+
+    def best(root):
+        return next((Path(root) / "checkpoints" / "smoke").glob("best-epoch=*.ckpt")).name
+
+    if best(ddp["root"]) == best(one["root"]):
+        a, b = metrics_of(ddp["root"]), metrics_of(one["root"])
+        assert abs(a["test_r"] - b["test_r"]) < 0.05
+        assert a["test_mae"] == pytest.approx(b["test_mae"], rel=0.1)

@@ -74,9 +74,27 @@ def test_default_optimiser_is_paper_adam_and_plateau_is_monitored():
     def plateau(o):
         return torch.optim.lr_scheduler.ReduceLROnPlateau(o, patience=2)
 
-    cfg = EBTask(SpeciesBias(), scheduler=plateau).configure_optimizers()
-    assert cfg["lr_scheduler"]["monitor"] == "val_loss"
-    assert cfg["lr_scheduler"]["interval"] == "epoch"
+    cfg = EBTask(SpeciesBias(), scheduler=plateau, scheduler_interval="step").configure_optimizers()
+    assert cfg["lr_scheduler"]["monitor"] == "val_r"
+    assert cfg["lr_scheduler"]["interval"] == "epoch"  # plateau schedulers step per epoch whatever is asked
+
+
+@pytest.mark.parametrize("interval, total", [("step", 10 * 4), ("epoch", 10)])
+def test_one_cycle_gets_its_length_from_the_trainer(interval, total):
+    """A one-cycle schedule without total_steps spans the whole fit, so max_epochs stretches it."""
+    import functools
+    from types import SimpleNamespace
+
+    sched = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1e-2, total_steps=None, pct_start=0.3)
+    task = EBTask(SpeciesBias(), scheduler=sched, scheduler_interval=interval)
+    task._trainer = SimpleNamespace(estimated_stepping_batches=10 * 4, max_epochs=10)
+    cfg = task.configure_optimizers()
+    assert cfg["lr_scheduler"]["interval"] == interval
+    assert cfg["lr_scheduler"]["scheduler"].total_steps == total
+    given = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1e-2, total_steps=7)
+    task = EBTask(SpeciesBias(), scheduler=given, scheduler_interval=interval)
+    task._trainer = SimpleNamespace(estimated_stepping_batches=10 * 4, max_epochs=10)
+    assert task.configure_optimizers()["lr_scheduler"]["scheduler"].total_steps == 7
 
 
 def test_checkpoint_alone_predicts_in_ev(tmp_path, synthetic_batch):
