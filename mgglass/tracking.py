@@ -14,6 +14,7 @@ what is written and when:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -64,6 +65,36 @@ def resolve_tracking_uri(cfg: TrackingConfig) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     return uri
+
+
+@contextlib.contextmanager
+def store_init_lock(uri: str):
+    """Serialise the first opening of a SQLite store across processes: MLflow creates and migrates
+    the schema on first use, and two fits starting together on a fresh ``mlflow.db`` raced on it
+    ("duplicate column name: step")."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock = Path(uri[len("sqlite:///") :] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def open_client(uri: str):
+    """An MlflowClient whose store exists (created under :func:`store_init_lock`)."""
+    from mlflow.tracking import MlflowClient
+
+    with store_init_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # opens, creates and migrates the store now
+    return client
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:
@@ -153,10 +184,8 @@ class MLflowTracker(AfterCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.client is not None or not trainer.is_global_zero:
             return
-        from mlflow.tracking import MlflowClient
-
         self.uri = resolve_tracking_uri(self.cfg)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = open_client(self.uri)
         previous = read_run_file(self.ckpt_dir) if self.resume else None
         if previous and previous.get("tracking_uri") == self.uri:
             self.run_id = previous["run_id"]
