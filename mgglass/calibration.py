@@ -77,10 +77,27 @@ class RecalibrateBatchNorm(L.Callback):
     Args:
         enabled: False keeps the running averages of training (the behaviour before this callback).
         max_glasses: use at most this many training glasses per rank (None: all of them).
+        compare: also evaluate the validation glasses with training's running averages, just before
+            they are replaced, and log ``val_r_ema`` and ``val_mae_ema`` (a diagnostic: one more
+            forward pass per validation glass).
     """
 
-    def __init__(self, enabled: bool = True, max_glasses: int | None = None):
-        self.enabled, self.max_glasses = enabled, max_glasses
+    def __init__(self, enabled: bool = True, max_glasses: int | None = None, compare: bool = False):
+        self.enabled, self.max_glasses, self.compare = enabled, max_glasses, compare
+
+    @torch.no_grad()
+    def _ema_metrics(self, pl_module, graphs) -> dict[str, float]:
+        import numpy as np
+
+        was_training = pl_module.training
+        pl_module.eval()
+        ys, ps = [], []
+        for g in graphs:
+            ps.append(pl_module.predict_ev(Batch.from_data_list([g]).to(pl_module.device)).cpu().double())
+            ys.append(g.y.double())
+        pl_module.train(was_training)
+        y, p = torch.cat(ys).numpy(), torch.cat(ps).numpy()
+        return {"val_r_ema": float(np.corrcoef(y, p)[0, 1]), "val_mae_ema": float(np.abs(p - y).mean())}
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from lightning.pytorch.trainer.states import TrainerFn
@@ -96,6 +113,8 @@ class RecalibrateBatchNorm(L.Callback):
         # This rank's glasses (the training sampler's shard, without its padding repeats).
         idx = sorted(set(sampler._indices())) if hasattr(sampler, "_indices") else range(len(graphs))
         mine = [graphs[i] for i in idx]
+        if self.compare and trainer.is_global_zero and dm.graphs.get("val"):
+            pl_module.epoch_extras.update(self._ema_metrics(pl_module, dm.graphs["val"]))
 
         def reduce(t):
             return trainer.strategy.reduce(t, reduce_op="mean") if trainer.world_size > 1 else t

@@ -95,6 +95,7 @@ class EBTask(L.LightningModule):
         # can re-log any epoch the tracker had not yet written (see mgglass.tracking).
         self.history: dict[int, dict[str, float]] = {}
         self.last_metrics: dict[str, dict[str, float]] = {}
+        self.epoch_extras: dict[str, float] = {}  # callbacks' per-epoch values, merged into the history
         self._computed_epoch: dict[str, int] = {}
         self._epoch_start = 0.0
 
@@ -174,6 +175,8 @@ class EBTask(L.LightningModule):
             row.update(self.last_metrics["val"])
         row["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else 0.0
         row["epoch_time_s"] = time.perf_counter() - self._epoch_start
+        row.update(self.epoch_extras)
+        self.epoch_extras = {}
         describe = getattr(self.net, "distribution_stats", None)
         if callable(describe):  # SymGNN: where its distribution over O(3) stands (MLflow, per epoch)
             row.update(describe())

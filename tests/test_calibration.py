@@ -87,3 +87,20 @@ def test_no_glasses_leaves_statistics_alone(synthetic_batch):
     before = [m.running_var.clone() for m in batch_norms(net)]
     assert recalibrate(net, []) == 0
     assert all(torch.equal(b, m.running_var) for b, m in zip(before, batch_norms(net)))
+
+
+def test_fit_logs_the_running_average_metrics_it_replaces(tmp_path):
+    """With ``recalibrate_bn.compare``, each epoch logs what validation would have given with the
+    training-time running averages, beside the recalibrated numbers."""
+    from test_fit import SMOKE, client_for, only_run, run_cli
+
+    p = run_cli("mgglass.fit", ["--config", SMOKE, f"--tracking.root={tmp_path}", "--trainer.max_epochs=3",
+                                "--recalibrate_bn.compare=true"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    c, run = only_run(tmp_path)
+    for key in ("val_r_ema", "val_mae_ema"):
+        hist = c.get_metric_history(run.info.run_id, key)
+        assert sorted(h.step for h in hist) == [0, 1, 2], key
+    ema = {h.step: h.value for h in c.get_metric_history(run.info.run_id, "val_mae_ema")}
+    now = {h.step: h.value for h in client_for(tmp_path).get_metric_history(run.info.run_id, "val_mae")}
+    assert all(ema[e] > 0 and ema[e] != now[e] for e in range(3))

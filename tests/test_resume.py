@@ -89,23 +89,8 @@ def test_sigkill_then_resume_continues_the_same_run(tmp_path):
     args = [sys.executable, "-m", "mgglass.fit", "--config", SMOKE, f"--tracking.root={tmp_path}",
             f"--trainer.max_epochs={EPOCHS}"]
     log = tmp_path / "first.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=fit_env(tmp_path), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        # "epoch   1" is printed right after last.ckpt of epoch 1 was written.
-        while "epoch   1 " not in log.read_text():
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "fit did not reach epoch 2"
-            time.sleep(0.05)
-        assert proc.poll() is None, "fit ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL
+    # "epoch   1" is printed right after last.ckpt of epoch 1 was written.
+    _kill_after(_start(args, tmp_path, log), log, 1)
     ckpt_dir = Path(tmp_path) / "checkpoints" / "smoke"
     killed_at = torch.load(ckpt_dir / "last.ckpt", weights_only=False, map_location="cpu")["epoch"]
     assert killed_at < EPOCHS - 1

@@ -53,8 +53,8 @@ def spread(task, graphs, transforms: torch.Tensor) -> dict[str, float]:
         ys.append(g.y.double())
     y, s, m = torch.cat(ys).numpy(), torch.cat(stds).numpy(), torch.cat(means).numpy()
     return {
-        "atoms": int(len(y)),
-        "transforms": int(len(transforms)),
+        "atoms": len(y),
+        "transforms": len(transforms),
         "label_std_ev": float(y.std()),
         "pred_spread_mean_ev": float(s.mean()),
         "pred_spread_p95_ev": float(np.quantile(s, 0.95)),
