@@ -60,7 +60,7 @@ class EBTask(L.LightningModule):
         net: the model, ``net(batch) -> Tensor[N]`` predicting ``batch.y_norm``.
         optimizer: callable params -> optimizer (default: Adam, amsgrad, lr 1e-4).
         scheduler: optional callable optimizer -> LR scheduler; ReduceLROnPlateau is stepped on
-            ``scheduler_monitor`` once per epoch, every other scheduler once per epoch.
+            ``scheduler_monitor`` once per epoch, every other scheduler per ``scheduler_interval``.
         scheduler_monitor: the metric a plateau scheduler watches (validation only; its ``mode`` must
             match: ``max`` for ``val_r``).
         scheduler_interval: ``epoch`` or ``step`` (optimizer steps), how often the scheduler steps.
