@@ -85,19 +85,12 @@ class RecalibrateBatchNorm(L.Callback):
     def __init__(self, enabled: bool = True, max_glasses: int | None = None, compare: bool = False):
         self.enabled, self.max_glasses, self.compare = enabled, max_glasses, compare
 
-    @torch.no_grad()
-    def _ema_metrics(self, pl_module, graphs) -> dict[str, float]:
-        import numpy as np
+    @staticmethod
+    def _ema_metrics(pl_module, graphs) -> dict[str, float]:
+        from mgglass.tracking import pooled_stats, predict_pooled
 
-        was_training = pl_module.training
-        pl_module.eval()
-        ys, ps = [], []
-        for g in graphs:
-            ps.append(pl_module.predict_ev(Batch.from_data_list([g]).to(pl_module.device)).cpu().double())
-            ys.append(g.y.double())
-        pl_module.train(was_training)
-        y, p = torch.cat(ys).numpy(), torch.cat(ps).numpy()
-        return {"val_r_ema": float(np.corrcoef(y, p)[0, 1]), "val_mae_ema": float(np.abs(p - y).mean())}
+        stats = pooled_stats(*predict_pooled(pl_module, graphs))
+        return {"val_r_ema": stats["r"], "val_mae_ema": stats["mae"]}
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from lightning.pytorch.trainer.states import TrainerFn

@@ -320,6 +320,21 @@ def write_split_outputs(out: Path, task, graphs, species: list[str], model: str 
 
 
 @torch.no_grad()
+def predict_pooled(task, graphs) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, eV predictions) of ``task`` in eval mode over whole glasses, pooled; mode restored."""
+    from torch_geometric.data import Batch
+
+    was_training = task.training
+    task.eval()
+    ys, ps = [], []
+    for g in graphs:
+        ps.append(task.predict_ev(Batch.from_data_list([g]).to(task.device)).cpu().double().numpy())
+        ys.append(g.y.double().numpy())
+    task.train(was_training)
+    return np.concatenate(ys), np.concatenate(ps)
+
+
+@torch.no_grad()
 def predict_split(task, graphs, species: list[str]):
     """eV predictions of ``task`` on whole glasses: CSV rows, ase frames, pooled labels/preds."""
     from ase import Atoms

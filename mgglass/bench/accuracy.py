@@ -25,7 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mgglass.tracking import AfterCheckpoint, pooled_stats, read_run_file
+from mgglass.tracking import (
+    AfterCheckpoint,
+    pooled_stats,
+    predict_pooled,
+    read_run_file,
+)
 
 
 class TestCurve(AfterCheckpoint):
@@ -46,16 +51,7 @@ class TestCurve(AfterCheckpoint):
         dm = trainer.datamodule
         if not trainer.is_global_zero or "val_r" not in row or dm is None:
             return
-        from torch_geometric.data import Batch
-
-        was_training = pl_module.training
-        pl_module.eval()
-        ys, ps = [], []
-        for g in dm.graphs["test"]:
-            ps.append(pl_module.predict_ev(Batch.from_data_list([g]).to(pl_module.device)).cpu().numpy())
-            ys.append(g.y.numpy())
-        pl_module.train(was_training)
-        stats = pooled_stats(np.concatenate(ys).astype(float), np.concatenate(ps).astype(float))
+        stats = pooled_stats(*predict_pooled(pl_module, dm.graphs["test"]))
         self.rows.append({
             "epoch": int(trainer.current_epoch),
             "wall_s": t0 - self._start - self._excluded,
