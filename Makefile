@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export MGGLASS_DATA_DIR ?= $(if $(wildcard ../shared/data/cuzr/train0.pickle),$(abspath ../shared/data/cuzr),)
 PIP := $(PY) -m pip
 
-.PHONY: help install test test-slow lint clean bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict
+.PHONY: help install test test-slow lint clean bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict sweep sweep-best sweep-dashboard
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,17 @@ bench-invariance:  ## per-atom prediction spread of CKPT=... over 32 random O(3)
 
 fit:  ## train CONFIG (default experiments/symgnn.yaml), then test the best-validation checkpoint; ARGS=... adds overrides
 	$(PY) -m mgglass.fit --config $(CONFIG) $(ARGS)
+
+SWEEP ?= sweeps/symgnn.yaml
+sweep:  ## run or continue the Optuna study of SWEEP (default sweeps/symgnn.yaml: all GPUs, or 2 CPU workers); ARGS=... adds options
+	$(PY) -m mgglass.sweep --config $(SWEEP) $(ARGS)
+
+sweep-best:  ## write the best trial of SWEEP's study as experiments/generated/<study>-best.yaml
+	$(PY) -m mgglass.sweep --best $(SWEEP) $(ARGS)
+
+DASH_PORT ?= 8080
+sweep-dashboard:  ## optuna-dashboard on http://127.0.0.1:8080 over the study storage sqlite:///mlruns/optuna.db (DASH_PORT=...)
+	$(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port $(DASH_PORT) sqlite:///mlruns/optuna.db
 
 UI_PORT ?= 5000
 ui:  ## MLflow UI on http://127.0.0.1:5000 (UI_PORT=... to change) over the project store sqlite:///mlruns/mlflow.db

@@ -100,6 +100,16 @@ class MGCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
+class _ParseOnlyCLI(MGCLI):
+    """Parses and checks a config (keys, types, class paths) without building data, model or trainer."""
+
+    def _set_seed(self) -> None:  # nothing runs, so nothing to seed (and no "Seed set" line)
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
 def run_name_from(cfg) -> str:
     files = [Path(str(p)) for p in (cfg.get("config") or [])]
     files = [p for p in files if p.resolve() != BASE_CONFIG]
@@ -174,16 +184,17 @@ def quiet_warnings() -> None:
         warnings.filterwarnings("ignore", pattern)
 
 
-def build(args, progress: bool | None = None, extra_callbacks=()) -> MGCLI:
+def build(args, progress: bool | None = None, extra_callbacks=(), parse_only: bool = False) -> MGCLI:
     """Parse and instantiate, turning config errors into ConfigError (one line). ``extra_callbacks``
-    are added to the Trainer's (benchmarks use it)."""
+    are added to the Trainer's (benchmarks use it). ``parse_only``: stop after parsing (``.config``)."""
     quiet_warnings()
     keep_freed_memory()
     from jsonargparse import ArgumentError
 
     argv, sys.argv = sys.argv, sys.argv[:1]  # args are given explicitly: silence LightningCLI's warning
     try:
-        return MGCLI(args=list(args), progress=progress, extra_callbacks=extra_callbacks)
+        cls = _ParseOnlyCLI if parse_only else MGCLI
+        return cls(args=list(args), progress=progress, extra_callbacks=extra_callbacks)
     except SystemExit:
         raise
     except (ArgumentError, GlassDataError, ValueError, TypeError, KeyError, FileNotFoundError, ImportError) as e:

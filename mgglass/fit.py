@@ -16,6 +16,7 @@ import yaml
 
 from mgglass.cli import ConfigError, build, check_data, fail
 from mgglass.data import GlassDataError
+from mgglass.sweep.trial import OptunaReporter, TrialContext, watch_parent, write_result
 
 PROG = "mgglass.fit"
 # The run folder of the latest main() in this process (for benchmarks that wrap a fit).
@@ -69,8 +70,13 @@ def run_tags(cfg, data_hash: str) -> dict[str, str]:
 
 def main(argv=None, extra_callbacks=()) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # A sweep trial (mgglass.sweep) is this same fit, told its study and trial by the environment.
+    trial = TrialContext.from_env()
+    reporter = OptunaReporter(trial) if trial else None
+    if trial:
+        watch_parent(trial.sweep_pid)
     try:
-        cli = build(argv, extra_callbacks=extra_callbacks)
+        cli = build(argv, extra_callbacks=[*extra_callbacks, *([reporter] if reporter else [])])
         cfg, trainer, task, dm = cli.config, cli.trainer, cli.model, cli.datamodule
         # Rank 0 checks (and generates/downloads) the files; other ranks get them through
         # Lightning's prepare_data + barrier, so concurrent ranks never write the same file.
@@ -101,7 +107,7 @@ def main(argv=None, extra_callbacks=()) -> int:
             resume=resume,
             params=params,
             config_yaml=config_yaml,
-            tags=run_tags(cfg, data_hash),
+            tags={**run_tags(cfg, data_hash), **(trial.tags() if trial else {})},
             species=list(cfg.data.species),
         )
         trainer.callbacks.append(tracker)
@@ -113,11 +119,24 @@ def main(argv=None, extra_callbacks=()) -> int:
         # Read both before testing: restoring the best checkpoint also restores the callback's state.
         best = ckpt.best_model_path if ckpt is not None else ""
         last = ckpt.last_model_path if ckpt is not None else ""
-        trainer.test(task, datamodule=dm, ckpt_path=best or None, verbose=trainer.is_global_zero)
+        score = ckpt.best_model_score if ckpt is not None else None
+        pruned = reporter is not None and reporter.pruned
+        if not pruned:  # a pruned trial's model is not worth a test
+            trainer.test(task, datamodule=dm, ckpt_path=best or None, verbose=trainer.is_global_zero)
     except GlassDataError as e:
         return fail(PROG, str(e), 1)
+    if trial is not None and trainer.is_global_zero:
+        write_result(
+            ckpt_dir,
+            state="PRUNED" if pruned else "COMPLETE",
+            value=None if score is None else float(score),
+            best_model_path=best,
+            epochs=len(task.history),
+            run_id=tracker.run_id if tracker is not None else None,
+        )
     if tracker is not None:
-        tracker.finish([best, last])
+        extra = {"optuna_state": "PRUNED" if pruned else "COMPLETE"} if trial else {}
+        tracker.finish([best, last], tags=extra)
     return 0
 
 

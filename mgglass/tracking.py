@@ -105,6 +105,14 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return None
 
 
+def experiment_id(client, uri: str, name: str) -> str:
+    """The id of MLflow experiment ``name``, created (artifacts beside a SQLite store) if new."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+
+
 def git_commit() -> str:
     here = Path(__file__).resolve().parents[1]
     try:
@@ -201,13 +209,7 @@ class MLflowTracker(AfterCheckpoint):
     def _create_run(self, extra_tags: dict[str, str] | None = None) -> None:
         from mlflow.entities import Param
 
-        exp = self.client.get_experiment_by_name(self.cfg.experiment)
-        if exp is None:
-            exp_id = self.client.create_experiment(
-                self.cfg.experiment, artifact_location=artifact_location(self.uri, self.cfg.experiment)
-            )
-        else:
-            exp_id = exp.experiment_id
+        exp_id = experiment_id(self.client, self.uri, self.cfg.experiment)
         tags = {"git_commit": git_commit(), **self.tags, **(extra_tags or {})}
         run = self.client.create_run(exp_id, run_name=self.cfg.run_name, tags=tags)
         self.run_id = run.info.run_id
@@ -299,10 +301,12 @@ class MLflowTracker(AfterCheckpoint):
             symmetry_plot(path, encoder)
             self.client.log_artifact(self.run_id, str(path), "symmetry")
 
-    def finish(self, checkpoint_paths: list[str | Path] = (), status: str = "FINISHED") -> None:
-        """Log the best/last checkpoints and close the run (rank 0; no-op elsewhere)."""
+    def finish(self, checkpoint_paths: list[str | Path] = (), status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
+        """Log the best/last checkpoints, set ``tags`` and close the run (rank 0; no-op elsewhere)."""
         if self.client is None:
             return
+        for key, value in (tags or {}).items():
+            self.client.set_tag(self.run_id, key, value)
         for path in checkpoint_paths:
             if path and Path(path).is_file():
                 self.client.log_artifact(self.run_id, str(path), "checkpoints")

@@ -1,0 +1,116 @@
+"""The fit's side of a sweep trial: a trial is a plain ``python -m mgglass.fit`` whose environment
+names its study and trial (``MGGLASS_SWEEP_TRIAL``, set by :mod:`mgglass.sweep.runner`).
+
+Rank 0 reports the objective's validation value after every epoch and asks the pruner; the decision
+is broadcast so every DDP rank stops together (Optuna's Lightning callback cannot do that: under
+``strategy=ddp`` each rank would sample a trial of its own). The fit then writes ``trial.json``
+beside its checkpoints for the sweep worker, and tags its MLflow run as a child of the sweep's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mgglass.tracking import AfterCheckpoint
+
+ENV = "MGGLASS_SWEEP_TRIAL"
+RESULT_FILE = "trial.json"
+
+
+@dataclass
+class TrialContext:
+    storage: str
+    study: str
+    trial_id: int
+    number: int
+    metric: str = "val_r"
+    direction: str = "maximize"
+    pruner: dict = field(default_factory=lambda: {"name": "none"})
+    parent_run_id: str | None = None
+    sweep_pid: int | None = None
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> TrialContext | None:
+        raw = os.environ.get(ENV)
+        return cls(**json.loads(raw)) if raw else None
+
+    def tags(self) -> dict[str, str]:
+        tags = {"optuna_study": self.study, "optuna_trial": str(self.number)}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id  # nests the run under the sweep's in the UI
+        return tags
+
+
+class OptunaReporter(AfterCheckpoint):
+    """Report the objective's value each epoch (rank 0) and stop every rank when the pruner says so."""
+
+    def __init__(self, ctx: TrialContext):
+        self.ctx = ctx
+        self.pruned = False
+        self._trial = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self._trial is not None or not trainer.is_global_zero:
+            return
+        import optuna
+
+        from mgglass.sweep.spec import build_pruner, open_storage
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(
+            study_name=self.ctx.study, storage=open_storage(self.ctx.storage, heartbeat=False), pruner=build_pruner(self.ctx.pruner)
+        )
+        self._trial = optuna.trial.Trial(study, self.ctx.trial_id)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        prune = False
+        if trainer.is_global_zero and self._trial is not None:
+            epoch = int(trainer.current_epoch)
+            value = pl_module.history.get(epoch, {}).get(self.ctx.metric)
+            if value is not None and math.isfinite(value):
+                self._trial.report(float(value), epoch)
+                prune = bool(self._trial.should_prune())
+        if trainer.world_size > 1:
+            prune = bool(trainer.strategy.broadcast(prune, src=0))
+        if prune:
+            self.pruned = True
+            trainer.should_stop = True
+
+
+def watch_parent(sweep_pid: int | None, every_s: float = 1.0) -> None:
+    """When the sweep that started this trial dies (``kill -9``), end the trial's whole process group
+    (its DDP ranks too) rather than train on as an orphan. Acts only in the process the sweep started,
+    which leads its own session (DDP ranks it launches do not)."""
+    if not sweep_pid or os.getsid(0) != os.getpid():
+        return
+
+    def watch():
+        while os.getppid() == sweep_pid:
+            time.sleep(every_s)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="sweep-parent-watch", daemon=True).start()
+
+
+def write_result(ckpt_dir: Path, **result) -> None:
+    tmp = Path(ckpt_dir) / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(Path(ckpt_dir) / RESULT_FILE)
+
+
+def read_result(ckpt_dir: Path) -> dict | None:
+    path = Path(ckpt_dir) / RESULT_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
