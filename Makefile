@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export MGGLASS_DATA_DIR ?= $(if $(wildcard ../shared/data/cuzr/train0.pickle),$(abspath ../shared/data/cuzr),)
 PIP := $(PY) -m pip
 
-.PHONY: help install test test-slow lint clean bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict sweep sweep-best sweep-dashboard
+.PHONY: help install test test-slow lint clean bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict sweep sweep-best sweep-dashboard report reproduce
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,13 +61,26 @@ DASH_PORT ?= 8080
 sweep-dashboard:  ## optuna-dashboard on http://127.0.0.1:8080 over the study storage sqlite:///mlruns/optuna.db (DASH_PORT=...)
 	$(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port $(DASH_PORT) sqlite:///mlruns/optuna.db
 
+report:  ## docs/results.md from the finished fits in mlruns/ (mean ± std over seeds, beside the paper's Table 1)
+	$(PY) -m mgglass.report $(ARGS)
+
+REPRODUCE_MODELS ?= symgnn symgnn_fixed symgnn_nosym egat_len mlp gcn_edge augment egnn schnet mgcn faenet dimenet_pp
+SEEDS ?= 0 1 2
+reproduce:  ## every model of the paper's table x SEEDS (REPRODUCE_MODELS=... to choose), then make report; rerun to continue
+	@for m in $(REPRODUCE_MODELS); do for s in $(SEEDS); do \
+		if [ -f mlruns/checkpoints/$$m-s$$s/test/predictions.csv ]; then echo "== $$m seed $$s: done"; continue; fi; \
+		echo "== $$m seed $$s"; \
+		$(PY) -m mgglass.fit --config experiments/$$m.yaml --seed_everything=$$s --tracking.run_name=$$m-s$$s --ckpt_path last $(ARGS) || exit 1; \
+	done; done
+	$(MAKE) report
+
 UI_PORT ?= 5000
 ui:  ## MLflow UI on http://127.0.0.1:5000 (UI_PORT=... to change) over the project store sqlite:///mlruns/mlflow.db
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///mlruns/mlflow.db
 
-PRED_OUT ?= predictions
-predict:  ## test metrics + per-atom predictions (csv, extxyz, parity.png) of CKPT=... into PRED_OUT=predictions
-	$(PY) -m mgglass.test --ckpt_path $(CKPT) --out $(PRED_OUT) $(ARGS)
+OUTPUT ?= predictions/predictions.extxyz
+predict:  ## per-atom EBs of INPUT=... (files, folders, quoted globs) from RUN=<MLflow run id> or CKPT=...; writes OUTPUT (extxyz + csv)
+	$(PY) -m mgglass.predict $(if $(RUN),--run $(RUN),--ckpt_path $(CKPT)) --input $(INPUT) --output $(OUTPUT) $(ARGS)
 
 clean:  ## remove caches and build outputs (keeps .venv and mlruns)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

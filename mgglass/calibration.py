@@ -87,7 +87,7 @@ class RecalibrateBatchNorm(L.Callback):
 
     @staticmethod
     def _ema_metrics(pl_module, graphs) -> dict[str, float]:
-        from mgglass.tracking import pooled_stats, predict_pooled
+        from mgglass.predict import pooled_stats, predict_pooled
 
         stats = pooled_stats(*predict_pooled(pl_module, graphs))
         return {"val_r_ema": stats["r"], "val_mae_ema": stats["mae"]}

@@ -281,7 +281,7 @@ def evaluate_main(stage: str, argv=None) -> int:
 def write_split_predictions(cli, split: str, out: Path) -> None:
     """Per-atom predictions of the loaded checkpoint on ``split``: predictions.csv, predictions.extxyz
     (``eb``/``eb_pred`` arrays) and parity.png under ``out``."""
-    from mgglass.tracking import write_split_outputs
+    from mgglass.predict import write_split_outputs
 
     model = cli.config.model.net.class_path.rsplit(".", 1)[-1]
     write_split_outputs(out, cli.model, cli.datamodule.graphs[split], list(cli.config.data.species), model)

@@ -15,7 +15,6 @@ what is written and when:
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import subprocess
@@ -147,11 +146,6 @@ def read_run_file(folder: str | Path) -> dict | None:
         except (OSError, ValueError):
             return None
     return None
-
-
-def pooled_stats(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    r = float(np.corrcoef(y, p)[0, 1]) if len(y) > 1 else float("nan")
-    return {"r": r, "mae": float(np.mean(np.abs(p - y))), "rmse": float(np.sqrt(np.mean((p - y) ** 2)))}
 
 
 class MLflowTracker(AfterCheckpoint):
@@ -289,6 +283,8 @@ class MLflowTracker(AfterCheckpoint):
         dm = trainer.datamodule
         if dm is None or "test" not in getattr(dm, "graphs", {}):
             return
+        from mgglass.predict import write_split_outputs
+
         out = self.ckpt_dir / "test"
         write_split_outputs(out, pl_module, dm.graphs["test"], self.species, self.tags.get("model", ""))
         for name in ("predictions.csv", "predictions.extxyz", "parity.png"):
@@ -313,93 +309,6 @@ class MLflowTracker(AfterCheckpoint):
         self.client.set_terminated(self.run_id, status=status)
 
 
-def write_split_outputs(out: Path, task, graphs, species: list[str], model: str = "") -> None:
-    """predictions.csv, predictions.extxyz and, with labels, parity.png of ``task`` on ``graphs``."""
-    out.mkdir(parents=True, exist_ok=True)
-    rows, frames, ys, ps = predict_split(task, graphs, species)
-    write_predictions(out, rows, frames)
-    if ys:
-        y, p = np.asarray(ys), np.asarray(ps)
-        parity_plot(out / "parity.png", y, p, pooled_stats(y, p), model)
-
-
-@torch.no_grad()
-def predict_pooled(task, graphs) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, eV predictions) of ``task`` in eval mode over whole glasses, pooled; mode restored."""
-    from torch_geometric.data import Batch
-
-    was_training = task.training
-    task.eval()
-    ys, ps = [], []
-    for g in graphs:
-        ps.append(task.predict_ev(Batch.from_data_list([g]).to(task.device)).cpu().double().numpy())
-        ys.append(g.y.double().numpy())
-    task.train(was_training)
-    return np.concatenate(ys), np.concatenate(ps)
-
-
-@torch.no_grad()
-def predict_split(task, graphs, species: list[str]):
-    """eV predictions of ``task`` on whole glasses: CSV rows, ase frames, pooled labels/preds."""
-    from ase import Atoms
-    from ase.data import atomic_numbers
-
-    numbers_of = np.array([atomic_numbers[s] for s in species])
-    was_training = task.training
-    task.eval()
-    rows, frames, ys, ps = [], [], [], []
-    from torch_geometric.data import Batch
-
-    for g in graphs:
-        batch = Batch.from_data_list([g]).to(task.device)
-        pred = task.predict_ev(batch).cpu().numpy().astype(float)
-        y = g.y.numpy().astype(float) if "y" in g else np.full(len(pred), np.nan)
-        sp = g.species.numpy()
-        name = getattr(g, "name", "glass")
-        for i in range(len(pred)):
-            rows.append((name, i, species[sp[i]], y[i], pred[i]))
-        atoms = Atoms(numbers=numbers_of[sp], positions=g.pos.numpy(), cell=g.cell[0].numpy(), pbc=True)
-        atoms.new_array("eb", y)
-        atoms.new_array("eb_pred", pred)
-        atoms.info["glass"] = name
-        frames.append(atoms)
-        if "y" in g:
-            ys.extend(y.tolist())
-            ps.extend(pred.tolist())
-    task.train(was_training)
-    return rows, frames, ys, ps
-
-
-def write_predictions(out: Path, rows, frames) -> None:
-    from ase.io import write
-
-    with open(out / "predictions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["glass", "atom", "species", "eb_ev", "eb_pred_ev"])
-        for name, i, s, y, p in rows:
-            w.writerow([name, i, s, f"{y:.6f}", f"{p:.6f}"])
-    write(out / "predictions.extxyz", frames, format="extxyz")
-
-
-def parity_plot(path: Path, y: np.ndarray, p: np.ndarray, stats: dict, model: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
-    ax.scatter(y, p, s=3, alpha=0.4, lw=0)
-    lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
-    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    ax.set_xlabel("ARTn EB (eV)")
-    ax.set_ylabel("predicted EB (eV)")
-    ax.set_title(f"{model + ' ' if model else ''}test: r = {stats['r']:.3f}, MAE = {stats['mae']:.3f} eV")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-@torch.no_grad()
 def symmetry_plot(path: Path, symmetrizer, n: int = 20000) -> None:
     """Histogram of the rotation angle of ``n`` transforms drawn from ``symmetrizer`` (proper rotations
     and reflections apart), over the Haar density (1 − cos θ)/π."""

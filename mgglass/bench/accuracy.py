@@ -25,12 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mgglass.tracking import (
-    AfterCheckpoint,
-    pooled_stats,
-    predict_pooled,
-    read_run_file,
-)
+from mgglass.predict import pooled_stats, predict_pooled
+from mgglass.tracking import AfterCheckpoint, read_run_file
 
 
 class TestCurve(AfterCheckpoint):

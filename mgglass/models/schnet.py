@@ -57,6 +57,11 @@ class SchNetAtom(nn.Module):
             nn.init.xavier_uniform_(lin.weight)
             lin.bias.data.fill_(0)
 
+    @property
+    def receptive_hops(self) -> int:
+        """Message-passing depth (for chunked prediction, :mod:`mgglass.predict`)."""
+        return len(self.interactions)
+
     def forward(self, batch) -> torch.Tensor:
         h = self.embedding(batch.species)
         edge_weight = batch.edge_vec.to(h.dtype).norm(

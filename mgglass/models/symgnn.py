@@ -226,6 +226,11 @@ class SymGNN(nn.Module):
     def _edge_encoder(self, hidden, distribution, k_train, k_eval, eval_seed, init_log_std) -> nn.Module:
         return Symmetrizer(hidden, distribution, k_train, k_eval, eval_seed, init_log_std=init_log_std)
 
+    @property
+    def receptive_hops(self) -> int:
+        """Message-passing depth (for chunked prediction, :mod:`mgglass.predict`)."""
+        return len(self.gnn.layers)
+
     def distribution_stats(self) -> dict[str, float]:
         describe = getattr(self.edge_encoder, "distribution_stats", None)
         return describe() if callable(describe) else {}

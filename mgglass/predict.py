@@ -1,0 +1,352 @@
+"""python -m mgglass.predict (--run RUN_ID | --ckpt_path CKPT) --input GLASS [GLASS|DIR|GLOB ...] --output out.extxyz
+    [--samples K] [--chunk_atoms N] [--device auto|cpu|cuda] [--label_key eb] [--tracking_root mlruns]
+
+Per-atom energy barriers (eV) of any glasses mgglass reads, from a trained run alone: written as the
+per-atom array ``eb_pred`` in extxyz (ase, OVITO) and as CSV beside it (``out.csv``). When the inputs
+carry labels, Pearson r, R² and MAE are printed (pooled and per glass). With SymGNN, ``--samples K``
+also writes ``eb_std``: the spread of the prediction over K single sampled O(3) transforms.
+
+Large glasses are predicted in chunks: atoms are grouped into spatial cells of about
+``--chunk_atoms`` atoms, and each cell is predicted on its k-hop subgraph (k = the model's
+message-passing depth), which holds every atom and edge the cell's predictions depend on, so the
+result equals the whole-glass prediction (up to float summation order).
+
+This module also holds the prediction helpers the fit's test, ``mgglass.test --out`` and the
+benchmarks use (one eval-mode loop, the writers and the parity plot).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PROG = "mgglass.predict"
+READABLE = (".pickle", ".pkl", ".extxyz", ".xyz", ".cfg", ".data", ".dump", ".lammpstrj", ".vasp", ".cif", ".traj")
+
+
+# -- prediction ---------------------------------------------------------------------------------------
+def receptive_hops(net) -> int | None:
+    """Message-passing depth: an atom's prediction depends on atoms at most this many edges away."""
+    hops = getattr(net, "receptive_hops", None)
+    return int(hops() if callable(hops) else hops) if hops is not None else None
+
+
+def spatial_cells(data, chunk_atoms: int) -> list[torch.Tensor]:
+    """Atom indices grouped into an n×n×n grid of the cell (fractional coordinates), n chosen so a
+    grid cell holds about ``chunk_atoms`` atoms; empty cells are dropped."""
+    n_atoms = data.num_nodes
+    n = max(1, math.ceil((n_atoms / max(chunk_atoms, 1)) ** (1 / 3)))
+    frac = data.pos.double() @ torch.linalg.inv(data.cell[0].double())
+    ijk = torch.floor((frac % 1.0) * n).long().clamp_(0, n - 1)
+    cell_id = (ijk[:, 0] * n + ijk[:, 1]) * n + ijk[:, 2]
+    order = torch.argsort(cell_id, stable=True)
+    counts = torch.bincount(cell_id, minlength=n**3)
+    return [c for c in torch.split(order, counts.tolist()) if c.numel()]
+
+
+def _subgraph(data, centres: torch.Tensor, hops: int):
+    """The k-hop in-neighbourhood of ``centres`` as a graph, and where the centres sit in it."""
+    from torch_geometric.data import Data
+    from torch_geometric.utils import k_hop_subgraph
+
+    subset, edge_index, mapping, edge_mask = k_hop_subgraph(
+        centres, hops, data.edge_index, relabel_nodes=True, num_nodes=data.num_nodes, flow="source_to_target"
+    )
+    sub = Data(species=data.species[subset], pos=data.pos[subset], cell=data.cell, edge_index=edge_index, edge_vec=data.edge_vec[edge_mask])
+    return sub, mapping
+
+
+@torch.no_grad()
+def predict_glass(task, data, chunk_atoms: int | None = None) -> np.ndarray:
+    """Per-atom eV predictions of ``task`` (eval mode) on one glass graph; in chunks of about
+    ``chunk_atoms`` centre atoms with their k-hop halo when the glass is larger than that."""
+    from torch_geometric.data import Batch
+
+    was_training = task.training
+    task.eval()
+    try:
+        hops = receptive_hops(task.net)  # None: the model does not say, so it is predicted whole
+        if not chunk_atoms or data.num_nodes <= chunk_atoms or hops is None:
+            return task.predict_ev(Batch.from_data_list([data]).to(task.device)).cpu().double().numpy()
+        out = np.empty(data.num_nodes)
+        for centres in spatial_cells(data, chunk_atoms):
+            sub, mapping = _subgraph(data, centres, hops)
+            pred = task.predict_ev(Batch.from_data_list([sub]).to(task.device))
+            out[centres.numpy()] = pred[mapping.to(pred.device)].cpu().double().numpy()
+        return out
+    finally:
+        task.train(was_training)
+
+
+@torch.no_grad()
+def transform_spread(task, data, samples: int, chunk_atoms: int | None = None) -> np.ndarray:
+    """Per-atom std (eV) of the prediction over ``samples`` passes, each encoding the edges with one
+    transform drawn from SymGNN's distribution (seeds 1..K; the usual prediction uses seed 0)."""
+    enc = getattr(task.net, "edge_encoder", None)
+    if getattr(enc, "distribution", None) not in ("learned", "haar"):
+        raise ValueError("--samples needs a SymGNN whose distribution samples transforms (learned or haar)")
+    saved = enc.k_eval, enc.eval_seed
+    try:
+        enc.k_eval = 1
+        preds = []
+        for s in range(1, samples + 1):
+            enc.eval_seed = saved[1] + s
+            preds.append(predict_glass(task, data, chunk_atoms))
+    finally:
+        enc.k_eval, enc.eval_seed = saved
+    return np.std(np.stack(preds), axis=0)
+
+
+def predict_pooled(task, graphs) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, eV predictions) over whole labelled glasses, pooled."""
+    ps = [predict_glass(task, g) for g in graphs]
+    return np.concatenate([g.y.double().numpy() for g in graphs]), np.concatenate(ps)
+
+
+def pooled_stats(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Pearson r, R², MAE and RMSE (eV) over all atoms."""
+    r = float(np.corrcoef(y, p)[0, 1]) if len(y) > 1 else float("nan")
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1 - float(np.sum((y - p) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+    return {"r": r, "r2": r2, "mae": float(np.mean(np.abs(p - y))), "rmse": float(np.sqrt(np.mean((p - y) ** 2)))}
+
+
+# -- outputs -----------------------------------------------------------------------------------------
+def to_atoms(data, species: list[str], arrays: dict[str, np.ndarray]):
+    """One glass as ase Atoms with per-atom ``arrays`` (eb, eb_pred, eb_std, ...)."""
+    from ase import Atoms
+    from ase.data import atomic_numbers
+
+    numbers = np.array([atomic_numbers[s] for s in species])[data.species.numpy()]
+    atoms = Atoms(numbers=numbers, positions=data.pos.numpy(), cell=data.cell[0].numpy(), pbc=True)
+    for key, values in arrays.items():
+        atoms.new_array(key, np.asarray(values, dtype=float))
+    atoms.info["glass"] = getattr(data, "name", "glass")
+    return atoms
+
+
+def write_predictions(extxyz: Path, frames, csv_path: Path | None = None) -> None:
+    """Frames to extxyz, and one CSV row per atom (glass, atom, species, eb_ev, eb_pred_ev[, eb_std_ev])."""
+    from ase.io import write
+
+    extxyz.parent.mkdir(parents=True, exist_ok=True)
+    write(extxyz, frames, format="extxyz")
+    keys = [k for k in ("eb", "eb_pred", "eb_std") if all(k in a.arrays for a in frames)]
+    with open(csv_path or extxyz.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["glass", "atom", "species", *(f"{k}_ev" for k in keys)])
+        for a in frames:
+            symbols = a.get_chemical_symbols()
+            columns = [a.arrays[k] for k in keys]
+            for i in range(len(a)):
+                w.writerow([a.info["glass"], i, symbols[i], *(f"{c[i]:.6f}" for c in columns)])
+
+
+def write_split_outputs(out: Path, task, graphs, species: list[str], model: str = "") -> None:
+    """Per-atom predictions of ``task`` on a split: predictions.extxyz/.csv and parity.png under ``out``."""
+    frames, ys, ps = [], [], []
+    for g in graphs:
+        pred = predict_glass(task, g)
+        y = g.y.double().numpy() if "y" in g else np.full(len(pred), np.nan)
+        frames.append(to_atoms(g, species, {"eb": y, "eb_pred": pred}))
+        if "y" in g:
+            ys.append(y)
+            ps.append(pred)
+    write_predictions(Path(out) / "predictions.extxyz", frames)
+    if ys:
+        y, p = np.concatenate(ys), np.concatenate(ps)
+        parity_plot(Path(out) / "parity.png", y, p, pooled_stats(y, p), model)
+
+
+def parity_plot(path: Path, y: np.ndarray, p: np.ndarray, stats: dict, model: str = "", split: str = "test") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.scatter(y, p, s=3, alpha=0.4, lw=0)
+    lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("ARTn EB (eV)")
+    ax.set_ylabel("predicted EB (eV)")
+    ax.set_title(f"{model + ' ' if model else ''}{split}: r = {stats['r']:.3f}, MAE = {stats['mae']:.3f} eV")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def error_ranking(y: np.ndarray, p: np.ndarray, std: np.ndarray, top: float = 0.1) -> dict[str, float]:
+    """How well ``std`` ranks the atoms with the largest errors: Spearman ρ(std, |error|), and the
+    share of the ``top`` fraction of atoms by |error| found in the same fraction by std (chance: ``top``)."""
+    from scipy.stats import spearmanr
+
+    err = np.abs(p - y)
+    k = max(1, round(top * len(y)))
+    hit = len(set(np.argsort(-err)[:k]) & set(np.argsort(-std)[:k])) / k
+    return {"spearman_std_abs_error": float(spearmanr(std, err).statistic), f"top{int(top * 100)}_overlap": hit, "chance": top}
+
+
+# -- command line ------------------------------------------------------------------------------------
+class PredictError(Exception):
+    """A bad input or option, reported as one line."""
+
+
+def expand_inputs(items: list[str]) -> list[Path]:
+    """Files, folders (their glass files, sorted) and glob patterns -> files, in order, no repeats."""
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READABLE)
+            if not found:
+                raise PredictError(f"{item}: folder holds no glass files ({', '.join(READABLE)})")
+        elif any(ch in item for ch in "*?["):
+            found = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())
+            if not found:
+                raise PredictError(f"{item}: pattern matches no file")
+        elif path.is_file():
+            found = [path]
+        else:
+            raise PredictError(f"{item}: no such file")
+        out.extend(p for p in found if p not in out)
+    return out
+
+
+def resolve_run(run_id: str, tracking_root: str = "mlruns", tracking_uri: str | None = None) -> Path:
+    """A fit's MLflow run id -> its best-validation checkpoint: the run folder whose mlflow_run.json
+    names the run, else the run's ``checkpoints/`` artifact (downloaded)."""
+    from mgglass.tracking import read_run_file
+
+    for run_file in sorted(Path(tracking_root).glob("checkpoints/*/mlflow_run.json")):
+        info = read_run_file(run_file.parent)
+        if info and info.get("run_id") == run_id:
+            return pick_checkpoint(run_file.parent, f"run {run_id} ({run_file.parent})")
+    from mlflow.exceptions import MlflowException
+
+    from mgglass.tracking import open_client
+
+    uri = tracking_uri or f"sqlite:///{tracking_root}/mlflow.db"
+    try:
+        client = open_client(uri)
+        client.get_run(run_id)
+        folder = Path(client.download_artifacts(run_id, "checkpoints"))
+    except (MlflowException, OSError) as e:
+        raise PredictError(f"run {run_id}: not found in {tracking_root}/checkpoints nor in {uri} ({' '.join(str(e).split())[:200]})") from None
+    return pick_checkpoint(folder, f"run {run_id}")
+
+
+def pick_checkpoint(folder: Path, what: str) -> Path:
+    best = sorted(folder.glob("best-*.ckpt"))
+    if best:
+        return best[-1]
+    if (folder / "last.ckpt").is_file():
+        return folder / "last.ckpt"
+    raise PredictError(f"{what}: no checkpoint in {folder}")
+
+
+def load_task(ckpt: Path, device: str):
+    """(EBTask on ``device`` in eval mode, data settings the fit used: cutoff, species, ...)."""
+    from mgglass.task import EBTask
+
+    try:
+        meta = torch.load(ckpt, map_location="cpu", weights_only=False)
+        task = EBTask.load_from_checkpoint(ckpt, map_location=device)
+    except Exception as e:  # noqa: BLE001 - torch/Lightning raise many types for a bad file
+        raise PredictError(f"{ckpt}: not a loadable mgglass checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    data = dict(meta.get("datamodule_hyper_parameters") or {})
+    return task.eval(), data
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PredictError(f"--device {name}: no CUDA device is available")
+    return name
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from mgglass.runtime import keep_freed_memory
+
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n", 1)[1].split("\n\nThis module")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="MLflow run id of a fit (its best-validation checkpoint is used)")
+    src.add_argument("--ckpt_path", help="a checkpoint written by mgglass.fit")
+    p.add_argument("--input", nargs="+", required=True, help="glass files, folders or glob patterns (quote them)")
+    p.add_argument("--output", required=True, help="extxyz file to write; the CSV goes beside it (.csv)")
+    p.add_argument("--samples", type=int, default=0, help="SymGNN: also write eb_std over K sampled transforms")
+    p.add_argument("--chunk_atoms", type=int, default=50_000, help="predict larger glasses in chunks of about this many atoms (0: never)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--label_key", default="eb", help="per-atom label array in ase-readable inputs (pickles use their own)")
+    p.add_argument("--tracking_root", default="mlruns", help="where --run looks for run folders and mlflow.db")
+    p.add_argument("--tracking_uri", default=None, help="MLflow tracking URI for --run (default: <tracking_root>/mlflow.db)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
+    try:
+        return _predict(args)
+    except PredictError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _predict(args) -> int:
+    from mgglass.data import GlassDataError, glass_to_data, read_glass
+
+    if args.samples < 0 or args.chunk_atoms < 0:
+        raise PredictError("--samples and --chunk_atoms must not be negative")
+    output = Path(args.output)
+    if output.suffix not in (".extxyz", ".xyz"):
+        raise PredictError(f"--output {output}: expected an .extxyz file name")
+    inputs = expand_inputs(args.input)
+    ckpt = resolve_run(args.run, args.tracking_root, args.tracking_uri) if args.run else Path(args.ckpt_path)
+    if not ckpt.is_file():
+        raise PredictError(f"ckpt_path: {ckpt}: no such checkpoint")
+    device = _device(args.device)
+    task, hp = load_task(ckpt, device)
+    species = list(hp.get("species") or ("Cu", "Zr"))
+    cutoff, self_loops = float(hp.get("cutoff", 5.0)), bool(hp.get("self_loops", False))
+    frames, per_glass, pooled = [], {}, ([], [], [])
+    for path in inputs:
+        try:
+            data = glass_to_data(read_glass(path, label_key=args.label_key, species=species), cutoff, species, self_loops)
+        except GlassDataError as e:
+            raise PredictError(str(e)) from None
+        try:
+            arrays = {"eb_pred": predict_glass(task, data, args.chunk_atoms)}
+            if args.samples:
+                arrays["eb_std"] = transform_spread(task, data, args.samples, args.chunk_atoms)
+        except ValueError as e:
+            raise PredictError(f"{path}: {e}") from None
+        if "y" in data:
+            y = data.y.double().numpy()
+            arrays = {"eb": y, **arrays}
+            per_glass[path.name] = pooled_stats(y, arrays["eb_pred"])
+            pooled[0].append(y)
+            pooled[1].append(arrays["eb_pred"])
+            if args.samples:
+                pooled[2].append(arrays["eb_std"])
+        frames.append(to_atoms(data, species, arrays))
+        print(f"{PROG}: {path}: {data.num_nodes} atoms predicted", file=sys.stderr, flush=True)
+    write_predictions(output, frames)
+    summary = {"checkpoint": str(ckpt), "output": str(output), "csv": str(output.with_suffix(".csv")), "glasses": len(frames)}
+    if pooled[0]:
+        y, pred = np.concatenate(pooled[0]), np.concatenate(pooled[1])
+        summary.update({f"pooled_{k}": v for k, v in pooled_stats(y, pred).items()}, per_glass=per_glass)
+        if args.samples:
+            summary["uncertainty"] = error_ranking(y, pred, np.concatenate(pooled[2]))
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

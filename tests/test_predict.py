@@ -1,0 +1,145 @@
+"""python -m mgglass.predict: chunked prediction equals whole-glass prediction, the command predicts
+glasses in no split from a checkpoint or a run id, writes extxyz + CSV, reports metrics for labelled
+inputs and a transform spread for SymGNN, and refuses bad inputs in one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_fit import only_run, run_cli, smoke_fit
+
+
+@pytest.fixture(scope="module")
+def small_task():
+    from mgglass.models.symgnn import SymGNN
+    from mgglass.task import EBTask
+
+    torch.manual_seed(0)
+    net = SymGNN(hidden=8, heads=(2, 1), dropout=0.0, k_train=1, k_eval=2, decoder_layers=2)
+    task = EBTask(net)
+    # Non-trivial batch-norm statistics, as after training.
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.normal_(0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    return task.eval()
+
+
+def test_chunked_prediction_equals_whole_glass(small_task):
+    from mgglass.data import glass_to_data, make_glass
+    from mgglass.predict import _subgraph, predict_glass, spatial_cells
+
+    data = glass_to_data(make_glass(1500, seed=3))
+    whole = predict_glass(small_task, data)
+    chunked = predict_glass(small_task, data, chunk_atoms=60)
+    cells = spatial_cells(data, 60)
+    assert len(cells) > 8 and sum(len(c) for c in cells) == data.num_nodes
+    assert len(torch.unique(torch.cat(cells))) == data.num_nodes  # every atom predicted once
+    # The halos are real subsets of the glass, so the test exercises the chunking.
+    sizes = [_subgraph(data, c, 2)[0].num_nodes for c in cells]
+    assert max(sizes) < data.num_nodes
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=2e-5)
+    # One hop too few would not be exact: the halo depth matters.
+    from torch_geometric.data import Batch
+
+    sub, mapping = _subgraph(data, cells[0], 1)
+    short = small_task.predict_ev(Batch.from_data_list([sub]))[mapping].double().numpy()
+    assert np.abs(short - whole[cells[0].numpy()]).max() > 1e-4
+
+
+def test_error_ranking_counts_overlap():
+    from mgglass.predict import error_ranking
+
+    y = np.zeros(100)
+    p = np.linspace(0, 1, 100)  # error grows with the index
+    assert error_ranking(y, p, std=p.copy())["top10_overlap"] == 1.0
+    assert error_ranking(y, p, std=-p)["top10_overlap"] == 0.0
+
+
+# -- the command on the smoke fit ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    r = smoke_fit(tmp_path_factory, "smoke")
+    assert r["rc"] == 0, r["stderr"][-2000:]
+    root = Path(r["root"])
+    synth = next((root.parent / "cache" / "synthetic").glob("n64_s0"))
+    return {"root": root, "ckpt": next((root / "checkpoints" / "smoke").glob("best-epoch=*.ckpt")), "synth": synth, "base": root}
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_writes_extxyz_csv_and_metrics_of_labelled_glasses(smoke, tmp_path):
+    from ase.io import read
+
+    out = tmp_path / "pred.extxyz"
+    tests = [str(smoke["synth"] / "test0.xyz"), str(smoke["synth"] / "test1.xyz")]
+    p = run_cli("mgglass.predict", ["--ckpt_path", str(smoke["ckpt"]), "--input", *tests, "--output", str(out), "--samples", "4"], smoke["base"])
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    frames = read(out, index=":")
+    assert len(frames) == 2 and all(len(a) == 64 for a in frames)
+    for a in frames:
+        assert {"eb", "eb_pred", "eb_std"} <= set(a.arrays)
+        assert np.all(a.arrays["eb_std"] >= 0) and a.arrays["eb_std"].max() > 0
+    rows = _read_csv(out.with_suffix(".csv"))
+    assert len(rows) == 128 and set(rows[0]) == {"glass", "atom", "species", "eb_ev", "eb_pred_ev", "eb_std_ev"}
+    assert float(rows[0]["eb_pred_ev"]) == pytest.approx(frames[0].arrays["eb_pred"][0], abs=1e-5)
+    # The same checkpoint on the same glasses: the fit's logged test metrics.
+    _, run = only_run(smoke["root"])
+    assert summary["pooled_r"] == pytest.approx(run.data.metrics["test_r"], abs=1e-4)
+    assert summary["pooled_mae"] == pytest.approx(run.data.metrics["test_mae"], abs=1e-4)
+    assert set(summary["per_glass"]) == {"test0.xyz", "test1.xyz"}
+    assert 0 <= summary["uncertainty"]["top10_overlap"] <= 1
+
+
+def test_predict_from_run_id_folder_and_glob_agree(smoke, tmp_path):
+    import shutil
+
+    _, run = only_run(smoke["root"])
+    folder = tmp_path / "glasses"
+    folder.mkdir()
+    for name in ("val0.xyz", "test0.xyz", "test1.xyz"):
+        shutil.copy(smoke["synth"] / name, folder / name)
+    a, b = tmp_path / "a.extxyz", tmp_path / "b.extxyz"
+    p1 = run_cli("mgglass.predict", ["--run", run.info.run_id, "--tracking_root", str(smoke["root"]),
+                                     "--input", str(folder), "--output", str(a)], smoke["base"])
+    assert p1.returncode == 0, p1.stderr[-2000:]
+    p2 = run_cli("mgglass.predict", ["--ckpt_path", str(smoke["ckpt"]), "--input", str(folder / "*.xyz"),
+                                     "--output", str(b), "--chunk_atoms", "16"], smoke["base"])
+    assert p2.returncode == 0, p2.stderr[-2000:]
+    ra, rb = _read_csv(a.with_suffix(".csv")), _read_csv(b.with_suffix(".csv"))
+    assert len(ra) == len(rb) == 3 * 64 and {r["glass"] for r in ra} == {"val0.xyz", "test0.xyz", "test1.xyz"}
+    np.testing.assert_allclose([float(r["eb_pred_ev"]) for r in ra], [float(r["eb_pred_ev"]) for r in rb], atol=2e-5)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--input", "nowhere.xyz"], "nowhere.xyz: no such file"),
+        (["--input", "nowhere/*.xyz"], "pattern matches no file"),
+        (["--run", "0123456789abcdef"], "run 0123456789abcdef: not found"),
+        (["--output", "out.txt"], "expected an .extxyz"),
+    ],
+)
+def test_predict_bad_inputs_are_one_line_errors(smoke, tmp_path, args, expected):
+    base = {"--input": str(smoke["synth"] / "test0.xyz"), "--output": str(tmp_path / "o.extxyz")}
+    argv = ["--ckpt_path", str(smoke["ckpt"])] if "--run" not in args else ["--tracking_root", str(smoke["root"])]
+    for i in range(0, len(args), 2):
+        base[args[i]] = args[i + 1]
+    for k, v in base.items():
+        if k != "--run":
+            argv += [k, v]
+    if "--run" in base:
+        argv += ["--run", base["--run"]]
+    p = run_cli("mgglass.predict", argv, tmp_path)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and expected in err[0], p.stderr
+    assert not (tmp_path / "o.extxyz").exists()
