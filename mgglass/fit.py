@@ -65,6 +65,7 @@ def run_tags(cfg, data_hash: str) -> dict[str, str]:
         "data_hash": data_hash,
         "seed": str(cfg.seed_everything),
         "config_files": ",".join(str(p) for p in (cfg.get("config") or [])),
+        "data_files": f"{cfg.data.root or 'official'}: train {','.join(map(str, cfg.data.train))}; val {','.join(map(str, cfg.data.val))}; test {','.join(map(str, cfg.data.test))}",
     }
 
 

@@ -104,12 +104,20 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return None
 
 
+EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
 def experiment_id(client, uri: str, name: str) -> str:
-    """The id of MLflow experiment ``name``, created (artifacts beside a SQLite store) if new."""
+    """The id of MLflow experiment ``name``, created (artifacts beside a SQLite store) if new. It is
+    marked as model training, so MLflow 3's UI opens it on its runs table, not the GenAI views."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+    if exp is None:
+        exp_id = client.create_experiment(name, artifact_location=artifact_location(uri, name))
+    else:
+        exp_id = exp.experiment_id
+    if exp is None or EXPERIMENT_KIND not in exp.tags:
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND, "custom_model_development")
+    return exp_id
 
 
 def git_commit() -> str:
@@ -280,6 +288,13 @@ class MLflowTracker(AfterCheckpoint):
         step = int(max(pl_module.history, default=0))
         test = pl_module.last_metrics.get("test", {})
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in test.items()])
+        # The run's description in the UI: what was trained on what, and what it reached.
+        val_r = pl_module.history.get(step, {}).get("val_r", float("nan"))
+        self.client.set_tag(self.run_id, "mlflow.note.content", (
+            f"{self.tags.get('model', 'model')} (seed {self.tags.get('seed', '?')}) on {self.tags.get('data_files', 'its data')}: "
+            f"selected epoch {step} (val r {val_r:.3f}); test r {test.get('test_r', float('nan')):.3f}, "
+            f"MAE {test.get('test_mae', float('nan')):.3f} eV"
+        ))
         dm = trainer.datamodule
         if dm is None or "test" not in getattr(dm, "graphs", {}):
             return

@@ -103,6 +103,10 @@ def test_smoke_run_is_one_complete_mlflow_run(smoke):
     tags = run.data.tags
     assert tags["model"] == "SymGNN" and tags["seed"] == "0"
     assert len(tags["data_hash"]) == 64 and len(tags["git_commit"]) in (40, 7) or tags["git_commit"] == "unknown"
+    assert tags["data_files"].startswith("synthetic: train train0.xyz,")
+    # A description for the UI's run page, and an experiment the UI opens as model training.
+    assert tags["mlflow.note.content"].startswith("SymGNN (seed 0) on synthetic") and f"test r {run.data.metrics['test_r']:.3f}" in tags["mlflow.note.content"]
+    assert c.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     # Per-epoch train/val metrics, keyed by step = epoch, each epoch exactly once.
     for key in ("train_loss", "train_r", "val_loss", "val_r", "val_r2", "val_mae", "val_rmse", "val_spearman", "lr"):
         steps = [m.step for m in c.get_metric_history(rid, key)]
