@@ -318,7 +318,7 @@ def _predict(args) -> int:
     frames, per_glass, pooled = [], {}, ([], [], [])
     for path in inputs:
         try:
-            data = glass_to_data(read_glass(path, label_key=args.label_key, species=species), cutoff, species, self_loops)
+            data = glass_to_data(read_glass(path, label_key=args.label_key, species=species, labels_optional=True), cutoff, species, self_loops)
         except GlassDataError as e:
             raise PredictError(str(e)) from None
         try:

@@ -120,6 +120,22 @@ def test_predict_from_run_id_folder_and_glob_agree(smoke, tmp_path):
     np.testing.assert_allclose([float(r["eb_pred_ev"]) for r in ra], [float(r["eb_pred_ev"]) for r in rb], atol=2e-5)
 
 
+def test_predict_unlabelled_glass(smoke, tmp_path):
+    """A glass without labels (the usual case for new glasses) is predicted; no metrics are claimed."""
+    from ase.io import read, write
+
+    atoms = read(smoke["synth"] / "test0.xyz")
+    del atoms.arrays["eb"]
+    write(tmp_path / "new.extxyz", atoms)
+    out = tmp_path / "new_pred.extxyz"
+    p = run_cli("mgglass.predict", ["--ckpt_path", str(smoke["ckpt"]), "--input", str(tmp_path / "new.extxyz"), "--output", str(out)], tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert "pooled_r" not in summary and summary["glasses"] == 1
+    frame = read(out)
+    assert "eb_pred" in frame.arrays and "eb" not in frame.arrays and np.isfinite(frame.arrays["eb_pred"]).all()
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [

@@ -45,12 +45,12 @@ class Glass:
         return atoms
 
     @classmethod
-    def from_atoms(cls, atoms: Atoms, label_key: str | None = None, source: str = "<memory>") -> Glass:
+    def from_atoms(cls, atoms: Atoms, label_key: str | None = None, source: str = "<memory>", labels_optional: bool = False) -> Glass:
         labels = None
         if label_key is not None:
             if label_key in atoms.arrays:
                 labels = np.asarray(atoms.arrays[label_key], dtype=np.float64).reshape(len(atoms), -1)[:, 0]
-            else:
+            elif not labels_optional:
                 raise GlassDataError(source, f"no per-atom array {label_key!r} (has: {', '.join(sorted(atoms.arrays))})")
         return cls(
             positions=np.asarray(atoms.positions, dtype=np.float64),
@@ -137,10 +137,12 @@ def read_glass(
     periodic: bool = True,
     format: str | None = None,
     species: tuple[str, ...] | list[str] = DEFAULT_SPECIES,
+    labels_optional: bool = False,
 ) -> Glass:
     """Read one glass. SymGNN pickles (.pickle/.pkl) take their EB labels from their own key; any other
     file goes through ase.io.read, with labels from the per-atom array ``label_key`` (None: no labels;
-    LAMMPS dumps name custom columns e.g. ``v_eb`` or ``c_eb``). LAMMPS type t is species[t - 1]."""
+    LAMMPS dumps name custom columns e.g. ``v_eb`` or ``c_eb``). LAMMPS type t is species[t - 1].
+    ``labels_optional``: a file without the label array is read unlabelled instead of refused."""
     path = Path(path)
     if not path.is_file():
         raise GlassDataError(path, "no such file")
@@ -156,5 +158,5 @@ def read_glass(
             atoms = ase.io.read(path, index=0, format=fmt, **kwargs)
         except Exception as e:  # noqa: BLE001 - ase raises many types for unreadable files
             raise GlassDataError(path, f"cannot be read by ase ({type(e).__name__}: {e})") from None
-        glass = Glass.from_atoms(atoms, label_key=label_key, source=str(path))
+        glass = Glass.from_atoms(atoms, label_key=label_key, source=str(path), labels_optional=labels_optional)
     return glass.validate(periodic=periodic)
