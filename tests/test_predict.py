@@ -159,3 +159,10 @@ def test_predict_bad_inputs_are_one_line_errors(smoke, tmp_path, args, expected)
     err = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(err) == 1 and expected in err[0], p.stderr
     assert not (tmp_path / "o.extxyz").exists()
+
+
+def test_latency_benchmark_reports_end_to_end_and_model_times(smoke, tmp_path):
+    p = run_cli("mgglass.bench", ["latency", "--ckpt_path", str(smoke["ckpt"]), "--input", str(smoke["synth"] / "test0.xyz"), "--repeats", "2"], tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["atoms"] == 64 and out["edges"] > 0 and out["end_to_end_s"] >= out["model_only_s"] * 0.5 > 0
