@@ -87,6 +87,7 @@ def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[
             "group": group_name(run.info.run_name),
             "model": tags.get("model", "?"),
             "seed": tags.get("seed", "?"),
+            "configs": ",".join(Path(c).name for c in tags.get("config_files", "").split(",") if c and Path(c).name != "base.yaml"),
             "commit": tags.get("git_commit", "unknown")[:7],
             "val_r": max(val) if val else float("nan"),
             "epochs": len(val),
@@ -114,6 +115,7 @@ def table_rows(records: list[dict]) -> list[dict]:
             **{k: _mean_std([r[k] for r in rs]) for k in ("val_r", "test_r", "test_r2", "test_mae", "minutes")},
             "params": rs[0]["params"],
             "commits": ",".join(sorted({r["commit"] for r in rs})),
+            "configs": ",".join(sorted({r.get("configs", "") for r in rs} - {""})),
         })
     rows.sort(key=lambda r: -np.nan_to_num(r["test_r"][0], nan=-9))
     return rows
@@ -165,14 +167,15 @@ def render(rows: list[dict], physical, source: str, n_runs: int, commit: str) ->
         "to ours. Mean ± std over the seeds listed (std needs ≥ 2). Time is each fit's wall time",
         "(training, validation and the final test) on the machine the run's commit names in the README.",
         "",
-        "| model | run group | seeds | epochs | val r | **test r** | paper (test-selected) | test R² | test MAE (eV) | minutes | parameters | commit |",
+        "| model | run group (configs) | seeds | epochs | val r | **test r** | paper (test-selected) | test R² | test MAE (eV) | minutes | parameters | commit |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         paper = PAPER.get(r["model"])
         paper_txt = f"{paper[1]:.4f} ± {paper[2]:.4f} ({paper[0]})" if paper else "–"
+        group = f"{r['group']} ({r['configs']})" if r.get("configs") else r["group"]
         lines.append(
-            f"| {r['model']} | {r['group']} | {r['n']} ({r['seeds']}) | {r['epochs']} | {_fmt(*r['val_r'])} | **{_fmt(*r['test_r'])}** | "
+            f"| {r['model']} | {group} | {r['n']} ({r['seeds']}) | {r['epochs']} | {_fmt(*r['val_r'])} | **{_fmt(*r['test_r'])}** | "
             f"{paper_txt} | {_fmt(*r['test_r2'])} | {_fmt(*r['test_mae'])} | {_fmt(*r['minutes'], digits=1)} | "
             f"{r['params'] if r['params'] is not None else '?'} | {r['commits']} |"
         )

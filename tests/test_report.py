@@ -47,7 +47,7 @@ def test_report_reads_the_smoke_fit(tmp_path_factory, tmp_path):
     assert json.loads(p.stdout.strip().splitlines()[-1])["runs"] == 1
     _, run = only_run(r["root"])
     text = out.read_text()
-    row = next(line for line in text.splitlines() if line.startswith("| SymGNN | smoke |"))
+    row = next(line for line in text.splitlines() if line.startswith("| SymGNN | smoke (smoke.yaml) |"))
     assert f"**{run.data.metrics['test_r']:.3f}**" in row and "0.7859" in row
     assert "Physical baselines" not in text  # no released data in --data_dir
 
