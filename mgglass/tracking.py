@@ -324,6 +324,7 @@ class MLflowTracker(AfterCheckpoint):
         self.client.set_terminated(self.run_id, status=status)
 
 
+@torch.no_grad()
 def symmetry_plot(path: Path, symmetrizer, n: int = 20000) -> None:
     """Histogram of the rotation angle of ``n`` transforms drawn from ``symmetrizer`` (proper rotations
     and reflections apart), over the Haar density (1 − cos θ)/π."""

@@ -270,3 +270,13 @@ def test_recomputed_encoder_equals_kept(distribution, monkeypatch):
         torch.testing.assert_close(recomputed[3][name], value, msg=name)
     assert int(recomputed[3]["phi.1.num_batches_tracked"]) == 1
     assert not torch.equal(recomputed[3]["phi.1.running_mean"], base.state_dict()["phi.1.running_mean"])
+
+
+def test_symmetry_plot_of_a_learned_distribution_outside_no_grad(tmp_path):
+    """The plot samples a distribution whose parameters require grad; it must work in a plain context
+    (not only inside Lightning's test loop, which disables gradients)."""
+    from mgglass.tracking import symmetry_plot
+
+    assert torch.is_grad_enabled()
+    symmetry_plot(tmp_path / "angles.png", Symmetrizer(8, "learned"), n=500)
+    assert (tmp_path / "angles.png").stat().st_size > 1000
