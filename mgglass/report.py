@@ -11,6 +11,7 @@ the pickles, coordination number, Zr share of the first shell).
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import sys
@@ -210,8 +211,6 @@ def main(argv=None) -> int:
     p.add_argument("--data_dir", default=None, help="released pickles for the physical baselines (default: $MGGLASS_DATA_DIR)")
     p.add_argument("--out", default="docs/results.md")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    import os
-
     uri = args.tracking_uri or f"sqlite:///{args.tracking_root}/mlflow.db"
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         print(f"{PROG}: error: no MLflow store at {uri}", file=sys.stderr)
@@ -225,11 +224,12 @@ def main(argv=None) -> int:
     records = collect(client, [e.experiment_id for e in exps], args.filter)
     data_dir = Path(args.data_dir or os.environ.get("MGGLASS_DATA_DIR") or "")
     physical = physical_baselines(data_dir) if (data_dir / "test0.pickle").is_file() else []
-    text = render(table_rows(records), physical, uri, len(records), git_commit())
+    rows = table_rows(records)
+    text = render(rows, physical, uri, len(records), git_commit())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    print(json.dumps({"out": str(out), "runs": len(records), "rows": len(table_rows(records))}))
+    print(json.dumps({"out": str(out), "runs": len(records), "rows": len(rows)}))
     return 0
 
 

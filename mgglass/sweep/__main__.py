@@ -78,9 +78,8 @@ def check_configs(spec: SweepSpec):
     for i in range(max(len(v) for v in probes)):
         values = {p.key: v[min(i, len(v) - 1)] for p, v in zip(spec.space, probes)}
         try:
-            cfg = cfg or parse(values)
-            if cfg is not None and i:
-                parse(values)
+            parsed = parse(values)
+            cfg = cfg or parsed
         except ConfigError as e:
             try:
                 parse({})

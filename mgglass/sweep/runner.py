@@ -236,7 +236,7 @@ def reap_dead_local_trials(study, max_retry: int) -> list[int]:
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
-    from mgglass.sweep.spec import _quiet_experimental
+    from mgglass.sweep.spec import quiet_experimental
 
     host, reaped = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -244,7 +244,7 @@ def reap_dead_local_trials(study, max_retry: int) -> list[int]:
         if t.user_attrs.get("sweep_host") != host or not pid or pid == os.getpid() or _alive(int(pid)):
             continue
         if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-            with _quiet_experimental():
+            with quiet_experimental():
                 RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, study._storage.get_trial(t._trial_id))
             reaped.append(t.number)
     if reaped:

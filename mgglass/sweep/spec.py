@@ -257,20 +257,21 @@ def build_sampler(spec: SweepSpec):
     extra = {}
     if spec.sampler.get("name") == "tpe" and "constant_liar" not in spec.sampler:
         extra["constant_liar"] = True  # parallel workers: do not all sample next to the same running trial
-    conf = {"seed": 0, **spec.sampler} if spec.sampler.get("name") in ("tpe", "random", "qmc", "cmaes", "gp") else spec.sampler
-    with _quiet_experimental():
+    conf = {"seed": 0, **spec.sampler}  # every sampler in SAMPLERS takes a seed
+    with quiet_experimental():
         return _construct(optuna.samplers, SAMPLERS, conf, "sampler", spec.path, extra)
 
 
 def build_pruner(conf: dict, path: Path | str = "sweep"):
     import optuna
 
-    with _quiet_experimental():
+    with quiet_experimental():
         return _construct(optuna.pruners, PRUNERS, conf, "pruner", Path(path))
 
 
 @contextlib.contextmanager
-def _quiet_experimental():
+def quiet_experimental():
+    """Silence Optuna's ExperimentalWarning for features used on purpose (heartbeat retries, samplers)."""
     import warnings
 
     import optuna
@@ -299,7 +300,7 @@ def open_storage(url: str, spec: SweepSpec | None = None, heartbeat: bool = True
     if heartbeat and spec is not None:
         from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-        with _quiet_experimental():
+        with quiet_experimental():
             kwargs.update(
                 heartbeat_interval=spec.heartbeat_interval,
                 grace_period=spec.grace_period,
@@ -308,7 +309,7 @@ def open_storage(url: str, spec: SweepSpec | None = None, heartbeat: bool = True
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        with _quiet_experimental():
+        with quiet_experimental():
             return optuna.storages.RDBStorage(url, **kwargs)
     except (ImportError, ValueError, SQLAlchemyError) as e:  # bad URL, missing driver, unreachable server
         raise SweepError(f"storage: {url}: {' '.join(str(e).split())[:300]}") from None
