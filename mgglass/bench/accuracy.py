@@ -47,7 +47,7 @@ class TestCurve(AfterCheckpoint):
         dm = trainer.datamodule
         if not trainer.is_global_zero or "val_r" not in row or dm is None:
             return
-        stats = pooled_stats(*predict_pooled(pl_module, dm.graphs["test"]))
+        stats = pooled_stats(*predict_pooled(validated_module(trainer, pl_module), dm.graphs["test"]))
         self.rows.append({
             "epoch": int(trainer.current_epoch),
             "wall_s": t0 - self._start - self._excluded,
@@ -57,6 +57,18 @@ class TestCurve(AfterCheckpoint):
             "test_mae": stats["mae"],
         })
         self._excluded += time.perf_counter() - t0
+
+
+def validated_module(trainer, pl_module):
+    """The weights validation just scored: with weight averaging (EMA), the averaged copy (its batch-norm
+    statistics recalibrated during that validation), else the module itself."""
+    from lightning.pytorch.callbacks import WeightAveraging
+
+    for cb in trainer.callbacks:
+        averaged = getattr(cb, "_average_model", None) if isinstance(cb, WeightAveraging) else None
+        if averaged is not None:
+            return averaged.module
+    return pl_module
 
 
 def selected_curve(rows: list[dict]) -> list[dict]:
