@@ -27,8 +27,10 @@ def reference_egat(layer: EGATLayer, h, e, edge_index, edge_mask=None):
     a = torch.zeros_like(logits)
     for d in dst.unique():
         a[dst == d] = torch.softmax(logits[dst == d], 0)
-    if edge_mask is not None:
+    if edge_mask is not None:  # the softmax over the remaining (weighted) edges
         a = a * edge_mask[:, None]
+        for d in dst.unique():
+            a[dst == d] = a[dst == d] / a[dst == d].sum(0).clamp_min(1e-30)
     v = layer.fc_node(h).view(n, hh, c)
     hn = torch.zeros(n, hh, c, dtype=h.dtype)
     for i in range(src.shape[0]):
@@ -194,6 +196,19 @@ def test_edge_mask_scales_messages(synthetic_batch):
         zeros = model(synthetic_batch, edge_mask=torch.zeros(e))
     torch.testing.assert_close(plain, ones)
     assert (zeros - plain).abs().max() > 1e-3
+    with torch.no_grad():  # a uniform mask only rescales what the attention renormalises
+        torch.testing.assert_close(model(synthetic_batch, edge_mask=torch.full((e,), 0.3)), plain)
+
+
+def test_zero_one_edge_mask_equals_deleting_the_edges(synthetic_batch):
+    torch.manual_seed(0)
+    model = SymGNN(hidden=16, heads=(2, 2, 1)).eval()
+    b = synthetic_batch
+    keep = torch.rand(b.edge_index.shape[1], generator=torch.Generator().manual_seed(1)) > 0.3
+    pruned = b.clone()
+    pruned.edge_index, pruned.edge_vec = b.edge_index[:, keep], b.edge_vec[keep]
+    with torch.no_grad():
+        torch.testing.assert_close(model(b, edge_mask=keep.float()), model(pruned), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("training", [True, False])
