@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export MGGLASS_DATA_DIR ?= $(if $(wildcard ../shared/data/cuzr/train0.pickle),$(abspath ../shared/data/cuzr),)
 PIP := $(PY) -m pip
 
-.PHONY: help install test test-slow lint clean bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict sweep sweep-best sweep-dashboard report reproduce
+.PHONY: help install test test-slow lint clean bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ ui:  ## MLflow UI on http://127.0.0.1:5000 (UI_PORT=... to change) over the proj
 OUTPUT ?= predictions/predictions.extxyz
 predict:  ## per-atom EBs of INPUT=... (files, folders, quoted globs) from RUN=<MLflow run id> or CKPT=...; writes OUTPUT (extxyz + csv)
 	$(PY) -m mgglass.predict $(if $(RUN),--run $(RUN),--ckpt_path $(CKPT)) --input $(INPUT) --output $(OUTPUT) $(ARGS)
+
+explain:  ## GNNExplainer + distance profile + H1 cycles for RUN=<MLflow run id> or CKPT=... (experiments/explain.yaml; ARGS=--glass ... --atoms ...)
+	$(PY) -m mgglass.explain $(if $(RUN),--run $(RUN),--ckpt_path $(CKPT)) --config experiments/explain.yaml $(ARGS)
 
 clean:  ## remove caches and build outputs (keeps .venv and mlruns)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
