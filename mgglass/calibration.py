@@ -104,7 +104,7 @@ class RecalibrateBatchNorm(L.Callback):
         loader = trainer.train_dataloader
         sampler = getattr(loader, "sampler", None)
         # This rank's glasses (the training sampler's shard, without its padding repeats).
-        idx = sorted(set(sampler._indices())) if hasattr(sampler, "_indices") else range(len(graphs))
+        idx = sorted(set(iter(sampler))) if sampler is not None else range(len(graphs))
         mine = [graphs[i] for i in idx]
         if self.compare and trainer.is_global_zero and dm.graphs.get("val"):
             pl_module.epoch_extras.update(self._ema_metrics(pl_module, dm.graphs["val"]))

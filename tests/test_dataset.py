@@ -15,7 +15,7 @@ from mgglass.data import (
     make_glass,
     write_synthetic,
 )
-from mgglass.data.datamodule import ContiguousShardSampler
+from mgglass.data.datamodule import EvalShardSampler
 from mgglass.data.download import SHA256, fetch, resolve_files
 from mgglass.data.synthetic import synthetic_labels
 
@@ -133,19 +133,19 @@ def test_official_split_on_released_glasses(cuzr_dir):
     assert 1.0 < dm.y_mean < 3.0 and 0.1 < dm.y_std < 1.5
 
 
-def test_shard_sampler_splits_without_duplicates():
-    shards = []
-    for rank in range(3):
-        s = ContiguousShardSampler(7, shuffle=True, seed=1)
-        s.rank, s.world = rank, 3
-        s.set_epoch(2)
-        shards.append(list(s))
+def test_shard_samplers_split_without_duplicates():
+    from torch.utils.data import DistributedSampler
+
+    shards = [list(EvalShardSampler(7, rank, 3)) for rank in range(3)]
     flat = sorted(i for sh in shards for i in sh)
     assert flat == list(range(7)) and [len(s) for s in shards] == [3, 2, 2]
-    # Training shards are padded so every rank takes the same number of steps.
+    # Training shards are padded so every rank takes the same number of steps; the order follows
+    # the seed and epoch, as before the switch to torch's sampler (same permutation, same striding).
     padded = []
     for rank in range(4):
-        s = ContiguousShardSampler(6, shuffle=True, seed=1, pad=True)
-        s.rank, s.world = rank, 4
+        s = DistributedSampler(range(6), num_replicas=4, rank=rank, shuffle=True, seed=1)
+        s.set_epoch(2)
         padded.append(list(s))
     assert [len(s) for s in padded] == [2, 2, 2, 2] and set().union(*padded) == set(range(6))
+    order = torch.randperm(6, generator=torch.Generator().manual_seed(1 + 2)).tolist()
+    assert padded[0] == (order + order[:2])[0::4]

@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 from torch_geometric.loader import DataLoader
 
 from .dataset import load_graph
@@ -23,35 +23,26 @@ OFFICIAL_SPLIT = {
 }
 
 
-class ContiguousShardSampler(Sampler[int]):
-    """Each rank gets its own share of the glasses. Evaluation shards are not padded, so pooled
-    validation and test metrics count every atom exactly once (DistributedSampler repeats samples
-    to even the ranks). Training shards are padded by wrapping around (``pad=True``) so every rank
-    takes the same number of steps and DDP's gradient sync never waits on a rank that has finished."""
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
-    def __init__(self, n: int, shuffle: bool = False, seed: int = 0, pad: bool = False):
-        self.n, self.shuffle, self.seed, self.pad, self.epoch = n, shuffle, seed, pad, 0
-        self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+class EvalShardSampler(Sampler[int]):
+    """This rank's share of the glasses, ``rank::world``, never padded, so pooled validation and test
+    metrics count every atom exactly once. (Training uses torch's ``DistributedSampler``, whose
+    padding by repeats is what training wants: every rank takes the same number of steps, so DDP's
+    gradient sync never waits on a rank that has finished; for evaluation it would count glasses twice.)"""
 
-    def _indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        if self.pad and self.n % self.world:
-            order += order[: self.world - self.n % self.world]
-        return order[self.rank :: self.world]
+    def __init__(self, n: int, rank: int = 0, world: int = 1):
+        self.n, self.rank, self.world = n, rank, world
 
     def __iter__(self):
-        return iter(self._indices())
+        return iter(range(self.rank, self.n, self.world))
 
     def __len__(self) -> int:
-        return len(self._indices())
+        return len(range(self.rank, self.n, self.world))
 
 
 class GlassDataModule(L.LightningDataModule):
@@ -149,7 +140,11 @@ class GlassDataModule(L.LightningDataModule):
         graphs = self.graphs[split]
         # The glass order follows the run's seed (seed_everything exports it), not the data's.
         seed = int(os.environ.get("PL_GLOBAL_SEED", "0"))
-        sampler = ContiguousShardSampler(len(graphs), shuffle=shuffle, seed=seed, pad=split == "train")
+        rank, world = rank_and_world()
+        if shuffle:
+            sampler = DistributedSampler(graphs, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        else:
+            sampler = EvalShardSampler(len(graphs), rank, world)
         return DataLoader(
             graphs, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers
         )
