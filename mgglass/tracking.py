@@ -50,6 +50,8 @@ class TrackingConfig:
         experiment: MLflow experiment name.
         run_name: run name and checkpoint sub-folder; None: the stem of the last --config file.
         enabled: False: no MLflow at all (checkpoints are still written).
+        system_metrics: seconds between samples of CPU, memory, GPU, disk and network use for the
+            run's "System metrics" tab (MLflow's monitor; 0: off).
     """
 
     root: str = DEFAULT_ROOT
@@ -57,6 +59,7 @@ class TrackingConfig:
     experiment: str = "mgglass"
     run_name: str | None = None
     enabled: bool = True
+    system_metrics: float = 10.0
 
 
 def resolve_tracking_uri(cfg: TrackingConfig) -> str:
@@ -189,6 +192,7 @@ class MLflowTracker(AfterCheckpoint):
         self.run_id: str | None = None
         self.uri: str | None = None
         self._logged: set[int] = set()
+        self._monitor = None
 
     # -- run lifecycle -------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -226,6 +230,27 @@ class MLflowTracker(AfterCheckpoint):
             self.client.log_text(self.run_id, self.config_yaml, "config.yaml")
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        self._supersede_stale_history(pl_module)
+        self._start_monitor()
+
+    def _start_monitor(self) -> None:
+        if self.client is None or not self.cfg.system_metrics or self._monitor is not None:
+            return
+        import logging
+
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter
+        self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.cfg.system_metrics,
+                                             resume_logging=self.resume, tracking_uri=self.uri)
+        self._monitor.start()
+
+    def _stop_monitor(self) -> None:
+        if self._monitor is not None:
+            self._monitor.finish()
+            self._monitor = None
+
+    def _supersede_stale_history(self, pl_module) -> None:
         # A resume from a checkpoint older than what the run already logged (e.g. a best checkpoint,
         # or a last.ckpt from before this fix): the logged epochs after it belong to a model that no
         # longer exists. MLflow cannot delete metric points, so the continuing model gets a run of its
@@ -246,6 +271,7 @@ class MLflowTracker(AfterCheckpoint):
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         if self.client is not None and self.run_id:
+            self._stop_monitor()
             self._flush(pl_module)
             status = "KILLED" if isinstance(exception, KeyboardInterrupt) else "FAILED"
             self.client.set_terminated(self.run_id, status=status)
@@ -316,6 +342,7 @@ class MLflowTracker(AfterCheckpoint):
         """Log the best/last checkpoints, set ``tags`` and close the run (rank 0; no-op elsewhere)."""
         if self.client is None:
             return
+        self._stop_monitor()
         for key, value in (tags or {}).items():
             self.client.set_tag(self.run_id, key, value)
         for path in checkpoint_paths:
