@@ -57,21 +57,24 @@ def edge_groups(importance: np.ndarray, eligible: np.ndarray, size: int, rng: np
     }
 
 
-def _smooth(counts: np.ndarray, sigma_bins: float) -> np.ndarray:
+SMOOTH_BINS = 1.5  # Gaussian smoothing of the distance histograms, in bins
+
+
+def smooth(counts: np.ndarray, sigma_bins: float = SMOOTH_BINS) -> np.ndarray:
     x = np.arange(-int(4 * sigma_bins) - 1, int(4 * sigma_bins) + 2)
     kernel = np.exp(-0.5 * (x / sigma_bins) ** 2)
     return np.convolve(counts, kernel / kernel.sum(), mode="same")
 
 
-def peaks(centres: np.ndarray, counts: np.ndarray, sigma_bins: float = 1.5, prominence: float = 0.1) -> list[float]:
+def peaks(centres: np.ndarray, counts: np.ndarray, sigma_bins: float = SMOOTH_BINS, prominence: float = 0.1) -> list[float]:
     """Peak positions of a histogram, smoothed with a Gaussian of ``sigma_bins`` bins; a peak must
     stand ``prominence`` × the highest smoothed count above its surroundings."""
     from scipy.signal import find_peaks
 
-    smooth = _smooth(counts.astype(float), sigma_bins)
-    if smooth.max() <= 0:
+    smoothed = smooth(counts.astype(float), sigma_bins)
+    if smoothed.max() <= 0:
         return []
-    found, _ = find_peaks(smooth, prominence=prominence * smooth.max())
+    found, _ = find_peaks(smoothed, prominence=prominence * smoothed.max())
     return [round(float(centres[i]), 2) for i in found]
 
 

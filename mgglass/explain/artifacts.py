@@ -76,12 +76,17 @@ def _pyplot():
 
 
 def plot_distance_profile(path: Path, profile: dict, title: str = "") -> None:
+    """Both distributions as densities, smoothed as for the peak search (raw top histogram shaded)."""
+    from .analysis import SMOOTH_BINS, smooth
+
     plt = _pyplot()
-    c = np.asarray(profile["centres"])
+    c, w = np.asarray(profile["centres"]), profile["bin_width"]
     top, every = np.asarray(profile["top_counts"], float), np.asarray(profile["all_counts"], float)
+    top_d, all_d = top / max(top.sum(), 1) / w, every / max(every.sum(), 1) / w
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    ax.plot(c, every / max(every.sum(), 1) / profile["bin_width"], color="0.6", lw=1, label="all neighbourhood atoms")
-    ax.plot(c, top / max(top.sum(), 1) / profile["bin_width"], color="C3", lw=1.4, label="atoms of the top-ranked edges")
+    ax.bar(c, top_d, width=w, color="C3", alpha=0.2, lw=0)
+    ax.plot(c, smooth(all_d, SMOOTH_BINS), color="0.5", lw=1, label="all neighbourhood atoms")
+    ax.plot(c, smooth(top_d, SMOOTH_BINS), color="C3", lw=1.5, label="atoms of the top-ranked edges")
     for p in profile["peaks_top"]:
         ax.axvline(p, color="C3", ls=":", lw=0.8)
         ax.text(p, ax.get_ylim()[1] * 0.92, f"{p:.1f}", color="C3", fontsize=7, ha="center")
