@@ -240,6 +240,14 @@ def test_explain_bad_inputs_are_one_line_errors(fitted, args, expected, capsys):
     assert rc == 2 and len(lines) == 1 and expected in lines[0], err[-1500:]
 
 
+def test_explain_config_holds_the_papers_settings():
+    from mgglass.explain.__main__ import parser
+
+    root = Path(__file__).resolve().parents[1]
+    args = parser().parse_args(["--config", str(root / "experiments" / "explain.yaml"), "--ckpt_path", "x.ckpt"])
+    assert (args.select, args.n, args.explainer.epochs, args.explainer.lr) == ("centre", 50, 500, 0.01)
+
+
 def test_explain_needs_exactly_one_model_source(fitted, capsys):
     from mgglass.explain.__main__ import main
 

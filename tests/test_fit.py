@@ -297,7 +297,8 @@ def test_every_experiment_config_builds(capsys):
     from mgglass.cli import build
     from mgglass.models import REGISTRY
 
-    names = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml") if p.stem not in ("base", "smoke"))
+    # explain.yaml configures mgglass.explain (tests/test_explain.py), not a fit.
+    names = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml") if p.stem not in ("base", "smoke", "explain"))
     assert set(REGISTRY) <= set(names)
     failures = []
     for n in names:
