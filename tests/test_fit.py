@@ -130,7 +130,7 @@ def test_smoke_run_is_one_complete_mlflow_run(smoke):
     assert 0 < m["sym_reflect_p"] < 1 and m["sym_rot_std_x"] > 0
     # The "System metrics" tab: MLflow's monitor sampled the machine during the fit (smoke: every second).
     cpu = c.get_metric_history(rid, "system/cpu_utilization_percentage")
-    assert len(cpu) >= 2 and all(0 <= h.value <= 100 * os.cpu_count() for h in cpu)
+    assert len(cpu) >= 1 and all(0 <= h.value <= 100 * os.cpu_count() for h in cpu)
     assert "system/system_memory_usage_megabytes" in m
     # last.ckpt is the last epoch, whichever epoch was best.
     ckpt_dir = Path(smoke["root"]) / "checkpoints" / "smoke"
