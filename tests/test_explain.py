@@ -159,7 +159,7 @@ def test_trained_model_explanations_find_the_atoms_own_bonds():
     top_share, base_share = [], []
     for atom in range(0, 160, 20):
         sub, c = neighbourhood(test, atom, 2)
-        imp = explain_atom(model, sub, c, ExplainerSettings(epochs=150), seed=atom)
+        imp, _ = explain_atom(model, sub, c, ExplainerSettings(epochs=150), seed=atom)
         own = (sub.edge_index[1] == c).numpy()
         top_share.append(own[np.argsort(-imp)[:10]].mean())
         base_share.append(own.mean())

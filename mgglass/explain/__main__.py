@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 PROG = "mgglass.explain"
 
 
@@ -107,7 +105,7 @@ def _explain(args) -> int:
     from mgglass.predict import _device, load_task, predict_glass, resolve_run
     from mgglass.tracking import read_run_file
 
-    from .analysis import SELECTIONS, select_atoms
+    from .analysis import SELECTIONS, half_box_of, select_atoms
     from .artifacts import log_child_run, write_all
     from .explainer import ExplainerSettings
     from .run import AnalysisSettings, explain_atoms, summarise
@@ -139,8 +137,7 @@ def _explain(args) -> int:
     bar = tqdm(total=len(atoms), desc=f"{PROG}: explaining", unit="atom", file=sys.stderr, mininterval=1.0)
     explained = explain_atoms(task, data, atoms, settings, analysis, args.seed, progress=lambda *_: bar.update())
     bar.close()
-    half_box = float(np.linalg.svd(data.cell[0].double().numpy(), compute_uv=False).min()) / 2
-    summary = summarise(explained, analysis, half_box)
+    summary = summarise(explained, analysis, half_box_of(data))
     summary = {"checkpoint": str(ckpt), "glass": str(glass_path), "model": type(task.net).__name__,
                "explainer": settings.__dict__, "analysis": analysis.__dict__, **summary}
     title = f"{type(task.net).__name__}, {glass_path.name}, {len(atoms)} atoms"

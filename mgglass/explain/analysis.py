@@ -14,6 +14,11 @@ SELECTIONS = ("centre", "top", "bottom", "random")
 GROUPS = ("top", "middle", "bottom", "random")
 
 
+def half_box_of(data) -> float:
+    """Half the cell's smallest width (Å): below it, minimum-image distances are exact."""
+    return float(torch.linalg.svdvals(data.cell[0].double()).min()) / 2
+
+
 def relative_positions(data, atom: int) -> np.ndarray:
     """[N, 3] minimum-image displacement (Å) of every atom from ``atom``."""
     cell = data.cell[0].double()

@@ -98,8 +98,9 @@ def neighbourhood(data: Data, atom: int, hops: int) -> tuple[Data, int]:
     return sub, int(mapping[0])
 
 
-def explain_atom(model: ExplainableNet, sub: Data, centre: int, settings: ExplainerSettings, seed: int = 0) -> np.ndarray:
-    """Edge importances in [0, 1] for ``sub``'s edges (0 for edges the explainer found unused)."""
+def explain_atom(model: ExplainableNet, sub: Data, centre: int, settings: ExplainerSettings, seed: int = 0) -> tuple[np.ndarray, float]:
+    """(edge importances in [0, 1] for ``sub``'s edges, 0 for edges the explainer found unused; the
+    model's unmasked prediction at ``centre``, normalised units, as the explainer computed it)."""
     from torch_geometric.explain import Explainer, GNNExplainer
 
     explainer = Explainer(
@@ -122,7 +123,7 @@ def explain_atom(model: ExplainableNet, sub: Data, centre: int, settings: Explai
         raise
     finally:
         model._cached = None
-    return explanation.edge_mask.detach().double().numpy()
+    return explanation.edge_mask.detach().double().numpy(), float(explanation.prediction[centre])
 
 
 class ExplainError(Exception):

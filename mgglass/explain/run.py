@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from .analysis import (
     distance_profile,
     edge_groups,
     group_statistics,
+    half_box_of,
     relative_positions,
 )
 from .explainer import ExplainableNet, ExplainerSettings, explain_atom, neighbourhood
@@ -51,7 +52,6 @@ class AtomExplanation:
     prediction: float
     n_cycles: int = 0
     top_outside_ball: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def atom_importance(self) -> np.ndarray:
@@ -70,7 +70,7 @@ def explain_atoms(task, data, atoms: list[int], settings: ExplainerSettings, ana
     hops = receptive_hops(task.net)
     if hops is None:
         raise ValueError(f"{type(task.net).__name__} does not state its message-passing depth (receptive_hops)")
-    half_box = float(torch.linalg.svdvals(data.cell[0].double()).min()) / 2
+    half_box = half_box_of(data)
     if analysis.ph_radius >= 2 * half_box / 3:
         raise ValueError(f"ph_radius {analysis.ph_radius} Å: must be below a third of the box ({2 * half_box / 3:.1f} Å here)")
     model = ExplainableNet(task.net).eval()
@@ -79,10 +79,9 @@ def explain_atoms(task, data, atoms: list[int], settings: ExplainerSettings, ana
     for k, atom in enumerate(atoms):
         t0 = time.perf_counter()
         sub, centre = neighbourhood(data, atom, hops)
-        imp = explain_atom(model, sub, centre, settings, seed=seed + k)
+        imp, pred_norm = explain_atom(model, sub, centre, settings, seed=seed + k)
         seconds = time.perf_counter() - t0
-        with torch.no_grad():
-            pred = float(task.to_ev(model(None, sub.edge_index, _batch(sub))[centre]))
+        pred = float(task.to_ev(torch.tensor(pred_norm)))
         rel_all = relative_positions(data, atom)
         rel = rel_all[sub.node_id.numpy()]
         cycles, n_cycles, consistent = _cycles_per_edge(sub, rel_all, analysis.ph_radius)
@@ -94,12 +93,6 @@ def explain_atoms(task, data, atoms: list[int], settings: ExplainerSettings, ana
         if progress is not None:
             progress(k, atom, seconds)
     return out
-
-
-def _batch(sub):
-    from torch_geometric.data import Batch
-
-    return Batch.from_data_list([sub])
 
 
 def _cycles_per_edge(sub, rel_all: np.ndarray, radius: float) -> tuple[np.ndarray, int, np.ndarray]:
