@@ -84,10 +84,9 @@ def _atoms(args, n_atoms: int) -> list[int] | None:
     return list(dict.fromkeys(atoms))
 
 
-def _glass(args, hp: dict):
+def _glass(args, hp: dict, species: list[str]):
     from mgglass.data import GlassDataModule, glass_to_data, load_graph, read_glass
 
-    species = list(hp.get("species") or ("Cu", "Zr"))
     cutoff, self_loops = float(hp.get("cutoff", 5.0)), bool(hp.get("self_loops", False))
     if args.glass:
         path = Path(args.glass)
@@ -122,7 +121,7 @@ def _explain(args) -> int:
         raise _Fail(f"ckpt_path: {ckpt}: no such checkpoint")
     task, hp = load_task(ckpt, _device(args.device))
     species = list(hp.get("species") or ("Cu", "Zr"))
-    glass_path, data = _glass(args, hp)
+    glass_path, data = _glass(args, hp, species)
     data = data.to(task.device) if task.device.type != "cpu" else data
     atoms = _atoms(args, data.num_nodes)
     if atoms is None:
