@@ -74,15 +74,17 @@ def count_parameters(params: dict[str, str]) -> int | None:
 
 def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[dict]:
     """One record per finished, tested fit (not sweep parents or trials)."""
+    from mgglass.tracking import stored_metric, ui_name
+
     runs = client.search_runs(experiment_ids, filter_string=filter_string, max_results=5000)
     out = []
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
-        if run.info.status != "FINISHED" or "test_r" not in metrics:
+        if run.info.status != "FINISHED" or stored_metric(metrics, "test_r") is None:
             continue
         if tags.get("mgglass_role") == "sweep" or "optuna_trial" in tags:
             continue
-        val = [m.value for m in client.get_metric_history(run.info.run_id, "val_r")]
+        val = [m.value for name in (ui_name("val_r"), "val_r") for m in client.get_metric_history(run.info.run_id, name)]
         out.append({
             "run_id": run.info.run_id,
             "group": group_name(run.info.run_name),
@@ -92,9 +94,9 @@ def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[
             "commit": tags.get("git_commit", "unknown")[:7],
             "val_r": max(val) if val else float("nan"),
             "epochs": len(val),
-            "test_r": metrics.get("test_r"),
-            "test_r2": metrics.get("test_r2"),
-            "test_mae": metrics.get("test_mae"),
+            "test_r": stored_metric(metrics, "test_r"),
+            "test_r2": stored_metric(metrics, "test_r2"),
+            "test_mae": stored_metric(metrics, "test_mae"),
             "minutes": (run.info.end_time - run.info.start_time) / 60000 if run.info.end_time else float("nan"),
             "params": count_parameters(run.data.params),
         })

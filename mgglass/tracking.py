@@ -31,6 +31,23 @@ from lightning.pytorch.callbacks import Checkpoint
 RUN_FILE = "mlflow_run.json"
 DEFAULT_ROOT = "mlruns"
 
+# MLflow's UI groups a run's charts by the part of a metric's name before the first "/", so the
+# task's names (val_r, train_loss, sym_reflect_p, ...) are stored as val/r, train/loss, sym/reflect_p;
+# lr and the epoch time go with train. The CLI, monitors and checkpoints keep the task's names.
+UI_GROUPS = ("train", "val", "test", "sym")
+UI_RENAMES = {"lr": "train/lr", "epoch_time_s": "train/epoch_time_s"}
+
+
+def ui_name(key: str) -> str:
+    """The MLflow name of the task's metric ``key``: ``val_r`` → ``val/r``."""
+    head, sep, rest = key.partition("_")
+    return UI_RENAMES.get(key) or (f"{head}/{rest}" if sep and head in UI_GROUPS else key)
+
+
+def stored_metric(metrics: dict, key: str, default=None):
+    """A run's metric by the task's name, from runs logged before (``val_r``) or after (``val/r``) the rename."""
+    return metrics.get(ui_name(key), metrics.get(key, default))
+
 
 class AfterCheckpoint(Checkpoint):
     """Base of callbacks that report an epoch once it is checkpointed. Lightning calls the
@@ -206,8 +223,8 @@ class MLflowTracker(AfterCheckpoint):
             run = self.client.get_run(self.run_id)
             if run.info.status != "RUNNING":
                 self.client.update_run(self.run_id, status="RUNNING")
-            for m in self.client.get_metric_history(self.run_id, "train_loss"):
-                self._logged.add(int(m.step))
+            for name in (ui_name("train_loss"), "train_loss"):  # also runs logged before the rename
+                self._logged.update(int(m.step) for m in self.client.get_metric_history(self.run_id, name))
             self.client.set_tag(self.run_id, "resumed", str(int(run.data.tags.get("resumed", "0")) + 1))
             return
         self._create_run()
@@ -288,7 +305,7 @@ class MLflowTracker(AfterCheckpoint):
             if epoch in self._logged:
                 continue
             ts = int(time.time() * 1000)
-            metrics = [Metric(k, float(v), ts, epoch) for k, v in history[epoch].items() if np.isfinite(v)]
+            metrics = [Metric(ui_name(k), float(v), ts, epoch) for k, v in history[epoch].items() if np.isfinite(v)]
             self.client.log_batch(self.run_id, metrics=metrics)
             self._logged.add(epoch)
 
@@ -313,7 +330,7 @@ class MLflowTracker(AfterCheckpoint):
         ts = int(time.time() * 1000)
         step = int(max(pl_module.history, default=0))
         test = pl_module.last_metrics.get("test", {})
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in test.items()])
+        self.client.log_batch(self.run_id, metrics=[Metric(ui_name(k), float(v), ts, step) for k, v in test.items()])
         # The run's description in the UI: what was trained on what, and what it reached.
         val_r = pl_module.history.get(step, {}).get("val_r", float("nan"))
         self.client.set_tag(self.run_id, "mlflow.note.content", (

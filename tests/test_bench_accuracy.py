@@ -8,6 +8,7 @@ import pytest
 from test_fit import SMOKE, client_for, only_run, run_cli, smoke_fit
 
 from mgglass.bench.accuracy import selected_curve, summary
+from mgglass.tracking import ui_name
 
 
 def test_selected_model_is_the_best_validation_epoch_so_far():
@@ -45,12 +46,12 @@ def test_benchmark_is_the_plain_fit_plus_a_curve(tmp_path_factory):
     # The same training as the plain fit: identical validation curve and final test metrics.
     c, run = only_run(base)
     _, ref = only_run(plain["root"])
-    got = [m.value for m in sorted(c.get_metric_history(run.info.run_id, "val_r"), key=lambda m: m.step)]
-    want = [m.value for m in sorted(client_for(plain["root"]).get_metric_history(ref.info.run_id, "val_r"),
+    got = [m.value for m in sorted(c.get_metric_history(run.info.run_id, ui_name("val_r")), key=lambda m: m.step)]
+    want = [m.value for m in sorted(client_for(plain["root"]).get_metric_history(ref.info.run_id, ui_name("val_r")),
                                     key=lambda m: m.step)]
     assert got == pytest.approx(want, rel=1e-6)
     assert [r["val_r"] for r in rows] == pytest.approx(want, rel=1e-6)
-    assert run.data.metrics["test_r"] == pytest.approx(ref.data.metrics["test_r"], rel=1e-6)
+    assert run.data.metrics[ui_name("test_r")] == pytest.approx(ref.data.metrics[ui_name("test_r")], rel=1e-6)
     # The curve's test r at the selected epoch is what the fit's final test reports.
-    assert rows[-1]["selected_test_r"] == pytest.approx(run.data.metrics["test_r"], rel=1e-4)
+    assert rows[-1]["selected_test_r"] == pytest.approx(run.data.metrics[ui_name("test_r")], rel=1e-4)
     assert "bench/accuracy.png" in [f.path for f in c.list_artifacts(run.info.run_id, "bench")]

@@ -8,6 +8,7 @@ from torch_geometric.data import Batch
 
 from mgglass.calibration import batch_norms, recalibrate
 from mgglass.models.symgnn import SymGNN
+from mgglass.tracking import ui_name
 
 
 def _graphs(synthetic_batch):
@@ -99,8 +100,8 @@ def test_fit_logs_the_running_average_metrics_it_replaces(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     c, run = only_run(tmp_path)
     for key in ("val_r_ema", "val_mae_ema"):
-        hist = c.get_metric_history(run.info.run_id, key)
+        hist = c.get_metric_history(run.info.run_id, ui_name(key))
         assert sorted(h.step for h in hist) == [0, 1, 2], key
-    ema = {h.step: h.value for h in c.get_metric_history(run.info.run_id, "val_mae_ema")}
-    now = {h.step: h.value for h in client_for(tmp_path).get_metric_history(run.info.run_id, "val_mae")}
+    ema = {h.step: h.value for h in c.get_metric_history(run.info.run_id, ui_name("val_mae_ema"))}
+    now = {h.step: h.value for h in client_for(tmp_path).get_metric_history(run.info.run_id, ui_name("val_mae"))}
     assert all(ema[e] > 0 and ema[e] != now[e] for e in range(3))

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from test_fit import EPOCHS, artifact_paths, metrics_of, only_run, smoke_fit
 
+from mgglass.tracking import ui_name
+
 DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
 
 
@@ -26,8 +28,8 @@ def test_ddp_fit_logs_one_run_from_rank_zero(ddp):
     rid = run.info.run_id
     assert run.data.params["trainer.strategy"] == "ddp" and run.data.params["trainer.devices"] == "2"
     for key in ("train_loss", "val_loss", "val_r", "lr"):
-        assert [m.step for m in c.get_metric_history(rid, key)] == list(range(EPOCHS)), key
-    assert len(c.get_metric_history(rid, "test_r")) == 1
+        assert [m.step for m in c.get_metric_history(rid, ui_name(key))] == list(range(EPOCHS)), key
+    assert len(c.get_metric_history(rid, ui_name("test_r"))) == 1
     arts = artifact_paths(c, rid)
     assert arts.count("config.yaml") == 1 and "test/predictions.csv" in arts
     # Plain per-epoch lines come from rank 0 only.
@@ -67,7 +69,7 @@ def test_ddp_training_matches_one_process_with_the_same_glasses_per_step(ddp, tm
     c2, r2 = only_run(one["root"])
 
     def curve(c, r, key):
-        return [m.value for m in sorted(c.get_metric_history(r.info.run_id, key), key=lambda m: m.step)]
+        return [m.value for m in sorted(c.get_metric_history(r.info.run_id, ui_name(key)), key=lambda m: m.step)]
 
     # Per-rank batch statistics and transforms make the two trajectories drift apart step by step
     # (epoch-0 training losses already differ by ~10%), so compare where they end up: the training

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mgglass.tracking import ui_name
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = "experiments/smoke.yaml"
 EPOCHS = 6  # experiments/smoke.yaml: trainer.max_epochs
@@ -78,7 +80,8 @@ def artifact_paths(c, run_id: str, path: str | None = None) -> list[str]:
 
 def metrics_of(root, prefixes=("val_", "test_")) -> dict[str, float]:
     _, run = only_run(root)
-    return {k: v for k, v in run.data.metrics.items() if k.startswith(prefixes)}
+    task = {k.replace("/", "_", 1): v for k, v in run.data.metrics.items()}  # MLflow's val/r is the task's val_r
+    return {k: v for k, v in task.items() if k.startswith(prefixes)}
 
 
 @pytest.fixture(scope="module")
@@ -105,18 +108,18 @@ def test_smoke_run_is_one_complete_mlflow_run(smoke):
     assert len(tags["data_hash"]) == 64 and len(tags["git_commit"]) in (40, 7) or tags["git_commit"] == "unknown"
     assert tags["data_files"].startswith("synthetic: train train0.xyz,")
     # A description for the UI's run page, and an experiment the UI opens as model training.
-    assert tags["mlflow.note.content"].startswith("SymGNN (seed 0) on synthetic") and f"test r {run.data.metrics['test_r']:.3f}" in tags["mlflow.note.content"]
+    assert tags["mlflow.note.content"].startswith("SymGNN (seed 0) on synthetic") and f"test r {run.data.metrics[ui_name('test_r')]:.3f}" in tags["mlflow.note.content"]
     assert c.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     # Per-epoch train/val metrics, keyed by step = epoch, each epoch exactly once.
     for key in ("train_loss", "train_r", "val_loss", "val_r", "val_r2", "val_mae", "val_rmse", "val_spearman", "lr"):
-        steps = [m.step for m in c.get_metric_history(rid, key)]
+        steps = [m.step for m in c.get_metric_history(rid, ui_name(key))]
         assert steps == list(range(EPOCHS)), (key, steps)
     # Final test metrics, once.
     for key in ("test_loss", "test_r", "test_r2", "test_mae", "test_rmse", "test_spearman"):
-        hist = c.get_metric_history(rid, key)
+        hist = c.get_metric_history(rid, ui_name(key))
         assert len(hist) == 1 and np.isfinite(hist[0].value), key
     m = run.data.metrics
-    assert -1 <= m["test_r"] <= 1 and m["test_mae"] > 0 and m["test_rmse"] >= m["test_mae"]
+    assert -1 <= m[ui_name("test_r")] <= 1 and m[ui_name("test_mae")] > 0 and m[ui_name("test_rmse")] >= m[ui_name("test_mae")]
     # Artifacts: config, best and last checkpoints, parity plot, predictions.
     arts = artifact_paths(c, rid)
     assert "config.yaml" in arts
@@ -125,9 +128,9 @@ def test_smoke_run_is_one_complete_mlflow_run(smoke):
     assert "symmetry/symmetry_angles.png" in arts
     # The learned distribution over O(3), per epoch.
     for key in ("sym_rot_mean_x", "sym_rot_std_z", "sym_reflect_p", "sym_angle_mean"):
-        steps = [m.step for m in c.get_metric_history(rid, key)]
+        steps = [m.step for m in c.get_metric_history(rid, ui_name(key))]
         assert steps == list(range(EPOCHS)), (key, steps)
-    assert 0 < m["sym_reflect_p"] < 1 and m["sym_rot_std_x"] > 0
+    assert 0 < m[ui_name("sym_reflect_p")] < 1 and m[ui_name("sym_rot_std_x")] > 0
     # The "System metrics" tab: MLflow's monitor sampled the machine during the fit (smoke: every second).
     cpu = c.get_metric_history(rid, "system/cpu_utilization_percentage")
     assert len(cpu) >= 1 and all(0 <= h.value <= 100 * os.cpu_count() for h in cpu)
@@ -150,8 +153,8 @@ def test_predictions_artifacts_match_test_metrics(smoke):
     y, p = rows["eb_ev"].astype(float), rows["eb_pred_ev"].astype(float)
     assert len(y) == 2 * 64  # two synthetic test glasses of 64 atoms
     m = run.data.metrics
-    assert np.corrcoef(y, p)[0, 1] == pytest.approx(m["test_r"], abs=2e-3)
-    assert np.mean(np.abs(p - y)) == pytest.approx(m["test_mae"], rel=2e-3)
+    assert np.corrcoef(y, p)[0, 1] == pytest.approx(m[ui_name("test_r")], abs=2e-3)
+    assert np.mean(np.abs(p - y)) == pytest.approx(m[ui_name("test_mae")], rel=2e-3)
     frames = read(local / "predictions.extxyz", index=":")
     assert len(frames) == 2
     pred = np.concatenate([f.arrays["eb_pred"] for f in frames])
@@ -223,11 +226,11 @@ def test_validate_and_test_entry_points_on_best_checkpoint(smoke, capsys, monkey
     # validation used: evaluating it again gives the logged numbers, without recalibrating.
     c = client_for(smoke["root"])
     rid = only_run(smoke["root"])[1].info.run_id
-    hist = c.get_metric_history(rid, "val_r")
+    hist = c.get_metric_history(rid, ui_name("val_r"))
     best_epoch = max(hist, key=lambda h: h.value).step
     assert best.endswith(f"best-epoch={best_epoch:03d}.ckpt")
     assert got["val_r"] == pytest.approx(max(h.value for h in hist), rel=1e-5)
-    mae = {h.step: h.value for h in c.get_metric_history(rid, "val_mae")}
+    mae = {h.step: h.value for h in c.get_metric_history(rid, ui_name("val_mae"))}
     assert got["val_mae"] == pytest.approx(mae[best_epoch], rel=1e-5)
     assert evaluate_main("test", ["--ckpt_path", str(ckpt / "missing.ckpt")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err

@@ -72,9 +72,11 @@ def test_mlflow_ui_serves_smoke_run(tmp_path_factory):
         rid = run["info"]["run_id"]
         assert run["info"]["status"] == "FINISHED"
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-        assert {"test_r", "test_mae", "val_r", "train_loss"} <= metrics.keys()
-        assert -1 <= metrics["test_r"] <= 1 and metrics["test_mae"] > 0
-        hist = _get(base, "/api/2.0/mlflow/metrics/get-history", run_id=rid, metric_key="val_loss")["metrics"]
+        # Names the UI groups into train / val / test / sym chart sections.
+        assert {"test/r", "test/mae", "val/r", "train/loss", "train/lr", "sym/reflect_p"} <= metrics.keys()
+        assert not any(k.startswith(("test_", "val_", "train_")) for k in metrics)
+        assert -1 <= metrics["test/r"] <= 1 and metrics["test/mae"] > 0
+        hist = _get(base, "/api/2.0/mlflow/metrics/get-history", run_id=rid, metric_key="val/loss")["metrics"]
         assert sorted(int(m["step"]) for m in hist) == list(range(EPOCHS))
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
         assert tags["model"] == "SymGNN" and len(tags["data_hash"]) == 64

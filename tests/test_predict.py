@@ -13,6 +13,8 @@ import pytest
 import torch
 from test_fit import only_run, run_cli, smoke_fit
 
+from mgglass.tracking import ui_name
+
 
 @pytest.fixture(scope="module")
 def small_task():
@@ -94,8 +96,8 @@ def test_predict_writes_extxyz_csv_and_metrics_of_labelled_glasses(smoke, tmp_pa
     assert float(rows[0]["eb_pred_ev"]) == pytest.approx(frames[0].arrays["eb_pred"][0], abs=1e-5)
     # The same checkpoint on the same glasses: the fit's logged test metrics.
     _, run = only_run(smoke["root"])
-    assert summary["pooled_r"] == pytest.approx(run.data.metrics["test_r"], abs=1e-4)
-    assert summary["pooled_mae"] == pytest.approx(run.data.metrics["test_mae"], abs=1e-4)
+    assert summary["pooled_r"] == pytest.approx(run.data.metrics[ui_name("test_r")], abs=1e-4)
+    assert summary["pooled_mae"] == pytest.approx(run.data.metrics[ui_name("test_mae")], abs=1e-4)
     assert set(summary["per_glass"]) == {"test0.xyz", "test1.xyz"}
     assert 0 <= summary["uncertainty"]["top10_overlap"] <= 1
 

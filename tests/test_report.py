@@ -11,12 +11,37 @@ import numpy as np
 import pytest
 from test_fit import only_run, run_cli, smoke_fit
 
+from mgglass.tracking import ui_name
+
 
 def test_group_name_drops_the_seed_suffix():
     from mgglass.report import group_name
 
     assert group_name("symgnn-s2") == group_name("symgnn_seed11") == "symgnn"
     assert group_name("symgnn-d0") == "symgnn-d0"
+
+
+def test_metric_names_group_in_the_ui_and_old_runs_still_count(tmp_path):
+    """MLflow groups charts by the prefix before "/": val_r is stored as val/r. Runs logged before
+    that rename (val_r, test_r) are still read by the report."""
+    from mlflow.tracking import MlflowClient
+
+    from mgglass.report import collect
+
+    assert [ui_name(k) for k in ("val_r", "train_loss", "test_mae", "sym_rot_std_x", "lr", "epoch_time_s", "val_r_ema")] == [
+        "val/r", "train/loss", "test/mae", "sym/rot_std_x", "train/lr", "train/epoch_time_s", "val/r_ema"]
+    assert ui_name("best_val_r") == "best_val_r" and ui_name("system/cpu_utilization_percentage") == "system/cpu_utilization_percentage"
+    c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    exp = c.create_experiment("e", artifact_location=str(tmp_path / "a"))
+    for names, test_r in ((("val_r", "test_r", "test_r2", "test_mae"), 0.7), (("val/r", "test/r", "test/r2", "test/mae"), 0.8)):
+        rid = c.create_run(exp, run_name="m-s0", tags={"model": "M", "seed": "0"}).info.run_id
+        for step, v in enumerate((0.3, 0.5, 0.4)):
+            c.log_metric(rid, names[0], v, step=step)
+        for name, v in zip(names[1:], (test_r, 0.4, 0.2)):
+            c.log_metric(rid, name, v)
+        c.set_terminated(rid)
+    recs = sorted(collect(c, [exp]), key=lambda r: r["test_r"])
+    assert [(r["test_r"], r["val_r"], r["epochs"], r["test_mae"]) for r in recs] == [(0.7, 0.5, 3, 0.2), (0.8, 0.5, 3, 0.2)]
 
 
 def test_rows_average_over_seeds():
@@ -48,7 +73,7 @@ def test_report_reads_the_smoke_fit(tmp_path_factory, tmp_path):
     _, run = only_run(r["root"])
     text = out.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| SymGNN | smoke (smoke.yaml) |"))
-    assert f"**{run.data.metrics['test_r']:.3f}**" in row and "0.7859" in row
+    assert f"**{run.data.metrics[ui_name('test_r')]:.3f}**" in row and "0.7859" in row
     assert "Physical baselines" not in text  # no released data in --data_dir
 
 

@@ -14,6 +14,8 @@ import pytest
 import torch
 from test_fit import ROOT, SMOKE, fit_env, only_run
 
+from mgglass.tracking import ui_name
+
 EPOCHS = 8
 
 
@@ -62,12 +64,12 @@ def test_kill_after_the_best_epoch_resumes_from_the_last_epoch(tmp_path):
     assert torch.load(ckpt_dir / "last.ckpt", weights_only=False, map_location="cpu")["epoch"] == epochs - 1
     c, run = only_run(tmp_path)
     assert run.info.status == "FINISHED"
-    steps = sorted(m.step for m in c.get_metric_history(run.info.run_id, "train_loss"))
+    steps = sorted(m.step for m in c.get_metric_history(run.info.run_id, ui_name("train_loss")))
     assert steps == list(range(epochs))
 
     # Resuming from the older best checkpoint: the epochs logged after it belong to a model that is
     # gone, so the continuing model gets its own run whose history is its own, each epoch once.
-    old_loss = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "train_loss")}
+    old_loss = {m.step: m.value for m in c.get_metric_history(run.info.run_id, ui_name("train_loss"))}
     more = [a for a in args if not a.startswith("--trainer.max_epochs")] + ["--trainer.max_epochs=3"]
     third = subprocess.run([*more, "--ckpt_path", str(ckpt_dir / "best-epoch=000.ckpt")], cwd=ROOT,
                            env=fit_env(tmp_path), capture_output=True, text=True, timeout=300, check=False)
@@ -79,10 +81,10 @@ def test_kill_after_the_best_epoch_resumes_from_the_last_epoch(tmp_path):
     new = next(r for r in runs.values() if r.info.run_id != run.info.run_id)
     assert old.info.status == "KILLED" and old.data.tags["superseded_by"] == new.info.run_id
     assert new.data.tags["resumed_from_run"] == run.info.run_id and new.info.status == "FINISHED"
-    hist = sorted((m.step, m.value) for m in c.get_metric_history(new.info.run_id, "train_loss"))
+    hist = sorted((m.step, m.value) for m in c.get_metric_history(new.info.run_id, ui_name("train_loss")))
     assert [s for s, _ in hist] == [0, 1, 2]
     assert hist[0][1] == pytest.approx(old_loss[0])  # epoch 0 is the checkpoint's own history
-    assert len(c.get_metric_history(new.info.run_id, "test_r")) == 1
+    assert len(c.get_metric_history(new.info.run_id, ui_name("test_r"))) == 1
 
 
 def test_sigkill_then_resume_continues_the_same_run(tmp_path):
@@ -108,9 +110,9 @@ def test_sigkill_then_resume_continues_the_same_run(tmp_path):
     assert run.info.run_id == run_id and run.info.status == "FINISHED"
     assert run.data.tags["resumed"] == "1"
     for key in ("train_loss", "val_loss", "val_r", "val_mae", "lr", "epoch_time_s"):
-        steps = sorted(m.step for m in c.get_metric_history(run_id, key))
+        steps = sorted(m.step for m in c.get_metric_history(run_id, ui_name(key)))
         assert steps == list(range(EPOCHS)), (key, steps)  # none lost, none duplicated
-    assert len(c.get_metric_history(run_id, "test_r")) == 1
+    assert len(c.get_metric_history(run_id, ui_name("test_r"))) == 1
 
 
 def test_resumed_tracker_backfills_checkpointed_epochs_once(tmp_path):
@@ -133,6 +135,6 @@ def test_resumed_tracker_backfills_checkpointed_epochs_once(tmp_path):
     again._flush(SimpleNamespace(history=history))
     again._flush(SimpleNamespace(history=history))  # idempotent
     for key in ("train_loss", "val_loss"):
-        hist = sorted((m.step, m.value) for m in again.client.get_metric_history(again.run_id, key))
+        hist = sorted((m.step, m.value) for m in again.client.get_metric_history(again.run_id, ui_name(key)))
         assert [s for s, _ in hist] == [0, 1, 2, 3]
         assert [v for _, v in hist] == [history[e][key] for e in range(4)]

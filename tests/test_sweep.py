@@ -17,6 +17,8 @@ import pytest
 import yaml
 from test_fit import ROOT, artifact_paths, client_for, fit_env, run_cli
 
+from mgglass.tracking import ui_name
+
 SMOKE_SWEEP = "sweeps/smoke.yaml"
 
 
@@ -181,16 +183,16 @@ def test_trial_runs_nest_under_one_parent_with_the_studys_values(smoke_sweep):
     for t in study.trials:
         run = children[str(t.number)]
         assert run.data.tags["optuna_state"] == t.state.name and run.info.run_id == t.user_attrs["mlflow_run_id"]
-        val_r = [m.value for m in c.get_metric_history(run.info.run_id, "val_r")]
+        val_r = [m.value for m in c.get_metric_history(run.info.run_id, ui_name("val_r"))]
         assert len(val_r) == len(t.intermediate_values)
         assert [t.intermediate_values[i] for i in range(len(val_r))] == pytest.approx(val_r)
         if t.state.name == "COMPLETE":
             # The score is the validation-selected epoch's val_r, the checkpoint the fit keeps.
-            assert t.value == pytest.approx(max(val_r)) and "test_r" in run.data.metrics
+            assert t.value == pytest.approx(max(val_r)) and ui_name("test_r") in run.data.metrics
         # The trial's values reached the fit as overrides.
         assert float(run.data.params["model.optimizer.init_args.lr"]) == pytest.approx(t.params["model.optimizer.init_args.lr"])
     best = study.best_trial
-    assert parent.data.metrics["best_val_r"] == pytest.approx(best.value)
+    assert parent.data.metrics[ui_name("best_val_r")] == pytest.approx(best.value)
     assert parent.data.tags["best_trial"] == str(best.number)
     assert json.loads(parent.data.params["best.model.net.init_args.hidden"]) == best.params["model.net.init_args.hidden"]
     arts = artifact_paths(c, parent.info.run_id)
@@ -233,8 +235,8 @@ def test_ddp_trial_is_pruned_on_every_rank(tmp_path):
     c, runs = runs_of(root)
     (child,) = [r for r in runs if r.data.tags.get("optuna_trial") == "0"]
     assert child.data.params["trainer.devices"] == "2" and child.data.params["trainer.strategy"] == "ddp"
-    assert child.data.tags["optuna_state"] == "PRUNED" and "test_r" not in child.data.metrics
-    assert [m.step for m in c.get_metric_history(child.info.run_id, "val_r")] == [0, 1]
+    assert child.data.tags["optuna_state"] == "PRUNED" and ui_name("test_r") not in child.data.metrics
+    assert [m.step for m in c.get_metric_history(child.info.run_id, ui_name("val_r"))] == [0, 1]
 
 
 # -- kill -9 and continue --------------------------------------------------------------------------
