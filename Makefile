@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export MGGLASS_DATA_DIR ?= $(if $(wildcard ../shared/data/cuzr/train0.pickle),$(abspath ../shared/data/cuzr),)
 PIP := $(PY) -m pip
 
-.PHONY: help install test test-slow lint clean bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce
+.PHONY: help install test test-slow lint clean bench bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,10 @@ test-slow:  ## run only the slow tests
 
 lint:  ## ruff over the project
 	$(VENV)/bin/ruff check .
+
+CKPT ?= $(firstword $(wildcard mlruns/checkpoints/symgnn-s0/best-*.ckpt))
+bench:  ## every benchmark on this machine into docs/performance.md (CKPT=... a SymGNN checkpoint; ARGS=--sizes 1,8,64,125 adds 1M atoms)
+	$(PY) -m mgglass.bench all --ckpt_path $(CKPT) $(ARGS)
 
 bench-graph:  ## time radius_graph_pbc against ase (and vesin if installed)
 	$(PY) -m mgglass.bench graph

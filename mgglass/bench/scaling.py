@@ -1,0 +1,149 @@
+"""python -m mgglass.bench scaling: prediction time and peak memory against glass size.
+
+    python -m mgglass.bench scaling --ckpt_path CKPT [--sizes 1,8,64,125] [--chunk_atoms 200000] [--png out.png]
+
+Each size is the 8000-atom train0 glass replicated n×n×n times (``--sizes`` lists n³: 1 → 8k,
+8 → 64k, 64 → 512k, 125 → 1M atoms) plus test0 (3k), predicted in a fresh subprocess so its peak
+resident memory is its own. Reported per size: the periodic radius graph's time, the model's time
+(glasses above ``--chunk_atoms`` are predicted in spatial chunks with their k-hop halo, as
+``mgglass.predict`` does) and the process's peak RSS. The slopes of log(time) and log(memory)
+against log(atoms) say whether it scales linearly (slope 1). One JSON line per size, then the fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mgglass.bench import DEFAULT_DATA
+
+
+def worker(ckpt: str, source: str, reps: int, chunk_atoms: int, threads: int) -> dict:
+    import torch
+
+    from mgglass.data import Glass, glass_to_data, read_glass
+    from mgglass.predict import load_task, predict_glass
+    from mgglass.runtime import keep_freed_memory
+
+    keep_freed_memory()
+    torch.set_num_threads(threads)
+    task, hp = load_task(Path(ckpt), "cpu")
+    species, cutoff = list(hp.get("species") or ("Cu", "Zr")), float(hp.get("cutoff", 5.0))
+    name, _, n = source.partition("x")
+    glass = read_glass(DEFAULT_DATA / f"{name}.pickle", species=species, labels_optional=True)
+    if n and int(n) > 1:
+        side = round(int(n) ** (1 / 3))
+        glass = Glass.from_atoms(glass.to_atoms().repeat((side, side, side)), labels_optional=True)
+    t = time.perf_counter()
+    data = glass_to_data(glass, cutoff, species)
+    graph_s = time.perf_counter() - t
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        pred = predict_glass(task, data, chunk_atoms=chunk_atoms)
+        times.append(time.perf_counter() - t)
+    return {"glass": source, "atoms": data.num_nodes, "edges": int(data.edge_index.shape[1]), "threads": threads,
+            "chunk_atoms": chunk_atoms if data.num_nodes > chunk_atoms else None, "graph_s": graph_s,
+            "predict_s": min(times), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "pred_mean_ev": float(np.mean(pred))}
+
+
+def slope(x, y) -> float:
+    """Least-squares slope of log y against log x."""
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
+def plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = np.array([r["atoms"] for r in rows], float)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8), dpi=120)
+    for key, label in (("predict_s", "model"), ("graph_s", "radius graph"), ("total_s", "graph + model")):
+        y = np.array([r[key] for r in rows])
+        a.loglog(n, y, "o-", label=f"{label} (slope {slope(n, y):.2f})")
+    a.loglog(n, rows[0]["total_s"] * n / n[0], "k:", lw=0.8, label="linear")
+    for ax in (a, b):
+        ax.set_xticks(n, [f"{x / 1000:g}k" for x in n], minor=False)
+        ax.set_xticks([], minor=True)
+    a.set_xlabel("atoms")
+    a.set_ylabel("seconds")
+    a.legend(fontsize=8)
+    mem = np.array([r["peak_mb"] for r in rows]) / 1024
+    b.loglog(n, mem, "o-", label=f"peak RSS (slope {slope(n, mem):.2f})")
+    b.set_xlabel("atoms")
+    b.set_ylabel("GiB")
+    b.legend(fontsize=8)
+    fig.suptitle("SymGNN prediction on CPU", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run(ckpt: str, sizes: list[int], reps: int, chunk_atoms: int, threads: int, timeout: float) -> list[dict]:
+    rows = []
+    for source in ["test0"] + [f"train0x{n}" for n in sizes]:
+        cmd = [sys.executable, "-m", "mgglass.bench", "scaling", "--worker", source, "--ckpt_path", ckpt,
+               "--reps", str(reps), "--chunk_atoms", str(chunk_atoms), "--threads", str(threads)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        except subprocess.TimeoutExpired:
+            print(json.dumps({"glass": source, "error": f"timed out after {timeout:.0f} s"}), flush=True)
+            break
+        if res.returncode != 0:
+            reason = (res.stderr.strip().splitlines() or ["?"])[-1]
+            print(json.dumps({"glass": source, "error": reason}), flush=True)
+            break
+        row = json.loads(res.stdout.strip().splitlines()[-1])
+        row["total_s"] = row["graph_s"] + row["predict_s"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mgglass.bench scaling", description=__doc__.split("\n\n")[2])
+    p.add_argument("--ckpt_path", required=True)
+    p.add_argument("--sizes", default="1,8,64,125", help="replication counts n³ of train0 (1 = the 8000-atom glass)")
+    p.add_argument("--reps", type=int, default=1, help="best of this many predictions per size")
+    p.add_argument("--chunk_atoms", type=int, default=200_000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--png", default=None, help="write the log-log plot here")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.ckpt_path, args.worker, args.reps, args.chunk_atoms, args.threads)))
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",")]
+    bad = [s for s in sizes if round(s ** (1 / 3)) ** 3 != s]
+    if bad:
+        print(f"mgglass.bench scaling: --sizes must be cubes (1, 8, 27, 64, 125, ...), got {bad}", file=sys.stderr)
+        return 2
+    rows = run(args.ckpt_path, sizes, args.reps, args.chunk_atoms, args.threads, args.timeout)
+    if len(rows) < 2:
+        return 1
+    n = [r["atoms"] for r in rows]
+    fit = {"slope_total_s": slope(n, [r["total_s"] for r in rows]), "slope_predict_s": slope(n, [r["predict_s"] for r in rows]),
+           "slope_peak_mb": slope(n, [r["peak_mb"] for r in rows]), "largest_atoms": max(n),
+           "us_per_atom_largest": 1e6 * rows[-1]["total_s"] / rows[-1]["atoms"]}
+    if args.png:
+        plot(Path(args.png), rows)
+        fit["png"] = args.png
+    print(json.dumps(fit), flush=True)
+    return 0 if len(rows) == len(sizes) + 1 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""make bench: the page it writes carries the numbers the benchmarks printed, names the machine, and
+the scaling fit reads a log-log slope (1 = linear)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def test_slope_is_the_log_log_exponent():
+    from mgglass.bench.scaling import slope
+
+    n = np.array([3e3, 8e3, 64e3, 512e3])
+    assert slope(n, 2e-4 * n) == pytest.approx(1.0)
+    assert slope(n, 1e-9 * n**2) == pytest.approx(2.0)
+
+
+def test_scaling_rejects_sizes_that_are_not_cubes(capsys):
+    from mgglass.bench.scaling import main
+
+    assert main(["--ckpt_path", "x.ckpt", "--sizes", "1,10"]) == 2
+    assert "must be cubes" in capsys.readouterr().err
+
+
+def test_page_holds_the_measured_numbers():
+    from mgglass.bench.suite import models_table, render
+
+    models = ("data x, torch threads 2\nmodel        device  atoms    edges    params  fwd+bwd s   peak MB     Δ MB\n"
+              "symgnn       cpu      8000   259838   102,796      1.850      2100      900\n"
+              "faenet       cpu     failed: out of memory\n")
+    table = models_table(models)
+    assert table[2] == "| symgnn | cpu | 8000 | 259838 | 102,796 | 1.85 | 11.1 | 2100 |"
+    assert table[3].startswith("| faenet | cpu | failed: out of memory")
+    rows = [{"glass": "test0", "atoms": 3000, "edges": 97530, "graph_s": 0.1, "predict_s": 0.5, "total_s": 0.6, "peak_mb": 1024, "chunk_atoms": None},
+            {"glass": "train0x8", "atoms": 64000, "edges": 2078704, "graph_s": 1.0, "predict_s": 11.0, "total_s": 12.0, "peak_mb": 4096, "chunk_atoms": 50000}]
+    page = render({"latency": {"atoms": 3000, "edges": 97530, "end_to_end_s": 0.234, "model_only_s": 0.2},
+                   "scaling": rows, "scaling_fit": {"slope_total_s": 0.98, "slope_predict_s": 0.99, "slope_peak_mb": 0.45},
+                   "models": models, "graph": "radius graphs ..."},
+                  {"date": "2026-12-02", "commit": "abc1234", "machine": "Some CPU, 2 cores", "torch": "2.13.0", "threads": 2,
+                   "ckpt": "c.ckpt", "chunk_atoms": 50000})
+    assert "| 3000 | 97530 | 0.234 | 0.200 |" in page
+    assert "| 64,000 | 2,078,704 | 1.00 | 11.00 | 12.00 | 188 | 4.00 |" in page
+    assert "total time 0.98" in page and "Some CPU, 2 cores" in page and "`abc1234`" in page
+    assert "| symgnn | cpu | 8000 |" in page
