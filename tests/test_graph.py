@@ -115,8 +115,7 @@ def _edge_set(g) -> list:
     return sorted(zip(g.edge_index[0].tolist(), g.edge_index[1].tolist(), map(tuple, g.shift.tolist())))
 
 
-def test_slab_search_equals_one_tree_and_ignores_thread_count(cuzr_dir, monkeypatch):
-    from mgglass.data import graph
+def test_slab_search_equals_one_tree_and_ignores_thread_count(cuzr_dir):
 
     g = read_glass(cuzr_dir / "train0.pickle")
     pos, cell = torch.tensor(g.positions), torch.tensor(g.cell)
@@ -130,10 +129,8 @@ def test_slab_search_equals_one_tree_and_ignores_thread_count(cuzr_dir, monkeypa
         torch.set_num_threads(threads)
     for a, b in zip(one, two):  # the same edges in the same order, whatever the machine
         assert torch.equal(a, b)
-    monkeypatch.setattr(graph, "_SLABS", 3)  # the counting sort holds for any slab count
-    three = radius_graph_pbc(pos, cell, CUTOFF)
-    monkeypatch.setattr(graph, "_SLAB_MIN_ATOMS", 10**9)  # one KD-tree over all ghosts
-    whole = radius_graph_pbc(pos, cell, CUTOFF)
+    three = radius_graph_pbc(pos, cell, CUTOFF, slabs=3)  # the counting sort holds for any slab count
+    whole = radius_graph_pbc(pos, cell, CUTOFF, slab_min_atoms=10**9)  # one KD-tree over all ghosts
     for other in (three, whole):  # same dst order; within a dst the order may differ
         assert torch.equal(other.edge_index[1], one.edge_index[1])
         assert _edge_set(other) == _edge_set(one)

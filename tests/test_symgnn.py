@@ -7,12 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mgglass.models.egat import (
-    EGATLayer,
-    _EdgeBlock,
-    _EdgeTransform,
-    _GatherWeightScatter,
-)
+from mgglass.models.egat import EGATLayer
 from mgglass.models.symgnn import SymGNN, Symmetrizer, haar_o3, released_rotation
 
 
@@ -48,11 +43,14 @@ def reference_egat(layer: EGATLayer, h, e, edge_index, edge_mask=None):
 @pytest.mark.parametrize("sort_dst", [False, True])
 @pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("training", [True, False])
-def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_dst, recompute, training, monkeypatch):
+def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_dst, recompute, training):
     torch.manual_seed(0)
-    monkeypatch.setattr(EGATLayer, "recompute_edges", recompute)
     n, m, dim = 10, 36, 6
-    layer = EGATLayer(dim, dim, heads, concat=concat, update_edges=update_edges).double().train(training)
+    # Sorted edges come as batches do (no reordering inside the layer); there, tiny backward chunks:
+    # 36 edges in 7 full chunks of 5 and a part.
+    chunk = 5 * heads * dim if sort_dst else None
+    layer = EGATLayer(dim, dim, heads, concat=concat, update_edges=update_edges, recompute_edges=recompute,
+                      chunk_floats=chunk).double().train(training)
     with torch.no_grad():
         layer.fc_edge.bias.normal_()  # a zero bias would hide a misplaced one
         for norm in (m for m in layer.modules() if isinstance(m, torch.nn.BatchNorm1d)):
@@ -61,11 +59,8 @@ def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_ds
     h = torch.randn(n, dim, dtype=torch.float64, requires_grad=True)
     e = torch.randn(m, dim, dtype=torch.float64, requires_grad=True)
     edge_index = torch.randint(0, n, (2, m))  # repeated pairs and isolated nodes are likely
-    if sort_dst:  # as batches come (no reordering inside the layer); small chunks in backward
+    if sort_dst:
         edge_index = edge_index[:, torch.argsort(edge_index[1], stable=True)]
-        monkeypatch.setattr(_GatherWeightScatter, "chunk_floats", 2 * heads * dim)
-        monkeypatch.setattr(_EdgeTransform, "chunk_floats", 5 * heads * dim)  # 36 edges: 7 full chunks and a part
-        monkeypatch.setattr(_EdgeBlock, "chunk_floats", 7 * heads * dim)
     mask = torch.rand(m, dtype=torch.float64, requires_grad=True) if masked else None
     weights = [torch.randn(n, dim, dtype=torch.float64), torch.randn(m, dim, dtype=torch.float64)]
 
@@ -260,7 +255,7 @@ def test_narrow_linear_matches_linear():
 
 
 @pytest.mark.parametrize("distribution", ["learned", "fixed"])
-def test_recomputed_encoder_equals_kept(distribution, monkeypatch):
+def test_recomputed_encoder_equals_kept(distribution):
     """φ recomputed in backward: same output, gradients and batch-norm running statistics, updated once."""
     torch.manual_seed(0)
     x = torch.randn(500, 3, dtype=torch.float64)
@@ -268,7 +263,7 @@ def test_recomputed_encoder_equals_kept(distribution, monkeypatch):
     results = []
     for recompute in (False, True):
         sym = copy.deepcopy(base)
-        monkeypatch.setattr(Symmetrizer, "recompute", recompute)
+        sym.recompute = recompute
         torch.manual_seed(1)
         xi = x.clone().requires_grad_()
         out = sym(xi)

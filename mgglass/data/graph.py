@@ -73,13 +73,13 @@ def _pairs(ghost_pos, n: int, cutoff: float, self_loops: bool, queries=None, tre
     return centre.index_select(0, keep), ghost.index_select(0, keep)
 
 
-_SLABS = 2  # fixed, not the thread count, so the edge order never depends on the machine
-_SLAB_MIN_ATOMS = 4096  # below this, threads cost more than they save
-_POOL: ThreadPoolExecutor | None = None
+SLABS = 2  # fixed, not the thread count, so the edge order never depends on the machine
+SLAB_MIN_ATOMS = 4096  # below this, threads cost more than they save
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
-def _slab_pairs(ghost_pos, ghost_frac, n: int, reach0: float, cutoff: float, self_loops: bool):
-    """``_pairs`` over ``_SLABS`` slabs along the first lattice vector, searched in parallel.
+def _slab_pairs(ghost_pos, ghost_frac, n: int, reach0: float, cutoff: float, self_loops: bool, slabs: int):
+    """``_pairs`` over ``slabs`` slabs along the first lattice vector, searched in parallel.
 
     torch_cluster's CPU search is single-threaded (the op releases the GIL, so threads run it
     concurrently). Each slab's atoms are queried against a KD-tree of only the ghosts within reach
@@ -87,22 +87,21 @@ def _slab_pairs(ghost_pos, ghost_frac, n: int, reach0: float, cutoff: float, sel
     splitting the atoms by index). Slabs interleave atom indices, so the pairs are then put in dst
     order by a counting sort.
     """
-    global _POOL
     x = ghost_frac[:, 0]
-    slab = (x[:n] * _SLABS).floor().long().clamp_(0, _SLABS - 1)
+    slab = (x[:n] * slabs).floor().long().clamp_(0, slabs - 1)
     margin = reach0 + 1e-6  # extra ghosts in a tree change nothing: distances are checked exactly
 
     def search(k: int):
         queries = (slab == k).nonzero().squeeze(1)
-        tree = ((x >= k / _SLABS - margin) & (x <= (k + 1) / _SLABS + margin)).nonzero().squeeze(1)
+        tree = ((x >= k / slabs - margin) & (x <= (k + 1) / slabs + margin)).nonzero().squeeze(1)
         centre, ghost = _pairs(ghost_pos, n, cutoff, self_loops, queries, tree)
         return centre, ghost, torch.bincount(centre, minlength=n)
 
     if torch.get_num_threads() > 1:
-        _POOL = _POOL or ThreadPoolExecutor(_SLABS)
-        results = list(_POOL.map(search, range(_SLABS)))
+        pool = _POOLS.setdefault(slabs, ThreadPoolExecutor(slabs))
+        results = list(pool.map(search, range(slabs)))
     else:
-        results = [search(k) for k in range(_SLABS)]
+        results = [search(k) for k in range(slabs)]
     total = torch.stack([r[2] for r in results]).sum(0)
     start = total.cumsum(0) - total  # where each dst's edges begin in the merged list
     out_ghost = torch.empty(int(total.sum()), dtype=torch.long)
@@ -112,12 +111,15 @@ def _slab_pairs(ghost_pos, ghost_frac, n: int, reach0: float, cutoff: float, sel
     return torch.arange(n).repeat_interleave(total), out_ghost  # dst: each atom, as often as it has edges
 
 
-def radius_graph_pbc(positions: torch.Tensor, cell: torch.Tensor, cutoff: float, self_loops: bool = False) -> PBCGraph:
+def radius_graph_pbc(positions: torch.Tensor, cell: torch.Tensor, cutoff: float, self_loops: bool = False,
+                     slabs: int = SLABS, slab_min_atoms: int = SLAB_MIN_ATOMS) -> PBCGraph:
     """All pairs (i, j, image) with |x_j + shift·cell − x_i| < cutoff under full periodic boundaries.
 
     Exact for triclinic cells and for cells smaller than 2×cutoff (each image of a neighbour is its own
     edge), with no neighbour cap. ``self_loops`` adds the zero-length (i, i) edges. Runs on the device
-    of ``positions``; ``cell`` rows are the lattice vectors. Edges come sorted by dst.
+    of ``positions``; ``cell`` rows are the lattice vectors. Edges come sorted by dst. On CPU, glasses
+    of at least ``slab_min_atoms`` atoms are searched as ``slabs`` slabs in parallel threads (the edge
+    set and dst order do not depend on either).
     """
     if positions.ndim != 2 or positions.shape[1] != 3:
         raise ValueError(f"positions must be [N, 3], got {tuple(positions.shape)}")
@@ -125,8 +127,8 @@ def radius_graph_pbc(positions: torch.Tensor, cell: torch.Tensor, cutoff: float,
     n = positions.shape[0]
     reach = _image_counts(cell, cutoff).tolist()
     ghost_pos, ghost_frac, atom, neg_shift = _ghosts(positions, cell, reach)
-    if positions.device.type == "cpu" and n >= _SLAB_MIN_ATOMS:
-        centre, ghost = _slab_pairs(ghost_pos, ghost_frac, n, reach[0], cutoff, self_loops)
+    if positions.device.type == "cpu" and n >= slab_min_atoms and slabs > 1:
+        centre, ghost = _slab_pairs(ghost_pos, ghost_frac, n, reach[0], cutoff, self_loops, slabs)
     else:
         centre, ghost = _pairs(ghost_pos, n, cutoff, self_loops)
     # Each query atom is the dst of its edges (the graph is symmetric, so this is the same edge set),

@@ -65,12 +65,12 @@ class _GatherWeightScatter(torch.autograd.Function):
     src (a transposed CSR would need a sort by src, which costs more than the whole backward).
     """
 
-    chunk_floats = 1 << 19  # 2 MB per [chunk, H, C] temporary
+    chunk_floats = 1 << 19  # default: 2 MB per [chunk, H, C] temporary
 
     @staticmethod
-    def forward(ctx, x: Tensor, a: Tensor, plan: EdgePlan) -> Tensor:
+    def forward(ctx, x: Tensor, a: Tensor, plan: EdgePlan, chunk_floats: int | None = None) -> Tensor:
         ctx.save_for_backward(x, a)
-        ctx.plan = plan
+        ctx.plan, ctx.chunk_floats = plan, chunk_floats or _GatherWeightScatter.chunk_floats
         return torch.stack([plan.matrix(a[:, k]) @ x[:, k] for k in range(x.shape[1])], 1)
 
     @staticmethod
@@ -80,7 +80,7 @@ class _GatherWeightScatter(torch.autograd.Function):
         need_x, need_a = ctx.needs_input_grad[:2]
         grad_x = torch.zeros_like(x) if need_x else None
         grad_a = torch.empty_like(a) if need_a else None
-        step = max(1, _GatherWeightScatter.chunk_floats // x[0].numel())
+        step = max(1, ctx.chunk_floats // x[0].numel())
         for s in range(0, plan.num_edges if need_x or need_a else 0, step):
             sl = slice(s, s + step)
             g = grad.index_select(0, plan.dst[sl])
@@ -88,12 +88,13 @@ class _GatherWeightScatter(torch.autograd.Function):
                 torch.sum(x.index_select(0, plan.src[sl]).mul_(g), -1, out=grad_a[sl])
             if need_x:
                 grad_x.index_add_(0, plan.src[sl], g.mul_(a[sl].unsqueeze(-1)))
-        return grad_x, grad_a, None
+        return grad_x, grad_a, None, None
 
 
-def gather_weight_scatter(x: Tensor, a: Tensor, plan: EdgePlan) -> Tensor:
-    """[N, H, C] node values, [E, H] weights in ``plan``'s dst order -> [N, H, C] weighted sums at dst."""
-    return _GatherWeightScatter.apply(x.contiguous(), a.contiguous(), plan)
+def gather_weight_scatter(x: Tensor, a: Tensor, plan: EdgePlan, chunk_floats: int | None = None) -> Tensor:
+    """[N, H, C] node values, [E, H] weights in ``plan``'s dst order -> [N, H, C] weighted sums at dst
+    (backward in edge chunks of ``chunk_floats`` values; None: the kernel's default)."""
+    return _GatherWeightScatter.apply(x.contiguous(), a.contiguous(), plan, chunk_floats)
 
 
 def masked_attention(a: Tensor, mask: Tensor, plan: EdgePlan) -> Tensor:
@@ -127,11 +128,11 @@ class _EdgeTransform(torch.autograd.Function):
     for backward; ∂p_src and ∂p_dst are index_adds of ∂f at src and dst.
     """
 
-    chunk_floats = 1 << 19  # 2 MB per [chunk, H·C] buffer (measured: 1 << 16 to 1 << 20 are within 10%)
+    chunk_floats = 1 << 19  # default: 2 MB per [chunk, H·C] buffer (measured: 1 << 16 to 1 << 20 are within 10%)
 
     @staticmethod
-    def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float):
-        f, _ = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, _EdgeTransform.chunk_floats)
+    def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: int | None = None):
+        f, _ = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, chunk_floats or _EdgeTransform.chunk_floats)
         ctx.save_for_backward(e, w_e, f, src, dst)
         ctx.num_nodes, ctx.slope = p_src.shape[0], slope
         return f
@@ -140,7 +141,7 @@ class _EdgeTransform(torch.autograd.Function):
     def backward(ctx, gf):
         e, w_e, f, src, dst = ctx.saved_tensors
         gp = _leaky_relu_grad(gf, f, ctx.slope)
-        return *_edge_feature_grads(gp, e, w_e, src, dst, ctx.num_nodes), None, None, None
+        return *_edge_feature_grads(gp, e, w_e, src, dst, ctx.num_nodes), None, None, None, None
 
 
 def _edge_features(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: int, sums: bool = False):
@@ -194,12 +195,14 @@ class _EdgeBlock(torch.autograd.Function):
     ~6 passes over it at 8 heads). With ``recompute``, f is not kept but rebuilt in backward.
     """
 
-    chunk_floats = 1 << 20  # 4 MB per [chunk, H·C] buffer (larger chunks measured faster up to this)
+    chunk_floats = 1 << 20  # default: 4 MB per [chunk, H·C] buffer (larger chunks measured faster up to this)
 
     @staticmethod
-    def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float, norm: nn.BatchNorm1d,
+    def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: int | None, norm: nn.BatchNorm1d,
                 norm_w, norm_b, lin_w, lin_b, extra_w, recompute: bool):
-        f, sums = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, _EdgeTransform.chunk_floats, _uses_batch_stats(norm))
+        # chunk_floats None: each pass its own default; a number: every pass (tests use tiny chunks)
+        ctx.chunks = (chunk_floats or _EdgeTransform.chunk_floats, chunk_floats or _EdgeBlock.chunk_floats)
+        f, sums = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, ctx.chunks[0], _uses_batch_stats(norm))
         mean, var, batch_stats = _batch_stats(f, norm, sums)
         bnl = _Ctx()
         y, z = _BatchNormLinear.forward(bnl, f, mean, var, norm_w, norm_b, lin_w, lin_b, extra_w, norm.eps, batch_stats)
@@ -212,7 +215,7 @@ class _EdgeBlock(torch.autograd.Function):
     def backward(ctx, gy, gz):
         p_src, p_dst, e, w_e, src, dst, *rest = ctx.saved_tensors
         if ctx.recompute:
-            f, _ = _edge_features(p_src, p_dst, e, w_e, src, dst, ctx.slope, _EdgeTransform.chunk_floats)
+            f, _ = _edge_features(p_src, p_dst, e, w_e, src, dst, ctx.slope, ctx.chunks[0])
         else:
             f, *rest = rest
         mean, invstd, weight, lin_w, w_cat, shift = rest
@@ -221,7 +224,7 @@ class _EdgeBlock(torch.autograd.Function):
         num_edges, hc = f.shape
         grad_src, grad_dst = f.new_zeros(2, p_src.shape[0], hc)
         grad_e, grad_w = torch.empty_like(e), torch.zeros_like(w_e)
-        step = max(1, _EdgeBlock.chunk_floats // hc)
+        step = max(1, ctx.chunks[1] // hc)
         buf = f.new_empty(min(step, num_edges), hc)
         for s in range(0, num_edges, step):
             sl = slice(s, s + step)
@@ -234,7 +237,7 @@ class _EdgeBlock(torch.autograd.Function):
             grad_w.addmm_(gc.t(), e[sl])
             grad_src.index_add_(0, src[sl], gc)
             grad_dst.index_add_(0, dst[sl], gc)
-        return grad_src, grad_dst, grad_e, grad_w, None, None, None, None, *param_grads, None
+        return grad_src, grad_dst, grad_e, grad_w, None, None, None, None, None, *param_grads, None
 
 
 def _cat_grads(gy: Tensor | None, gz: Tensor | None, x: Tensor, lin_w: Tensor, w_cat: Tensor) -> Tensor:
@@ -337,10 +340,9 @@ class EGATLayer(nn.Module):
     attention over each node's edges (:func:`masked_attention`), which is where a GNNExplainer mask goes.
     ``recompute_edges``: recompute the [E, H·C] edge features in backward instead of keeping them
     (−465 MB kept per 8000-atom glass at heads 8/4/2, but ~45% slower, and the lower peak lasts only
-    until the heap fragments; off).
+    until the heap fragments; off). ``chunk_floats``: values per cache-sized edge chunk of the fused
+    kernels (None: each kernel's measured default; results do not depend on it).
     """
-
-    recompute_edges = False
 
     def __init__(
         self,
@@ -352,8 +354,11 @@ class EGATLayer(nn.Module):
         negative_slope: float = 0.01,
         residual: bool = True,
         update_edges: bool = True,
+        recompute_edges: bool = False,
+        chunk_floats: int | None = None,
     ):
         super().__init__()
+        self.recompute_edges, self.chunk_floats = recompute_edges, chunk_floats
         c = head_dim or node_dim
         self.heads, self.head_dim, self.concat = heads, c, concat
         self.negative_slope, self.residual, self.update_edges = negative_slope, residual, update_edges
@@ -383,7 +388,7 @@ class EGATLayer(nn.Module):
         plan = EdgePlan(edge_index, n) if plan is None else plan
         # W[h_s ‖ e ‖ h_d] + b as per-atom parts (the bias rides on the dst part) plus the edge part.
         p_src, p_dst = self.fc_src(h), F.linear(h, self.fc_dst.weight, self.fc_edge.bias)
-        edge_args = (p_src, p_dst, e, self.fc_edge.weight, edge_index[0], edge_index[1], self.negative_slope)
+        edge_args = (p_src, p_dst, e, self.fc_edge.weight, edge_index[0], edge_index[1], self.negative_slope, self.chunk_floats)
         # <attn_k, f_k> for all heads as one product with the block-diagonal [H, H·C] matrix; where the
         # edge head reads f itself, the same product also gives the edge projection.
         attn = torch.block_diag(*self.attn.unsqueeze(1))
@@ -403,7 +408,7 @@ class EGATLayer(nn.Module):
         if edge_mask is not None:
             a = masked_attention(a, plan.to_dst_order(edge_mask), plan)
         v = self.fc_node(h).view(n, self.heads, self.head_dim)
-        hn = gather_weight_scatter(v, a, plan)
+        hn = gather_weight_scatter(v, a, plan, self.chunk_floats)
         hn = self.node_proj(self.node_norm(hn.reshape(n, hc) if self.concat else hn.mean(1)))
         hn = hn + h if self.residual else hn
         if fe is None:

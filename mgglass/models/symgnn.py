@@ -100,9 +100,8 @@ class Symmetrizer(nn.Module):
     statistics pooled over the K samples (the released code normalised each sample separately).
     With ``recompute`` (default) φ's activations are not kept for backward but recomputed there
     from the [E, 3] inputs: −265 MB kept per 8000-atom glass at K = 2 for ~3% more step time.
+    ``chunk_rows`` bounds the [K·E, hidden] rows encoded at once in evaluation.
     """
-
-    recompute = True
 
     def __init__(
         self,
@@ -113,8 +112,10 @@ class Symmetrizer(nn.Module):
         eval_seed: int = 0,
         chunk_rows: int = 1 << 21,
         init_log_std: float = 0.0,
+        recompute: bool = True,
     ):
         super().__init__()
+        self.recompute = recompute
         if distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, not {distribution!r}")
         self.distribution, self.k_train, self.k_eval = distribution, k_train, k_eval
