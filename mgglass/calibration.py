@@ -87,9 +87,10 @@ class RecalibrateBatchNorm(L.Callback):
 
     @staticmethod
     def _ema_metrics(pl_module, graphs) -> dict[str, float]:
-        from mgglass.predict import pooled_stats, predict_pooled
+        from mgglass.predict import predict_pooled
+        from mgglass.task import pooled_metrics
 
-        stats = pooled_stats(*predict_pooled(pl_module, graphs))
+        stats = pooled_metrics(*predict_pooled(pl_module, graphs))
         return {"val_r_ema": stats["r"], "val_mae_ema": stats["mae"]}
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

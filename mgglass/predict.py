@@ -110,13 +110,6 @@ def predict_pooled(task, graphs) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([g.y.double().numpy() for g in graphs]), np.concatenate(ps)
 
 
-def pooled_stats(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """Pearson r, R², MAE and RMSE (eV) over all atoms."""
-    r = float(np.corrcoef(y, p)[0, 1]) if len(y) > 1 else float("nan")
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1 - float(np.sum((y - p) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
-    return {"r": r, "r2": r2, "mae": float(np.mean(np.abs(p - y))), "rmse": float(np.sqrt(np.mean((p - y) ** 2)))}
-
 
 # -- outputs -----------------------------------------------------------------------------------------
 def to_atoms(data, species: list[str], arrays: dict[str, np.ndarray]):
@@ -162,7 +155,9 @@ def write_split_outputs(out: Path, task, graphs, species: list[str], model: str 
     write_predictions(Path(out) / "predictions.extxyz", frames)
     if ys:
         y, p = np.concatenate(ys), np.concatenate(ps)
-        parity_plot(Path(out) / "parity.png", y, p, pooled_stats(y, p), model)
+        from mgglass.task import pooled_metrics
+
+        parity_plot(Path(out) / "parity.png", y, p, pooled_metrics(y, p), model)
 
 
 def parity_plot(path: Path, y: np.ndarray, p: np.ndarray, stats: dict, model: str = "", split: str = "test") -> None:
@@ -301,6 +296,7 @@ def main(argv=None) -> int:
 
 def _predict(args) -> int:
     from mgglass.data import GlassDataError, glass_to_data, read_glass
+    from mgglass.task import pooled_metrics
 
     if args.samples < 0 or args.chunk_atoms < 0:
         raise PredictError("--samples and --chunk_atoms must not be negative")
@@ -330,7 +326,7 @@ def _predict(args) -> int:
         if "y" in data:
             y = data.y.double().numpy()
             arrays = {"eb": y, **arrays}
-            per_glass[path.name] = pooled_stats(y, arrays["eb_pred"])
+            per_glass[path.name] = pooled_metrics(y, arrays["eb_pred"])
             pooled[0].append(y)
             pooled[1].append(arrays["eb_pred"])
             if args.samples:
@@ -341,7 +337,7 @@ def _predict(args) -> int:
     summary = {"checkpoint": str(ckpt), "output": str(output), "csv": str(output.with_suffix(".csv")), "glasses": len(frames)}
     if pooled[0]:
         y, pred = np.concatenate(pooled[0]), np.concatenate(pooled[1])
-        summary.update({f"pooled_{k}": v for k, v in pooled_stats(y, pred).items()}, per_glass=per_glass)
+        summary.update({f"pooled_{k}": v for k, v in pooled_metrics(y, pred).items()}, per_glass=per_glass)
         if args.samples:
             summary["uncertainty"] = error_ranking(y, pred, np.concatenate(pooled[2]))
     print(json.dumps(summary), flush=True)

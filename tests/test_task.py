@@ -113,3 +113,20 @@ def test_checkpoint_alone_predicts_in_ev(tmp_path, synthetic_batch):
         want = task(synthetic_batch).double() * 0.3 + 1.7
     got = again.predict_ev(synthetic_batch)
     assert torch.allclose(got.double(), want, atol=1e-5)
+
+
+def test_pooled_metrics_are_the_fit_metrics_in_numpy_terms():
+    """One definition of r, R², MAE and RMSE for fits, tests, predictions and benchmarks."""
+    import numpy as np
+
+    from mgglass.task import pooled_metrics
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(1.5, 0.3, 500)
+    p = 0.6 * y + rng.normal(0.4, 0.2, 500)
+    m = pooled_metrics(y, p)
+    assert m["r"] == pytest.approx(np.corrcoef(y, p)[0, 1], abs=1e-9)
+    assert m["r2"] == pytest.approx(1 - np.sum((y - p) ** 2) / np.sum((y - y.mean()) ** 2), abs=1e-9)
+    assert m["mae"] == pytest.approx(np.mean(np.abs(y - p)), abs=1e-9)
+    assert m["rmse"] == pytest.approx(np.sqrt(np.mean((y - p) ** 2)), abs=1e-9)
+    assert -1 <= m["spearman"] <= 1

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mgglass.predict import pooled_stats, predict_pooled
+from mgglass.predict import predict_pooled
+from mgglass.task import pooled_metrics
 from mgglass.tracking import AfterCheckpoint, read_run_file
 
 
@@ -47,7 +48,7 @@ class TestCurve(AfterCheckpoint):
         dm = trainer.datamodule
         if not trainer.is_global_zero or "val_r" not in row or dm is None:
             return
-        stats = pooled_stats(*predict_pooled(validated_module(trainer, pl_module), dm.graphs["test"]))
+        stats = pooled_metrics(*predict_pooled(validated_module(trainer, pl_module), dm.graphs["test"]))
         self.rows.append({
             "epoch": int(trainer.current_epoch),
             "wall_s": t0 - self._start - self._excluded,
