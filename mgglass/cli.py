@@ -25,9 +25,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from mgglass.calibration import RecalibrateBatchNorm
 from mgglass.checkpoint import ModelCheckpoint
 from mgglass.data import GlassDataError, GlassDataModule
+from mgglass.progress import PlainProgress, want_progress_bar
 from mgglass.runtime import keep_freed_memory
 from mgglass.task import EBTask
-from mgglass.tracking import PlainProgress, TrackingConfig, want_progress_bar
+from mgglass.tracking import TrackingConfig
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "base.yaml"
 

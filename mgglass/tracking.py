@@ -18,14 +18,12 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 RUN_FILE = "mlflow_run.json"
@@ -352,6 +350,8 @@ class MLflowTracker(AfterCheckpoint):
         encoder = getattr(getattr(pl_module, "net", None), "edge_encoder", None)
         if getattr(encoder, "distribution", None) in ("learned", "haar", "fixed"):
             path = self.ckpt_dir / "symmetry_angles.png"
+            from mgglass.plots import symmetry_plot
+
             symmetry_plot(path, encoder)
             self.client.log_artifact(self.run_id, str(path), "symmetry")
 
@@ -366,66 +366,3 @@ class MLflowTracker(AfterCheckpoint):
             if path and Path(path).is_file():
                 self.client.log_artifact(self.run_id, str(path), "checkpoints")
         self.client.set_terminated(self.run_id, status=status)
-
-
-@torch.no_grad()
-def symmetry_plot(path: Path, symmetrizer, n: int = 20000) -> None:
-    """Histogram of the rotation angle of ``n`` transforms drawn from ``symmetrizer`` (proper rotations
-    and reflections apart), over the Haar density (1 − cos θ)/π."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mgglass.models.symgnn import rotation_angles
-
-    q = symmetrizer.sample(n, torch.Generator().manual_seed(0))
-    angle, reflected = (t.cpu().numpy() for t in rotation_angles(q))
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    bins = np.linspace(0, np.pi, 46)
-    ax.hist([angle[~reflected], angle[reflected]], bins=bins, density=True, stacked=True,
-            label=[f"rotations ({(~reflected).mean():.0%})", f"reflections ({reflected.mean():.0%})"])
-    theta = np.linspace(0, np.pi, 200)
-    ax.plot(theta, (1 - np.cos(theta)) / np.pi, "k--", lw=1, label="Haar")
-    ax.set_xlabel("rotation angle of det(Q)·Q (rad)")
-    ax.set_ylabel("density")
-    ax.set_title(f"SymGNN transforms: {symmetrizer.distribution}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-class PlainProgress(AfterCheckpoint):
-    """One line per epoch on stdout (rank 0), for logs that are not a terminal (CI, files, SLURM)."""
-
-    KEYS = ("train_loss", "val_loss", "val_r", "val_mae", "val_rmse", "lr")
-
-    def __init__(self):
-        self._printed: set[int] = set()
-
-    def _emit(self, trainer, pl_module) -> None:
-        if not trainer.is_global_zero:
-            return
-        for epoch in sorted(pl_module.history):
-            if epoch in self._printed:
-                continue
-            row = pl_module.history[epoch]
-            parts = [f"epoch {epoch:3d}"] + [f"{k} {row[k]:.4g}" for k in self.KEYS if k in row]
-            parts.append(f"{row.get('epoch_time_s', 0.0):.1f}s")
-            print("  ".join(parts), flush=True)
-            self._printed.add(epoch)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._emit(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._emit(trainer, pl_module)
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        # History restored from a checkpoint was printed by the previous process.
-        self._printed.update(pl_module.history)
-
-
-def want_progress_bar() -> bool:
-    return sys.stdout.isatty() and not os.environ.get("CI")

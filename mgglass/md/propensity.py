@@ -31,7 +31,7 @@ def propensity(glass: Glass, temperature: float = 600.0, time_ps: float = 10.0, 
 
     if runs < 1 or time_ps <= 0 or temperature <= 0:
         raise ValueError("need runs >= 1, time_ps > 0 and temperature > 0")
-    steps = int(round(time_ps / TIMESTEP_PS))
+    steps = round(time_ps / TIMESTEP_PS)
     total = np.zeros(len(glass))
     t0 = time.perf_counter()
     for k in range(runs):

@@ -42,7 +42,7 @@ def random_alloy(composition: dict[str, float], atoms: int, seed: int, expand: f
     from ase.data import atomic_numbers
 
     rng = np.random.default_rng(seed)
-    counts = {s: int(round(x * atoms)) for s, x in composition.items()}
+    counts = {s: round(x * atoms) for s, x in composition.items()}
     first = next(iter(counts))
     counts[first] += atoms - sum(counts.values())  # rounding goes to the first element
     volume = expand * sum(ATOMIC_VOLUME[s] * n for s, n in counts.items())
@@ -99,9 +99,9 @@ def quench(composition: str, atoms: int = 3000, seed: int = 0, quench_ps: float 
             velocity all create {melt_k} {seed + 1} dist gaussian mom yes rot yes
             fix md all npt temp {melt_k} {melt_k} 0.1 iso 0.0 0.0 1.0
         """)
-        run_with_progress(e, int(round(melt_ps / TIMESTEP_PS)), f"melt {melt_k:.0f} K")
+        run_with_progress(e, round(melt_ps / TIMESTEP_PS), f"melt {melt_k:.0f} K")
         e.cmd(f"unfix md\nfix md all npt temp {melt_k} {final_k} 0.1 iso 0.0 0.0 1.0")
-        run_with_progress(e, int(round(quench_ps / TIMESTEP_PS)), f"quench to {final_k:.0f} K")
+        run_with_progress(e, round(quench_ps / TIMESTEP_PS), f"quench to {final_k:.0f} K")
         e.cmd("""
             unfix md
             velocity all set 0.0 0.0 0.0
