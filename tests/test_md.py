@@ -136,10 +136,32 @@ def test_propensity_is_reproducible_and_grows_with_time(cuzr_dir):
     assert c.mean() > a.mean()
 
 
+@needs_lammps
+def test_a_saddle_found_on_a_small_glass_has_exactly_one_negative_curvature():
+    """ART-style dimer search on a 100-atom glass: the accepted saddle's finite-difference Hessian has
+    one negative eigenvalue (the minimum has none), and the barrier is the energy difference."""
+    from mgglass.md.engine import Engine
+    from mgglass.md.quench import quench
+    from mgglass.md.saddle import find_saddle, hessian_negative_modes, minimise
+
+    glass, _, _ = quench("Cu64Zr36", 100, seed=2, quench_ps=2, melt_ps=1)
+    with Engine(glass) as engine:
+        minimum, e_min = minimise(engine)
+        assert hessian_negative_modes(engine, minimum)[0] == 0
+        rng = np.random.default_rng(0)
+        event = next(ev for ev in (find_saddle(engine, minimum, e_min, atom, rng) for atom in range(10)) if ev.accepted)
+        negative, eig = hessian_negative_modes(engine, event.positions)
+        engine.set_positions(event.positions)
+        e_saddle, forces = engine.energy_forces()
+    assert negative == 1 and eig[0] == pytest.approx(event.curvature, rel=0.2)
+    assert np.abs(forces).max() < 0.02 and event.barrier == pytest.approx(e_saddle - e_min, abs=1e-6) and event.barrier > 0
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path):
     for args, needle in ((["quench", "--composition", "Cu64Ag36", "--out", str(tmp_path / "g.extxyz")], "only Cu and Zr"),
                          (["quench", "--composition", "Cu64Zr36", "--out", str(tmp_path / "g.cif")], "expected an .extxyz"),
-                         (["compare", str(tmp_path / "missing.extxyz")], "missing.extxyz")):
+                         (["compare", str(tmp_path / "missing.extxyz")], "missing.extxyz"),
+                         (["barriers", "--glass", str(tmp_path / "missing.extxyz"), "--out", str(tmp_path / "b.csv")], "missing.extxyz")):
         p = subprocess.run([sys.executable, "-m", "mgglass.md", *args], check=False, capture_output=True, text=True, timeout=120)
         assert p.returncode == 2, p.stderr
         lines = p.stderr.strip().splitlines()

@@ -1,13 +1,16 @@
-"""python -m mgglass.md {quench,compare,propensity}: LAMMPS-backed glasses and the MD baseline.
+"""python -m mgglass.md {quench,compare,propensity,barriers}: LAMMPS-backed glasses, the MD baseline and saddle searches.
 
     python -m mgglass.md quench --composition Cu64Zr36 --atoms 3000 --seed 0 --out glass.extxyz [--quench-ps 100]
     python -m mgglass.md compare GLASS [GLASS ...] [--png rdf.png]
     python -m mgglass.md propensity --glass test0.pickle [--temperature 600 --time-ps 10 --runs 8] --out prop.csv
+    python -m mgglass.md barriers --glass glass.extxyz (--atoms 0,5,17 | --n 50) [--events 3] --out eb.csv
 
 ``quench`` writes the glass as extxyz with the per-atom potential energy (``pot``, eV) and the
 recipe in its info line; ``compare`` prints density and the partial RDFs' first peaks (JSON, one
 line per glass) and plots the RDFs; ``propensity`` writes per-atom dynamic propensity (Å²) and, for
-a labelled glass, prints its Pearson r with the EB. Needs the ``md`` extra (``make install-md``).
+a labelled glass, prints its Pearson r with the EB; ``barriers`` runs ART-style saddle searches
+(mgglass.md.saddle) and writes per-atom barriers, with their Pearson r against the glass's labels when
+it has them. Needs the ``md`` extra (``make install-md``).
 """
 
 from __future__ import annotations
@@ -87,6 +90,43 @@ def cmd_propensity(args) -> int:
     return 0
 
 
+def cmd_barriers(args) -> int:
+    import numpy as np
+
+    from mgglass.md.saddle import barriers
+
+    glass = _read(args.glass)
+    if args.atoms:
+        try:
+            atoms = [int(a) for a in args.atoms.split(",")]
+        except ValueError:
+            raise ValueError(f"--atoms {args.atoms!r}: expected comma-separated atom indices") from None
+    else:
+        atoms = sorted(np.random.default_rng(args.seed).choice(len(glass), min(args.n, len(glass)), replace=False).tolist())
+    bad = [a for a in atoms if not 0 <= a < len(glass)]
+    if bad:
+        raise ValueError(f"--atoms: {bad} outside 0..{len(glass) - 1} of {args.glass}")
+    rows, info = barriers(glass, atoms, args.events, args.seed, args.stat, args.threads, fmax=args.fmax)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(rows[0]) + (["eb_label_ev"] if glass.labels is not None else [])
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, **({"eb_label_ev": float(glass.labels[r["atom"]])} if glass.labels is not None else {})})
+    result = {"glass": args.glass, **info, "out": str(out), "accepted_events": sum(r["accepted"] for r in rows)}
+    if glass.labels is not None:
+        for key in ("eb_mean", "eb_min"):
+            ok = [(r[key], glass.labels[r["atom"]]) for r in rows if np.isfinite(r[key])]
+            if len(ok) > 2:
+                a, b = np.array(ok).T
+                result[f"pearson_r_{key}"] = float(np.corrcoef(a, b)[0, 1])
+                result[f"{key}_mean_ev"], result["label_mean_ev"] = float(a.mean()), float(b.mean())
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -112,12 +152,23 @@ def main(argv=None) -> int:
     r.add_argument("--seed", type=int, default=1)
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--out", required=True, help="output .csv")
+    b = sub.add_parser("barriers", help="per-atom barriers by ART-style dimer saddle searches")
+    b.add_argument("--glass", required=True)
+    b.add_argument("--atoms", default=None, help="comma-separated atom indices (default: --n random atoms)")
+    b.add_argument("--n", type=int, default=50)
+    b.add_argument("--events", type=int, default=3, help="saddle searches per atom")
+    b.add_argument("--stat", default="mean", choices=("mean", "min"), help="the atom's EB over its events")
+    b.add_argument("--fmax", type=float, default=0.01, help="saddle convergence, eV/Å")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--out", required=True, help="output .csv")
     args = p.parse_args(argv)
     from mgglass.data import GlassDataError
     from mgglass.md.engine import MDUnavailable
 
     try:
-        return {"quench": cmd_quench, "compare": cmd_compare, "propensity": cmd_propensity}[args.command](args)
+        commands = {"quench": cmd_quench, "compare": cmd_compare, "propensity": cmd_propensity, "barriers": cmd_barriers}
+        return commands[args.command](args)
     except (ValueError, GlassDataError, MDUnavailable) as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         return 2

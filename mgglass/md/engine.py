@@ -130,6 +130,17 @@ class Engine:
         x = np.array(self.lmp.numpy.extract_atom("x")[: self.n], float)
         return self._by_id(x)
 
+    def set_positions(self, positions: np.ndarray) -> None:
+        """Move every atom (rows in glass order, Å); LAMMPS wraps them into the box on the next run."""
+        x = np.ascontiguousarray(np.asarray(positions, dtype=np.float64).reshape(-1))
+        self.lmp.scatter_atoms("x", 1, 3, x.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
+
+    def energy_forces(self) -> tuple[float, np.ndarray]:
+        """(potential energy in eV, forces [N, 3] in eV/Å) of the current positions."""
+        self.cmd("run 0")
+        f = np.array(self.lmp.numpy.extract_atom("f")[: self.n], float)
+        return float(self.lmp.get_thermo("pe")), self._by_id(f)
+
     def cell(self) -> np.ndarray:
         lo, hi = self.lmp.extract_box()[:2]
         return np.diag(np.asarray(hi) - np.asarray(lo))
