@@ -89,6 +89,8 @@ def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[
             "run_id": run.info.run_id,
             "group": group_name(run.info.run_name),
             "model": tags.get("model", "?"),
+            # SymGNN's sampling (learned, haar, fixed, none) tells its rows apart and picks the paper's row
+            "distribution": run.data.params.get("model.net.init_args.distribution", ""),
             "seed": tags.get("seed", "?"),
             "configs": ",".join(Path(c).name for c in tags.get("config_files", "").split(",") if c and Path(c).name != "base.yaml"),
             "commit": tags.get("git_commit", "unknown")[:7],
@@ -109,8 +111,10 @@ def table_rows(records: list[dict]) -> list[dict]:
         groups.setdefault((r["model"], r["group"]), []).append(r)
     rows = []
     for (model, group), rs in groups.items():
+        dist = rs[0].get("distribution", "")
         rows.append({
-            "model": model,
+            "model": f"{model} ({dist})" if dist else model,
+            "paper_key": "SymGNNNoSym" if model == "SymGNN" and dist == "none" else model,
             "group": group,
             "n": len(rs),
             "seeds": ",".join(sorted({r["seed"] for r in rs})),
@@ -155,7 +159,20 @@ def physical_baselines(data_dir: Path, files=("test0.pickle",)) -> list[tuple[st
     return [(k, float(np.corrcoef(y, np.concatenate(v))[0, 1])) for k, v in columns.items()]
 
 
-def render(rows: list[dict], physical, source: str, n_runs: int, commit: str) -> str:
+def propensity_baseline(path: Path) -> dict:
+    """Pearson r of −propensity with the EB from ``python -m mgglass.md propensity``'s CSV."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "eb_ev" not in rows[0]:
+        raise ValueError(f"{path}: not a propensity CSV of a labelled glass (needs propensity_a2 and eb_ev columns)")
+    prop = np.array([float(r["propensity_a2"]) for r in rows])
+    eb = np.array([float(r["eb_ev"]) for r in rows])
+    return {"r": float(np.corrcoef(-prop, eb)[0, 1]), "what": f"{len(rows)} atoms, {path.name}"}
+
+
+def render(rows: list[dict], physical, source: str, n_runs: int, commit: str, md: dict | None = None) -> str:
     lines = [
         "# Results: energy-barrier prediction on Cu64Zr36",
         "",
@@ -174,7 +191,7 @@ def render(rows: list[dict], physical, source: str, n_runs: int, commit: str) ->
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        paper = PAPER.get(r["model"])
+        paper = PAPER.get(r.get("paper_key", r["model"]))
         paper_txt = f"{paper[1]:.4f} ± {paper[2]:.4f} ({paper[0]})" if paper else "–"
         group = f"{r['group']} ({r['configs']})" if r.get("configs") else r["group"]
         lines.append(
@@ -182,10 +199,16 @@ def render(rows: list[dict], physical, source: str, n_runs: int, commit: str) ->
             f"{paper_txt} | {_fmt(*r['test_r2'])} | {_fmt(*r['test_mae'])} | {_fmt(*r['minutes'], digits=1)} | "
             f"{r['params'] if r['params'] is not None else '?'} | {r['commits']} |"
         )
-    missing = [f"{label} ({v:.4f})" for cls, (label, v, _) in PAPER.items() if cls not in {r["model"] for r in rows}]
+    missing = [f"{label} ({v:.4f})" for cls, (label, v, _) in PAPER.items() if cls not in {r.get("paper_key", r["model"]) for r in rows}]
     if missing:
         lines += ["", "Not run yet (paper value): " + ", ".join(missing) + "."]
-    lines += ["", "Paper, not learned: MD local sampling 0.3614.", ""]
+    if md:
+        lines += ["", "## MD baseline (no learning)", "",
+                  "| method | test r | paper |", "|---|---|---|",
+                  (f"| dynamic propensity, isoconfigurational ensemble ({md['what']}; README, \"Molecular dynamics\") | "
+                  f"**{md['r']:.3f}** | 0.3614 (MD local sampling) |"), ""]
+    else:
+        lines += ["", "Paper, not learned: MD local sampling 0.3614 (`--propensity CSV` adds ours).", ""]
     if physical:
         lines += [
             "## Physical baselines (no learning)",
@@ -212,6 +235,7 @@ def main(argv=None) -> int:
     p.add_argument("--filter", default="", help="MLflow search filter, e.g. \"tags.git_commit LIKE 'abc%%'\"")
     p.add_argument("--data_dir", default=None, help="released pickles for the physical baselines (default: $MGGLASS_DATA_DIR)")
     p.add_argument("--out", default="docs/results.md")
+    p.add_argument("--propensity", default=None, help="mgglass.md propensity CSV of test0: adds the MD baseline row")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     uri = args.tracking_uri or f"sqlite:///{args.tracking_root}/mlflow.db"
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
@@ -227,7 +251,12 @@ def main(argv=None) -> int:
     data_dir = Path(args.data_dir or os.environ.get("MGGLASS_DATA_DIR") or "")
     physical = physical_baselines(data_dir) if (data_dir / "test0.pickle").is_file() else []
     rows = table_rows(records)
-    text = render(rows, physical, uri, len(records), git_commit())
+    try:
+        md = propensity_baseline(Path(args.propensity)) if args.propensity else None
+    except (OSError, ValueError, KeyError) as e:
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    text = render(rows, physical, uri, len(records), git_commit(), md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -61,6 +61,24 @@ def test_rows_average_over_seeds():
     assert "**0.780 ± 0.020**" in text and "0.7859 ± 0.0056 (SymGNN)" in text
     assert "| 3 (0,1,2) |" in text and "Not run yet" in text and "SchNet (0.7588)" in text
     assert "| per-atom potential energy (`pot`) | +0.013 |" in text
+    # SymGNN's sampling names the row; without symmetrisation it sits beside the paper's ablation.
+    recs = [{**recs[0], "distribution": d, "group": f"symgnn-{d}"} for d in ("haar", "none")]
+    text = render(table_rows(recs), [], "sqlite:///x", 2, "abcdef0", {"r": 0.31, "what": "3000 atoms, p.csv"})
+    assert "| SymGNN (haar) | symgnn-haar |" in text and "0.7859 ± 0.0056 (SymGNN)" in text
+    assert "| SymGNN (none) | symgnn-none |" in text and "0.2669 ± 0.0371 (w/o symmetrization)" in text
+    assert "**0.310** | 0.3614 (MD local sampling)" in text
+
+
+def test_propensity_csv_gives_the_md_row(tmp_path):
+    from mgglass.report import propensity_baseline
+
+    path = tmp_path / "p.csv"
+    path.write_text("atom,species,propensity_a2,eb_ev\n0,Cu,0.1,2.0\n1,Zr,0.3,1.0\n2,Cu,0.2,1.4\n")
+    md = propensity_baseline(path)
+    assert md["r"] == pytest.approx(np.corrcoef([-0.1, -0.3, -0.2], [2.0, 1.0, 1.4])[0, 1])
+    (tmp_path / "bad.csv").write_text("atom,species,propensity_a2\n0,Cu,0.1\n")
+    with pytest.raises(ValueError, match="bad.csv"):
+        propensity_baseline(tmp_path / "bad.csv")
 
 
 def test_report_reads_the_smoke_fit(tmp_path_factory, tmp_path):
@@ -72,7 +90,7 @@ def test_report_reads_the_smoke_fit(tmp_path_factory, tmp_path):
     assert json.loads(p.stdout.strip().splitlines()[-1])["runs"] == 1
     _, run = only_run(r["root"])
     text = out.read_text()
-    row = next(line for line in text.splitlines() if line.startswith("| SymGNN | smoke (smoke.yaml) |"))
+    row = next(line for line in text.splitlines() if line.startswith("| SymGNN (learned) | smoke (smoke.yaml) |"))
     assert f"**{run.data.metrics[ui_name('test_r')]:.3f}**" in row and "0.7859" in row
     assert "Physical baselines" not in text  # no released data in --data_dir
 
