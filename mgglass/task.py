@@ -56,7 +56,11 @@ def _metric_set() -> MetricCollection:
 def pooled_metrics(y, p) -> dict[str, float]:
     """The split metrics a fit logs (r, r2, mae, rmse, spearman; eV) over all atoms of labels ``y`` and
     predictions ``p``: the same torchmetrics as the task, for tests, predictions and benchmarks."""
-    metrics = _metric_set().set_dtype(torch.float64)
+    import warnings
+
+    with warnings.catch_warnings():  # Spearman's "keeps all targets in a buffer" warning: one glass fits
+        warnings.filterwarnings("ignore", message=".*will save all targets and predictions.*")
+        metrics = _metric_set().set_dtype(torch.float64)
     metrics.update(torch.as_tensor(p, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64))
     return {k: float(v) for k, v in metrics.compute().items()}
 
