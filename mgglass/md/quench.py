@@ -57,16 +57,12 @@ def random_alloy(composition: dict[str, float], atoms: int, seed: int, expand: f
     return Glass(positions=pos, numbers=numbers, cell=np.eye(3) * side, source=f"random {atoms}-atom alloy, seed {seed}")
 
 
-def _progress(total_steps: int, label: str):
+def run_with_progress(engine, steps: int, label: str, segments: int = 50) -> None:
+    """``run steps`` in ``segments`` pieces with a progress bar on a terminal; elsewhere (CI, files) the
+    bar is off and one line per stage is printed instead."""
     from tqdm import tqdm
 
-    return tqdm(total=total_steps, desc=label, unit="step", disable=None, file=sys.stderr, dynamic_ncols=True)
-
-
-def run_with_progress(engine, steps: int, label: str, segments: int = 50) -> None:
-    """``run steps`` in pieces, advancing a progress bar (a line per piece when not on a terminal is too
-    chatty: without a terminal the bar is off and one line per stage is printed instead)."""
-    bar = _progress(steps, label)
+    bar = tqdm(total=steps, desc=label, unit="step", disable=None, file=sys.stderr, dynamic_ncols=True)
     t0, done = time.perf_counter(), 0
     piece = max(1, steps // segments)
     engine.cmd("reset_timestep 0")  # start/stop below count from here, so a ramp spans the whole stage
