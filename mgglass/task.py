@@ -40,15 +40,15 @@ def _from_cli() -> bool:
     return _given_hyperparameters.get() is not None
 
 
-def _metric_set() -> MetricCollection:
+def _metric_set(**kwargs) -> MetricCollection:
     # All states are sums or concatenations, so the DDP sync is exact (no per-rank averaging).
     return MetricCollection(
         {
-            "r": PearsonCorrCoef(),
-            "r2": R2Score(),
-            "mae": MeanAbsoluteError(),
-            "rmse": MeanSquaredError(squared=False),
-            "spearman": SpearmanCorrCoef(),
+            "r": PearsonCorrCoef(**kwargs),
+            "r2": R2Score(**kwargs),
+            "mae": MeanAbsoluteError(**kwargs),
+            "rmse": MeanSquaredError(squared=False, **kwargs),
+            "spearman": SpearmanCorrCoef(**kwargs),
         }
     )
 
@@ -60,7 +60,8 @@ def pooled_metrics(y, p) -> dict[str, float]:
 
     with warnings.catch_warnings():  # Spearman's "keeps all targets in a buffer" warning: one glass fits
         warnings.filterwarnings("ignore", message=".*will save all targets and predictions.*")
-        metrics = _metric_set().set_dtype(torch.float64)
+        # This process's arrays only: no DDP sync, which would wait for ranks that never call this.
+        metrics = _metric_set(sync_on_compute=False).set_dtype(torch.float64)
     metrics.update(torch.as_tensor(p, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64))
     return {k: float(v) for k, v in metrics.compute().items()}
 
