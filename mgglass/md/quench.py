@@ -4,7 +4,8 @@ The random alloy is a jittered simple-cubic arrangement (no overlaps) at the vol
 pure metals' atomic volumes mix to, with species shuffled to the exact composition; it melts at
 ``melt_k`` for ``melt_ps`` (NPT, zero pressure), is cooled linearly to ``final_k`` over
 ``quench_ps`` (the rate is (melt_k − final_k) / quench_ps), and the cell and positions are then
-relaxed to a local minimum at zero pressure. Timestep 2 fs; Nosé–Hoover damping 0.1 ps
+relaxed to a local minimum at zero pressure (conjugate gradient to a largest force of 1e-4 eV/Å with
+the cell, then 1e-5 eV/Å at fixed cell). Timestep 2 fs; Nosé–Hoover damping 0.1 ps
 (thermostat) and 1 ps (barostat).
 """
 
@@ -102,9 +103,9 @@ def quench(composition: str, atoms: int = 3000, seed: int = 0, quench_ps: float 
             unfix md
             velocity all set 0.0 0.0 0.0
             fix relax all box/relax iso 0.0 vmax 0.001
-            minimize 1e-12 1e-10 20000 200000
+            minimize 0.0 1e-4 5000 50000
             unfix relax
-            minimize 1e-12 1e-10 20000 200000
+            minimize 0.0 1e-5 5000 50000
         """)
         energies = e.energies()
         glass = e.glass()
