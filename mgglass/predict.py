@@ -110,7 +110,6 @@ def predict_pooled(task, graphs) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([g.y.double().numpy() for g in graphs]), np.concatenate(ps)
 
 
-
 # -- outputs -----------------------------------------------------------------------------------------
 def to_atoms(data, species: list[str], arrays: dict[str, np.ndarray]):
     """One glass as ase Atoms with per-atom ``arrays`` (eb, eb_pred, eb_std, ...)."""
@@ -260,6 +259,21 @@ def load_task(ckpt: Path, device: str):
     return task.eval(), data
 
 
+def graph_settings(hp: dict) -> tuple[list[str], float, bool]:
+    """(species, cutoff, self_loops) the fit built its graphs with, from ``load_task``'s settings."""
+    from mgglass.data.structure import DEFAULT_SPECIES
+
+    return list(hp.get("species") or DEFAULT_SPECIES), float(hp.get("cutoff", 5.0)), bool(hp.get("self_loops", False))
+
+
+def read_graph(path: Path, hp: dict, label_key: str = "eb"):
+    """One glass file as a graph built the way the checkpoint's fit built them (labels if present)."""
+    from mgglass.data import glass_to_data, read_glass
+
+    species, cutoff, self_loops = graph_settings(hp)
+    return glass_to_data(read_glass(path, label_key=label_key, species=species, labels_optional=True), cutoff, species, self_loops)
+
+
 def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -295,7 +309,7 @@ def main(argv=None) -> int:
 
 
 def _predict(args) -> int:
-    from mgglass.data import GlassDataError, glass_to_data, read_glass
+    from mgglass.data import GlassDataError
     from mgglass.task import pooled_metrics
 
     if args.samples < 0 or args.chunk_atoms < 0:
@@ -309,12 +323,11 @@ def _predict(args) -> int:
         raise PredictError(f"ckpt_path: {ckpt}: no such checkpoint")
     device = _device(args.device)
     task, hp = load_task(ckpt, device)
-    species = list(hp.get("species") or ("Cu", "Zr"))
-    cutoff, self_loops = float(hp.get("cutoff", 5.0)), bool(hp.get("self_loops", False))
+    species = graph_settings(hp)[0]
     frames, per_glass, pooled = [], {}, ([], [], [])
     for path in inputs:
         try:
-            data = glass_to_data(read_glass(path, label_key=args.label_key, species=species, labels_optional=True), cutoff, species, self_loops)
+            data = read_graph(path, hp, args.label_key)
         except GlassDataError as e:
             raise PredictError(str(e)) from None
         try:

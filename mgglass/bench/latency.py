@@ -19,8 +19,7 @@ from pathlib import Path
 def main(argv=None) -> int:
     import torch
 
-    from mgglass.data import glass_to_data, read_glass
-    from mgglass.predict import load_task, predict_glass
+    from mgglass.predict import load_task, predict_glass, read_graph
     from mgglass.runtime import keep_freed_memory
 
     p = argparse.ArgumentParser(prog="mgglass.bench latency", description=__doc__.split("\n\n")[1])
@@ -31,10 +30,9 @@ def main(argv=None) -> int:
     keep_freed_memory()
     path = Path(args.input or Path(os.environ.get("MGGLASS_DATA_DIR", ".")) / "test0.pickle")
     task, hp = load_task(Path(args.ckpt_path), "cpu")
-    species, cutoff = list(hp.get("species") or ("Cu", "Zr")), float(hp.get("cutoff", 5.0))
 
     def end_to_end():
-        data = glass_to_data(read_glass(path, species=species, labels_optional=True), cutoff, species)
+        data = read_graph(path, hp)
         return data, predict_glass(task, data)
 
     data, _ = end_to_end()  # warm-up

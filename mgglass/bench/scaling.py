@@ -30,20 +30,20 @@ def worker(ckpt: str, source: str, reps: int, chunk_atoms: int, threads: int) ->
     import torch
 
     from mgglass.data import Glass, glass_to_data, read_glass
-    from mgglass.predict import load_task, predict_glass
+    from mgglass.predict import graph_settings, load_task, predict_glass
     from mgglass.runtime import keep_freed_memory
 
     keep_freed_memory()
     torch.set_num_threads(threads)
     task, hp = load_task(Path(ckpt), "cpu")
-    species, cutoff = list(hp.get("species") or ("Cu", "Zr")), float(hp.get("cutoff", 5.0))
+    species, cutoff, self_loops = graph_settings(hp)
     name, _, n = source.partition("x")
     glass = read_glass(DEFAULT_DATA / f"{name}.pickle", species=species, labels_optional=True)
     if n and int(n) > 1:
         side = round(int(n) ** (1 / 3))
         glass = Glass.from_atoms(glass.to_atoms().repeat((side, side, side)), labels_optional=True)
     t = time.perf_counter()
-    data = glass_to_data(glass, cutoff, species)
+    data = glass_to_data(glass, cutoff, species, self_loops)
     graph_s = time.perf_counter() - t
     times = []
     for _ in range(reps):

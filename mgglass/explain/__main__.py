@@ -84,15 +84,16 @@ def _atoms(args, n_atoms: int) -> list[int] | None:
     return list(dict.fromkeys(atoms))
 
 
-def _glass(args, hp: dict, species: list[str]):
-    from mgglass.data import GlassDataModule, glass_to_data, load_graph, read_glass
+def _glass(args, hp: dict):
+    from mgglass.data import GlassDataModule, load_graph
+    from mgglass.predict import graph_settings, read_graph
 
-    cutoff, self_loops = float(hp.get("cutoff", 5.0)), bool(hp.get("self_loops", False))
+    species, cutoff, self_loops = graph_settings(hp)
     if args.glass:
         path = Path(args.glass)
         if not path.is_file():
             raise _Fail(f"--glass {path}: no such file")
-        return path, glass_to_data(read_glass(path, label_key=args.label_key, species=species, labels_optional=True), cutoff, species, self_loops)
+        return path, read_graph(path, hp, args.label_key)
     dm = GlassDataModule(**{k: v for k, v in hp.items() if k in GlassDataModule.__init__.__code__.co_varnames})
     path = dm.files("test")[0]
     return path, load_graph(path, cutoff, tuple(species), self_loops, hp.get("label_key", "eb"), hp.get("cache"))
@@ -101,7 +102,13 @@ def _glass(args, hp: dict, species: list[str]):
 def _explain(args) -> int:
     from tqdm import tqdm
 
-    from mgglass.predict import _device, load_task, predict_glass, resolve_run
+    from mgglass.predict import (
+        _device,
+        graph_settings,
+        load_task,
+        predict_glass,
+        resolve_run,
+    )
     from mgglass.tracking import read_run_file
 
     from .analysis import SELECTIONS, half_box_of, select_atoms
@@ -120,8 +127,8 @@ def _explain(args) -> int:
     if not ckpt.is_file():
         raise _Fail(f"ckpt_path: {ckpt}: no such checkpoint")
     task, hp = load_task(ckpt, _device(args.device))
-    species = list(hp.get("species") or ("Cu", "Zr"))
-    glass_path, data = _glass(args, hp, species)
+    species = graph_settings(hp)[0]
+    glass_path, data = _glass(args, hp)
     data = data.to(task.device) if task.device.type != "cpu" else data
     atoms = _atoms(args, data.num_nodes)
     if atoms is None:
