@@ -74,7 +74,7 @@ def count_parameters(params: dict[str, str]) -> int | None:
 
 def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[dict]:
     """One record per finished, tested fit (not sweep parents or trials)."""
-    from mgglass.tracking import stored_metric, ui_name
+    from mgglass.tracking import stored_history, stored_metric
 
     runs = client.search_runs(experiment_ids, filter_string=filter_string, max_results=5000)
     out = []
@@ -84,7 +84,7 @@ def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[
             continue
         if tags.get("mgglass_role") == "sweep" or "optuna_trial" in tags:
             continue
-        val = [m.value for name in (ui_name("val_r"), "val_r") for m in client.get_metric_history(run.info.run_id, name)]
+        val = [m.value for m in stored_history(client, run.info.run_id, "val_r")]
         out.append({
             "run_id": run.info.run_id,
             "group": group_name(run.info.run_name),

@@ -47,6 +47,11 @@ def stored_metric(metrics: dict, key: str, default=None):
     return metrics.get(ui_name(key), metrics.get(key, default))
 
 
+def stored_history(client, run_id: str, key: str) -> list:
+    """A run's metric history by the task's name, under either spelling (see :func:`stored_metric`)."""
+    return [m for name in dict.fromkeys((ui_name(key), key)) for m in client.get_metric_history(run_id, name)]
+
+
 class AfterCheckpoint(Checkpoint):
     """Base of callbacks that report an epoch once it is checkpointed. Lightning calls the
     ``on_train_epoch_end`` of Checkpoint (and EarlyStopping) callbacks after the LightningModule's
@@ -221,8 +226,7 @@ class MLflowTracker(AfterCheckpoint):
             run = self.client.get_run(self.run_id)
             if run.info.status != "RUNNING":
                 self.client.update_run(self.run_id, status="RUNNING")
-            for name in (ui_name("train_loss"), "train_loss"):  # also runs logged before the rename
-                self._logged.update(int(m.step) for m in self.client.get_metric_history(self.run_id, name))
+            self._logged.update(int(m.step) for m in stored_history(self.client, self.run_id, "train_loss"))
             self.client.set_tag(self.run_id, "resumed", str(int(run.data.tags.get("resumed", "0")) + 1))
             return
         self._create_run()

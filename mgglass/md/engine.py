@@ -27,6 +27,7 @@ from mgglass.data.structure import Glass
 POTENTIAL = "CuZr_mm.eam.fs"
 ELEMENTS = ("Cu", "Zr")  # the potential's element order
 MASSES = {"Cu": 63.546, "Zr": 91.224}
+TIMESTEP_PS = 0.002  # every MD run of mgglass.md: 2 fs
 
 
 class MDUnavailable(RuntimeError):
@@ -101,6 +102,7 @@ class Engine:
             compute pe_atom all pe/atom
             thermo_style custom step temp pe press vol
             thermo 0
+            timestep {TIMESTEP_PS}
         """)
         if threads > 1:
             self.cmd(f"package omp {threads}\nsuffix omp")

@@ -18,8 +18,7 @@ import time
 import numpy as np
 
 from mgglass.data.structure import Glass
-
-TIMESTEP_PS = 0.002
+from mgglass.md.engine import TIMESTEP_PS
 
 
 def propensity(glass: Glass, temperature: float = 600.0, time_ps: float = 10.0, runs: int = 8, seed: int = 1,
@@ -37,7 +36,6 @@ def propensity(glass: Glass, temperature: float = 600.0, time_ps: float = 10.0, 
     for k in range(runs):
         with Engine(glass, threads=threads) as e:
             e.cmd(f"""
-                timestep {TIMESTEP_PS}
                 velocity all create {temperature} {seed + k} dist gaussian mom yes rot yes
                 fix md all nvt temp {temperature} {temperature} 0.1
                 compute disp all displace/atom

@@ -18,11 +18,11 @@ import time
 import numpy as np
 
 from mgglass.data.structure import Glass
+from mgglass.md.engine import TIMESTEP_PS
 
 # Atomic volumes (Å³) of fcc Cu (a = 3.615 Å) and hcp Zr (a = 3.232, c = 5.147 Å): their mix is within
 # 1% of the released Cu64Zr36 glasses' 15.8 Å³ per atom.
 ATOMIC_VOLUME = {"Cu": 11.81, "Zr": 23.28}
-TIMESTEP_PS = 0.002
 
 
 def parse_composition(text: str) -> dict[str, float]:
@@ -90,7 +90,6 @@ def quench(composition: str, atoms: int = 3000, seed: int = 0, quench_ps: float 
     t0 = time.perf_counter()
     with Engine(start, threads=threads) as e:
         e.cmd(f"""
-            timestep {TIMESTEP_PS}
             min_style cg
             minimize 1e-6 1e-8 200 2000
             velocity all create {melt_k} {seed + 1} dist gaussian mom yes rot yes
