@@ -90,8 +90,10 @@ def transform_spread(task, data, samples: int, chunk_atoms: int | None = None) -
     """Per-atom std (eV) of the prediction over ``samples`` passes, each encoding the edges with one
     transform drawn from SymGNN's distribution (seeds 1..K; the usual prediction uses seed 0)."""
     enc = getattr(task.net, "edge_encoder", None)
-    if getattr(enc, "distribution", None) not in ("learned", "haar"):
-        raise ValueError("--samples needs a SymGNN whose distribution samples transforms (learned or haar)")
+    from mgglass.models.symgnn import SAMPLED
+
+    if getattr(enc, "distribution", None) not in SAMPLED:
+        raise ValueError(f"--samples needs a SymGNN whose distribution samples transforms ({', '.join(SAMPLED)})")
     saved = enc.k_eval, enc.eval_seed
     try:
         enc.k_eval = 1

@@ -352,7 +352,7 @@ class MLflowTracker(AfterCheckpoint):
                 self.client.log_artifact(self.run_id, str(out / name), "test")
         # Where the tested model's distribution over O(3) puts its samples (SymGNN only).
         encoder = getattr(getattr(pl_module, "net", None), "edge_encoder", None)
-        if getattr(encoder, "distribution", None) in ("learned", "haar", "fixed"):
+        if getattr(encoder, "distribution", None) not in (None, "none"):
             path = self.ckpt_dir / "symmetry_angles.png"
             from mgglass.plots import symmetry_plot
 

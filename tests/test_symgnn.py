@@ -2,6 +2,7 @@
 
 import copy
 import itertools
+import math
 
 import pytest
 import torch
@@ -151,6 +152,38 @@ def test_learned_distribution_gets_gradients_and_is_orthogonal(synthetic_batch):
     torch.testing.assert_close(q @ q.transpose(1, 2), torch.eye(3).expand(64, 3, 3), atol=1e-5, rtol=0)
     dets = torch.linalg.det(q)
     assert (dets > 0).any() and (dets < 0).any()  # reflections start at p = 0.5
+
+
+def test_mixture_weights_haar_and_gaussian_halves_exactly(synthetic_batch):
+    torch.manual_seed(0)
+    model = SymGNN(distribution="mixture", k_train=4).train()
+    model(synthetic_batch).square().mean().backward()
+    sym = model.edge_encoder
+    for p in (sym.haar_logit, sym.rot_mean, sym.rot_log_std, sym.reflect_logit):
+        assert p.grad is not None and p.grad.abs().sum() > 0, p
+    assert sym.distribution_stats()["sym_haar_weight"] == pytest.approx(0.5)
+    with torch.no_grad():
+        sym.haar_logit.fill_(1.0)
+    q, w = sym.weighted_sample(5, torch.Generator().manual_seed(1))
+    haar_w = torch.sigmoid(torch.tensor(1.0))
+    torch.testing.assert_close(w, torch.cat([(haar_w / 2).expand(2), ((1 - haar_w) / 3).expand(3)]))
+    # The Haar half is exactly haar_o3's draw from the same generator; the encoding is the weighted sum.
+    torch.testing.assert_close(q[:2], haar_o3(2, torch.Generator().manual_seed(1)))
+    sym.eval()
+    x = torch.randn(30, 3)
+    with torch.no_grad():
+        q, w = sym.weighted_sample(sym.k_eval, torch.Generator().manual_seed(sym.eval_seed))
+        expected = sum(wk * sym.phi(x @ qk) for wk, qk in zip(w, q))
+        torch.testing.assert_close(sym(x), expected)
+
+
+def test_mixture_draws_follow_the_haar_weight():
+    sym = Symmetrizer(8, "mixture")
+    with torch.no_grad():
+        sym.haar_logit.fill_(30.0)  # all Haar: mean rotation angle π/2 + 2/π
+        assert sym.distribution_stats(8192)["sym_angle_mean"] == pytest.approx(math.pi / 2 + 2 / math.pi, abs=0.03)
+        sym.haar_logit.fill_(-30.0)  # all Gaussian, std 1 rad per axis: far smaller angles
+        assert sym.distribution_stats(8192)["sym_angle_mean"] < 1.8
 
 
 def test_eval_sampling_is_reproducible(synthetic_batch):

@@ -7,7 +7,10 @@ distribution over O(3); with Haar ``Q`` the encoding is O(3)-invariant in expect
   exponential map, times −1 with a learnable probability (straight-through), so all parameters of
   the distribution get gradients;
 * ``fixed``   — the released code: identity and R_z(1) R_y(1) R_x(1) as written there, encodings summed;
-* ``haar``    — uniform on O(3) (QR of a Gaussian with sign fix).
+* ``haar``    — uniform on O(3) (QR of a Gaussian with sign fix);
+* ``mixture`` — Haar with a learnable weight w, the ``learned`` Gaussian with 1 − w: each step
+  encodes half its samples from each part and weights them w and 1 − w, so w gets the exact gradient
+  of the mixture's expectation (a Gaussian alone cannot spread to Haar: its std hardly moves).
 
 Also the ablations ``SymGNNNoSym`` (raw edge vectors) and ``EGATLength`` (|x| only, invariant).
 In eval mode samples come from a generator seeded with ``eval_seed`` on every call, so predictions
@@ -26,7 +29,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .egat import PredictionModule, mlp_block
 
-DISTRIBUTIONS = ("learned", "fixed", "haar", "none")
+DISTRIBUTIONS = ("learned", "fixed", "haar", "none", "mixture")
+SAMPLED = ("learned", "haar", "mixture")  # drawn at random: seeded in eval, averaged over k samples
 
 
 def _skew(w: Tensor) -> Tensor:
@@ -121,18 +125,20 @@ class Symmetrizer(nn.Module):
         self.distribution, self.k_train, self.k_eval = distribution, k_train, k_eval
         self.eval_seed, self.chunk_rows = eval_seed, chunk_rows
         self.phi = mlp_block([3, hidden, hidden])
-        if distribution == "learned":
+        if distribution in ("learned", "mixture"):
             self.rot_mean = nn.Parameter(torch.zeros(3))
             self.rot_log_std = nn.Parameter(torch.full((3,), init_log_std))
             self.reflect_logit = nn.Parameter(torch.zeros(()))
+        if distribution == "mixture":
+            self.haar_logit = nn.Parameter(torch.zeros(()))  # Haar's weight w = sigmoid(logit), 0.5 at start
         if distribution == "fixed":
             self.register_buffer("fixed_q", torch.stack([torch.eye(3, dtype=torch.float64), released_rotation(1.0, torch.float64)]), persistent=False)
 
-    def _encode(self, x: Tensor, q: Tensor) -> Tensor:
-        """Σ_k φ(x Q_k) over the transforms in ``q`` [k, 3, 3]."""
+    def _encode(self, x: Tensor, q: Tensor, w: Tensor) -> Tensor:
+        """Σ_k w_k φ(x Q_k) over the transforms in ``q`` [k, 3, 3] and their weights ``w`` [k]."""
         lin = self.phi[0]
         z = _NarrowLinear.apply((x.unsqueeze(0) @ q).reshape(-1, 3), lin.weight, lin.bias)
-        return self.phi[1:](z).view(q.shape[0], x.shape[0], -1).sum(0)
+        return torch.einsum("k,ken->en", w, self.phi[1:](z).view(q.shape[0], x.shape[0], -1))
 
     def _recompute_contexts(self):
         # The recomputation in backward must not update batch-norm running statistics a second time.
@@ -154,6 +160,13 @@ class Symmetrizer(nn.Module):
             return haar_o3(k, generator)
         if self.distribution == "none":
             return torch.eye(3).unsqueeze(0)
+        if self.distribution == "mixture":  # a plain draw (plots, statistics); training uses weighted_sample
+            from_haar = torch.rand(k, generator=generator) < torch.sigmoid(self.haar_logit).detach()
+            return torch.where(from_haar.view(k, 1, 1), haar_o3(k, generator), self._gaussian(k, generator))
+        return self._gaussian(k, generator)
+
+    def _gaussian(self, k: int, generator: torch.Generator | None) -> Tensor:
+        """k draws of the reparameterised Gaussian in so(3), reflected with the learnable probability."""
         eps = torch.randn(k, 3, generator=generator)
         omega = self.rot_mean + self.rot_log_std.exp() * eps
         rot = torch.linalg.matrix_exp(_skew(omega))
@@ -163,18 +176,32 @@ class Symmetrizer(nn.Module):
         sign = (1 - 2 * flip) + ((1 - 2 * p) - (1 - 2 * p).detach())
         return rot * sign.view(k, 1, 1)
 
+    def weighted_sample(self, k: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """k transforms and their weights in the encoding (summing to 1; to 2 for ``fixed``, whose
+        released encodings are summed). ``mixture`` draws ⌊k/2⌋ from Haar at weight w each share and
+        the rest from the Gaussian at 1 − w: unbiased for the mixture and differentiable in w."""
+        if self.distribution != "mixture" or k < 2:
+            q = self.sample(k, generator)
+            return q, torch.full((q.shape[0],), 1.0 if self.distribution == "fixed" else 1.0 / q.shape[0])
+        n_haar = k // 2
+        w = torch.sigmoid(self.haar_logit)
+        q = torch.cat([haar_o3(n_haar, generator), self._gaussian(k - n_haar, generator)])
+        return q, torch.cat([(w / n_haar).expand(n_haar), ((1 - w) / (k - n_haar)).expand(k - n_haar)])
+
     @torch.no_grad()
     def distribution_stats(self, n: int = 4096) -> dict[str, float]:
         """Where the distribution stands: for ``learned`` its parameters (rotation-vector mean and
         per-axis std, reflection probability); for every sampling distribution the mean rotation angle
         of ``n`` samples (Haar: π/2 + 2/π ≈ 2.21 rad) and their share of reflections."""
         out: dict[str, float] = {}
-        if self.distribution == "learned":
+        if self.distribution in ("learned", "mixture"):
             for i, axis in enumerate("xyz"):
                 out[f"sym_rot_mean_{axis}"] = float(self.rot_mean[i])
                 out[f"sym_rot_std_{axis}"] = float(self.rot_log_std[i].exp())
             out["sym_reflect_p"] = float(torch.sigmoid(self.reflect_logit))
-        if self.distribution in ("learned", "haar"):
+        if self.distribution == "mixture":
+            out["sym_haar_weight"] = float(torch.sigmoid(self.haar_logit))
+        if self.distribution in SAMPLED:
             angle, reflected = rotation_angles(self.sample(n, torch.Generator().manual_seed(self.eval_seed)))
             out["sym_angle_mean"] = float(angle.mean())
             out["sym_reflect_share"] = float(reflected.float().mean())
@@ -183,21 +210,22 @@ class Symmetrizer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         k = self.num_samples
         gen = None
-        if not self.training and self.distribution in ("learned", "haar"):
+        if not self.training and self.distribution in SAMPLED:
             gen = torch.Generator().manual_seed(self.eval_seed)
-        q = self.sample(k, gen).to(device=x.device, dtype=x.dtype)
+        q, w = self.weighted_sample(k, gen)
+        q, w = q.to(device=x.device, dtype=x.dtype), w.to(device=x.device, dtype=x.dtype)
         e = x.shape[0]
         # Bound the [K·E, hidden] activations: chunk over K when they would exceed chunk_rows.
         step = k if self.training or torch.is_grad_enabled() else max(1, self.chunk_rows // max(e, 1))
         out = None
         for i in range(0, k, step):
-            qi = q[i : i + step]
+            qi, wi = q[i : i + step], w[i : i + step]
             if torch.is_grad_enabled() and self.recompute:
-                enc = checkpoint(self._encode, x, qi, use_reentrant=False, context_fn=self._recompute_contexts)
+                enc = checkpoint(self._encode, x, qi, wi, use_reentrant=False, context_fn=self._recompute_contexts)
             else:
-                enc = self._encode(x, qi)
+                enc = self._encode(x, qi, wi)
             out = enc if out is None else out + enc
-        return out if self.distribution == "fixed" else out / k
+        return out
 
 
 class SymGNN(nn.Module):
