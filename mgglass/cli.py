@@ -26,7 +26,7 @@ from mgglass.calibration import RecalibrateBatchNorm
 from mgglass.checkpoint import ModelCheckpoint
 from mgglass.data import GlassDataError, GlassDataModule
 from mgglass.progress import PlainProgress, want_progress_bar
-from mgglass.runtime import keep_freed_memory
+from mgglass.runtime import keep_freed_memory, quiet_warnings
 from mgglass.task import EBTask
 from mgglass.tracking import TrackingConfig
 
@@ -166,23 +166,6 @@ def _config_files(args) -> list[str]:
         elif a.startswith("--config="):
             files.append(a.split("=", 1)[1])
     return files
-
-
-def quiet_warnings() -> None:
-    """Drop warnings that are expected here and only clutter a log (MGGLASS_DEBUG=1 keeps them)."""
-    if os.environ.get("MGGLASS_DEBUG"):
-        return
-    import warnings
-
-    for pattern in (
-        ".*does not have many workers.*",
-        ".*exists and is not empty.*",  # the run folder holds config.yaml and mlflow_run.json
-        ".*will save all targets and predictions in the buffer.*",  # Spearman: a few MB per split
-        ".*isinstance.treespec, LeafSpec.*",
-        ".*It is recommended to use `self.log.*sync_dist=True.*",  # epoch values are synced by torchmetrics
-        ".*recommended to use `Trainer.devices=1`.*",  # our sampler never repeats a glass across ranks
-    ):
-        warnings.filterwarnings("ignore", pattern)
 
 
 def build(args, progress: bool | None = None, extra_callbacks=(), parse_only: bool = False) -> MGCLI:

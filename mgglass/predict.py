@@ -11,8 +11,10 @@ Large glasses are predicted in chunks: atoms are grouped into spatial cells of a
 message-passing depth), which holds every atom and edge the cell's predictions depend on, so the
 result equals the whole-glass prediction (up to float summation order).
 
-This module also holds the prediction helpers the fit's test, ``mgglass.test --out`` and the
-benchmarks use (one eval-mode loop, the writers and the parity plot).
+The command runs ``Trainer.predict`` over the files (one glass per step, read when its turn comes;
+``EBTask.predict_step``) with a ``BasePredictionWriter`` that writes them. This module also holds
+the pieces the fit's test outputs, ``mgglass.test --out`` and the benchmarks share: ``predict_glass``
+(the one eval-mode prediction of a glass, chunked or whole), the writers and the parity plot.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 
 PROG = "mgglass.predict"
 READABLE = (".pickle", ".pkl", ".extxyz", ".xyz", ".cfg", ".data", ".dump", ".lammpstrj", ".vasp", ".cif", ".traj")
@@ -74,7 +77,8 @@ def predict_glass(task, data, chunk_atoms: int | None = None) -> np.ndarray:
     try:
         hops = receptive_hops(task.net)  # None: the model does not say, so it is predicted whole
         if not chunk_atoms or data.num_nodes <= chunk_atoms or hops is None:
-            return task.predict_ev(Batch.from_data_list([data]).to(task.device)).cpu().double().numpy()
+            whole = data if isinstance(data, Batch) else Batch.from_data_list([data])
+            return task.predict_ev(whole.to(task.device)).cpu().double().numpy()
         out = np.empty(data.num_nodes)
         for centres in spatial_cells(data, chunk_atoms):
             sub, mapping = _subgraph(data, centres, hops)
@@ -85,15 +89,21 @@ def predict_glass(task, data, chunk_atoms: int | None = None) -> np.ndarray:
         task.train(was_training)
 
 
+def sampling_encoder(task):
+    """SymGNN's edge encoder when its distribution draws transforms at random; else ValueError."""
+    from mgglass.models.symgnn import SAMPLED
+
+    enc = getattr(task.net, "edge_encoder", None)
+    if getattr(enc, "distribution", None) not in SAMPLED:
+        raise ValueError(f"--samples needs a SymGNN whose distribution samples transforms ({', '.join(SAMPLED)})")
+    return enc
+
+
 @torch.no_grad()
 def transform_spread(task, data, samples: int, chunk_atoms: int | None = None) -> np.ndarray:
     """Per-atom std (eV) of the prediction over ``samples`` passes, each encoding the edges with one
     transform drawn from SymGNN's distribution (seeds 1..K; the usual prediction uses seed 0)."""
-    enc = getattr(task.net, "edge_encoder", None)
-    from mgglass.models.symgnn import SAMPLED
-
-    if getattr(enc, "distribution", None) not in SAMPLED:
-        raise ValueError(f"--samples needs a SymGNN whose distribution samples transforms ({', '.join(SAMPLED)})")
+    enc = sampling_encoder(task)
     saved = enc.k_eval, enc.eval_seed
     try:
         enc.k_eval = 1
@@ -190,9 +200,89 @@ def error_ranking(y: np.ndarray, p: np.ndarray, std: np.ndarray, top: float = 0.
     return {"spearman_std_abs_error": float(spearmanr(std, err).statistic), f"top{int(top * 100)}_overlap": hit, "chance": top}
 
 
-# -- command line ------------------------------------------------------------------------------------
+# -- Trainer.predict over glass files ----------------------------------------------------------------
 class PredictError(Exception):
     """A bad input or option, reported as one line."""
+
+
+class GlassFiles(torch.utils.data.Dataset):
+    """Glass files, each read when its turn comes as a graph built the way the checkpoint's fit built them."""
+
+    def __init__(self, paths: list[Path], hp: dict, label_key: str = "eb"):
+        self.paths, self.hp, self.label_key = paths, hp, label_key
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from mgglass.data import GlassDataError
+
+        try:
+            return read_graph(self.paths[i], self.hp, self.label_key)
+        except GlassDataError as e:
+            raise PredictError(str(e)) from None
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Collects each glass's per-atom arrays from ``EBTask.predict_step`` (with its labels, when the
+    file has them) and writes them all at the end: ``output`` (extxyz) and the CSV beside it."""
+
+    def __init__(self, output: Path, species: list[str], paths: list[Path]):
+        super().__init__(write_interval="batch")
+        self.output, self.species, self.paths = output, species, paths
+        self.frames, self.labelled = [], {}  # labelled: file name -> (labels, arrays)
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        data, path = batch.cpu(), self.paths[batch_indices[0]]
+        arrays = dict(prediction)
+        if "y" in data:
+            arrays = {"eb": data.y.double().numpy(), **arrays}
+            self.labelled[path.name] = arrays
+        self.frames.append(to_atoms(data, self.species, arrays))
+        print(f"{PROG}: {path}: {data.num_nodes} atoms predicted", file=sys.stderr, flush=True)
+
+    def on_predict_end(self, trainer, pl_module):
+        write_predictions(self.output, self.frames)
+
+    def summary(self) -> dict:
+        """Pearson r, R², MAE pooled over the labelled glasses and per glass; with ``eb_std``, how well
+        it ranks the largest errors."""
+        from mgglass.task import pooled_metrics
+
+        if not self.labelled:
+            return {}
+        pooled = {k: np.concatenate([a[k] for a in self.labelled.values()]) for k in next(iter(self.labelled.values()))}
+        out = {f"pooled_{k}": v for k, v in pooled_metrics(pooled["eb"], pooled["eb_pred"]).items()}
+        out["per_glass"] = {name: pooled_metrics(a["eb"], a["eb_pred"]) for name, a in self.labelled.items()}
+        if "eb_std" in pooled:
+            out["uncertainty"] = error_ranking(pooled["eb"], pooled["eb_pred"], pooled["eb_std"])
+        return out
+
+
+def _one_glass(items: list):
+    return items[0]  # a batch of one glass is that glass's graph (the sampler still reports its index)
+
+
+def predict_files(task, paths: list[Path], hp: dict, output: Path, device: str = "cpu", label_key: str = "eb") -> dict:
+    """``Trainer.predict`` over glass files, one glass per step on ``device``; writes ``output`` and
+    its CSV and returns the labelled inputs' metrics (see :class:`PredictionWriter`)."""
+    import logging
+
+    import lightning as L
+
+    # The Trainer's banner (GPU available, ...) is noise here: stderr keeps one line per glass or the error.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    writer = PredictionWriter(output, graph_settings(hp)[0], paths)
+    accelerator, _, index = device.partition(":")
+    trainer = L.Trainer(accelerator="gpu" if accelerator == "cuda" else "cpu", devices=[int(index)] if index else 1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[writer])
+    loader = torch.utils.data.DataLoader(GlassFiles(paths, hp, label_key), batch_size=1, collate_fn=_one_glass)
+    trainer.predict(task, loader, return_predictions=False)
+    return writer.summary()
+
+
+# -- command line ------------------------------------------------------------------------------------
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
@@ -287,7 +377,7 @@ def _device(name: str) -> str:
 def main(argv=None) -> int:
     import argparse
 
-    from mgglass.runtime import keep_freed_memory
+    from mgglass.runtime import keep_freed_memory, quiet_warnings
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n", 1)[1].split("\n\nThis module")[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -303,6 +393,7 @@ def main(argv=None) -> int:
     p.add_argument("--tracking_uri", default=None, help="MLflow tracking URI for --run (default: <tracking_root>/mlflow.db)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     keep_freed_memory()
+    quiet_warnings()
     try:
         return _predict(args)
     except PredictError as e:
@@ -311,9 +402,6 @@ def main(argv=None) -> int:
 
 
 def _predict(args) -> int:
-    from mgglass.data import GlassDataError
-    from mgglass.task import pooled_metrics
-
     if args.samples < 0 or args.chunk_atoms < 0:
         raise PredictError("--samples and --chunk_atoms must not be negative")
     output = Path(args.output)
@@ -325,36 +413,14 @@ def _predict(args) -> int:
         raise PredictError(f"ckpt_path: {ckpt}: no such checkpoint")
     device = _device(args.device)
     task, hp = load_task(ckpt, device)
-    species = graph_settings(hp)[0]
-    frames, per_glass, pooled = [], {}, ([], [], [])
-    for path in inputs:
+    if args.samples:
         try:
-            data = read_graph(path, hp, args.label_key)
-        except GlassDataError as e:
-            raise PredictError(str(e)) from None
-        try:
-            arrays = {"eb_pred": predict_glass(task, data, args.chunk_atoms)}
-            if args.samples:
-                arrays["eb_std"] = transform_spread(task, data, args.samples, args.chunk_atoms)
+            sampling_encoder(task)
         except ValueError as e:
-            raise PredictError(f"{path}: {e}") from None
-        if "y" in data:
-            y = data.y.double().numpy()
-            arrays = {"eb": y, **arrays}
-            per_glass[path.name] = pooled_metrics(y, arrays["eb_pred"])
-            pooled[0].append(y)
-            pooled[1].append(arrays["eb_pred"])
-            if args.samples:
-                pooled[2].append(arrays["eb_std"])
-        frames.append(to_atoms(data, species, arrays))
-        print(f"{PROG}: {path}: {data.num_nodes} atoms predicted", file=sys.stderr, flush=True)
-    write_predictions(output, frames)
-    summary = {"checkpoint": str(ckpt), "output": str(output), "csv": str(output.with_suffix(".csv")), "glasses": len(frames)}
-    if pooled[0]:
-        y, pred = np.concatenate(pooled[0]), np.concatenate(pooled[1])
-        summary.update({f"pooled_{k}": v for k, v in pooled_metrics(y, pred).items()}, per_glass=per_glass)
-        if args.samples:
-            summary["uncertainty"] = error_ranking(y, pred, np.concatenate(pooled[2]))
+            raise PredictError(f"{ckpt}: {e}") from None
+    task.predict_chunk_atoms, task.predict_samples = args.chunk_atoms, args.samples
+    metrics = predict_files(task, inputs, hp, output, device, args.label_key)
+    summary = {"checkpoint": str(ckpt), "output": str(output), "csv": str(output.with_suffix(".csv")), "glasses": len(inputs), **metrics}
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -1,4 +1,5 @@
-"""Process-wide settings the entry points apply before any work (``fit``, ``test``, ``validate``, ``bench``).
+"""Process-wide settings the entry points apply before any work (``fit``, ``test``, ``validate``, ``bench``,
+``predict``, ``explain``): glibc's allocator, and the library warnings that only clutter a log.
 
 glibc serves every allocation above ~32 MB with a fresh ``mmap`` and returns it to the kernel on
 free, so each [edges, channels] activation (33–266 MB per 8000-atom glass) is page-faulted in anew
@@ -40,3 +41,19 @@ def keep_freed_memory() -> bool:
     # mallopt returns 1 on success; the trim threshold is an int, so "never" is INT_MAX (2 GiB).
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _applied
+
+
+def quiet_warnings() -> None:
+    """Drop warnings that are expected here and only clutter a log (MGGLASS_DEBUG=1 keeps them)."""
+    if os.environ.get("MGGLASS_DEBUG"):
+        return
+    import warnings
+
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*exists and is not empty.*",  # the run folder holds config.yaml and mlflow_run.json
+        ".*isinstance.treespec, LeafSpec.*",
+        ".*It is recommended to use `self.log.*sync_dist=True.*",  # epoch values are synced by torchmetrics
+        ".*recommended to use `Trainer.devices=1`.*",  # our sampler never repeats a glass across ranks
+    ):
+        warnings.filterwarnings("ignore", pattern)

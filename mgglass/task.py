@@ -41,27 +41,27 @@ def _from_cli() -> bool:
 
 
 def _metric_set(**kwargs) -> MetricCollection:
+    import warnings
+
     # All states are sums or concatenations, so the DDP sync is exact (no per-rank averaging).
-    return MetricCollection(
-        {
-            "r": PearsonCorrCoef(**kwargs),
-            "r2": R2Score(**kwargs),
-            "mae": MeanAbsoluteError(**kwargs),
-            "rmse": MeanSquaredError(squared=False, **kwargs),
-            "spearman": SpearmanCorrCoef(**kwargs),
-        }
-    )
+    with warnings.catch_warnings():  # Spearman's "keeps all targets in a buffer" warning: one glass fits
+        warnings.filterwarnings("ignore", message=".*will save all targets and predictions.*")
+        return MetricCollection(
+            {
+                "r": PearsonCorrCoef(**kwargs),
+                "r2": R2Score(**kwargs),
+                "mae": MeanAbsoluteError(**kwargs),
+                "rmse": MeanSquaredError(squared=False, **kwargs),
+                "spearman": SpearmanCorrCoef(**kwargs),
+            }
+        )
 
 
 def pooled_metrics(y, p) -> dict[str, float]:
     """The split metrics a fit logs (r, r2, mae, rmse, spearman; eV) over all atoms of labels ``y`` and
     predictions ``p``: the same torchmetrics as the task, for tests, predictions and benchmarks."""
-    import warnings
-
-    with warnings.catch_warnings():  # Spearman's "keeps all targets in a buffer" warning: one glass fits
-        warnings.filterwarnings("ignore", message=".*will save all targets and predictions.*")
-        # This process's arrays only: no DDP sync, which would wait for ranks that never call this.
-        metrics = _metric_set(sync_on_compute=False).set_dtype(torch.float64)
+    # This process's arrays only: no DDP sync, which would wait for ranks that never call this.
+    metrics = _metric_set(sync_on_compute=False).set_dtype(torch.float64)
     metrics.update(torch.as_tensor(p, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64))
     return {k: float(v) for k, v in metrics.compute().items()}
 
@@ -155,8 +155,18 @@ class EBTask(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
-    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        return self.predict_ev(batch)
+    # Trainer.predict settings, set by mgglass.predict (not hyperparameters: a checkpoint predicts the same either way).
+    predict_chunk_atoms: int | None = None  # glasses larger than this go in chunks with their halo
+    predict_samples: int = 0  # SymGNN: also the per-atom std over this many single sampled transforms
+
+    def predict_step(self, batch, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
+        """One glass -> per-atom eV arrays: ``eb_pred`` (and ``eb_std`` with ``predict_samples``)."""
+        from mgglass.predict import predict_glass, transform_spread
+
+        out = {"eb_pred": predict_glass(self, batch, self.predict_chunk_atoms)}
+        if self.predict_samples:
+            out["eb_std"] = transform_spread(self, batch, self.predict_samples, self.predict_chunk_atoms)
+        return out
 
     # -- epoch ends: compute pooled (synced) metrics, log them for callbacks, keep a history ----
     def _compute(self, split: str) -> dict[str, float]:

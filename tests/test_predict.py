@@ -163,6 +163,16 @@ def test_predict_bad_inputs_are_one_line_errors(smoke, tmp_path, args, expected)
     assert not (tmp_path / "o.extxyz").exists()
 
 
+def test_predict_bad_glass_file_is_a_one_line_error_and_writes_nothing(smoke, tmp_path):
+    (tmp_path / "broken.extxyz").write_text("3\nnot an extxyz header\nCu 0 0\n")
+    out = tmp_path / "o.extxyz"
+    p = run_cli("mgglass.predict", ["--ckpt_path", str(smoke["ckpt"]), "--input", str(smoke["synth"] / "test0.xyz"),
+                                    str(tmp_path / "broken.extxyz"), "--output", str(out)], tmp_path)
+    err = [line for line in p.stderr.strip().splitlines() if "atoms predicted" not in line]
+    assert p.returncode == 2 and len(err) == 1 and "broken.extxyz" in err[0], p.stderr
+    assert not out.exists() and not out.with_suffix(".csv").exists()
+
+
 def test_latency_benchmark_reports_end_to_end_and_model_times(smoke, tmp_path):
     p = run_cli("mgglass.bench", ["latency", "--ckpt_path", str(smoke["ckpt"]), "--input", str(smoke["synth"] / "test0.xyz"), "--repeats", "2"], tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]

@@ -54,7 +54,7 @@ def parser():
 
 
 def main(argv=None) -> int:
-    from mgglass.cli import quiet_warnings
+    from mgglass.runtime import quiet_warnings
 
     quiet_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
