@@ -206,6 +206,29 @@ def test_eval_chunking_matches_unchunked():
         torch.testing.assert_close(sym(x), whole)
 
 
+@pytest.mark.parametrize("distribution", ["learned", "haar", "fixed", "mixture"])
+def test_eval_encoding_with_folded_batch_norm_is_the_definition(distribution):
+    """Eval mode folds φ's batch norms into its linear layers and chunks edges: the result is still
+    Σ_k w_k φ(x Q_k) with φ's own eval-mode modules, for non-trivial statistics and odd chunk sizes."""
+    torch.manual_seed(0)
+    sym = Symmetrizer(8, distribution, k_eval=6).double()
+    with torch.no_grad():
+        for m in sym.phi:
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.normal_(0, 2)
+                m.running_var.uniform_(0.2, 5)
+                m.weight.uniform_(0.5, 2)
+                m.bias.normal_()
+    sym.eval()
+    x = torch.randn(53, 3, dtype=torch.float64)
+    with torch.no_grad():
+        q, w = sym.weighted_sample(sym.num_samples, torch.Generator().manual_seed(sym.eval_seed))
+        expected = sum(wk * sym.phi(x @ qk.double()) for wk, qk in zip(w.double(), q))
+        for rows in (1 << 13, 25):  # whole, and chunks of 25 // K edges
+            sym.chunk_rows = rows
+            torch.testing.assert_close(sym(x), expected, rtol=1e-10, atol=1e-10)
+
+
 def test_haar_o3_covers_both_components():
     q = haar_o3(500, torch.Generator().manual_seed(0), torch.float64)
     torch.testing.assert_close(q @ q.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(500, 3, 3))
