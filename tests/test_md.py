@@ -171,6 +171,27 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert not (tmp_path / "g.extxyz").exists()
 
 
+@needs_lammps
+def test_lammps_errors_are_one_line_and_name_the_glass(tmp_path):
+    """Two atoms on top of each other blow the MD up: LAMMPS's own error, one line, exit 2, no output."""
+    from ase import Atoms
+    from ase.io import write
+
+    from mgglass.md.engine import Engine, MDError
+
+    atoms = Atoms("Cu2Zr", positions=[[1, 1, 1], [1, 1, 1.0001], [5, 5, 5]], cell=[10, 10, 10], pbc=True)
+    write(tmp_path / "overlap.extxyz", atoms)
+    glass = Glass(positions=atoms.positions, numbers=atoms.numbers, cell=atoms.cell.array, source="overlap.extxyz")
+    with Engine(glass) as engine, pytest.raises(MDError, match=r"^overlap.extxyz: LAMMPS stopped: ERROR: Unrecognized fix"):
+        engine.cmd("fix 1 all no_such_style")
+    out = tmp_path / "p.csv"
+    p = subprocess.run([sys.executable, "-m", "mgglass.md", "propensity", "--glass", str(tmp_path / "overlap.extxyz"),
+                        "--time-ps", "0.2", "--runs", "1", "--out", str(out)], check=False, capture_output=True, text=True, timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "overlap.extxyz: LAMMPS stopped: ERROR: Lost atoms" in lines[0], p.stderr
+    assert not out.exists()
+
+
 def test_without_lammps_the_error_says_what_to_install(monkeypatch):
     from mgglass.md.engine import MDUnavailable, lammps_module
 

@@ -164,12 +164,12 @@ def main(argv=None) -> int:
     b.add_argument("--out", required=True, help="output .csv")
     args = p.parse_args(argv)
     from mgglass.data import GlassDataError
-    from mgglass.md.engine import MDUnavailable
+    from mgglass.md.engine import MDError, MDUnavailable
 
     try:
         commands = {"quench": cmd_quench, "compare": cmd_compare, "propensity": cmd_propensity, "barriers": cmd_barriers}
         return commands[args.command](args)
-    except (ValueError, GlassDataError, MDUnavailable) as e:
+    except (ValueError, GlassDataError, MDUnavailable, MDError) as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         return 2
 

