@@ -54,6 +54,31 @@ def test_chunked_prediction_equals_whole_glass(small_task):
     assert np.abs(short - whole[cells[0].numpy()]).max() > 1e-4
 
 
+def test_spatial_order_renumbers_atoms_and_keeps_the_predictions(small_task):
+    from mgglass.data import glass_to_data, make_glass
+    from mgglass.predict import predict_glass, spatially_ordered
+
+    data = glass_to_data(make_glass(1500, seed=4))
+    ordered, perm = spatially_ordered(data)
+    assert sorted(perm.tolist()) == list(range(data.num_nodes))
+    torch.testing.assert_close(ordered.pos, data.pos[perm])
+    dst = ordered.edge_index[1]
+    assert bool((dst[1:] >= dst[:-1]).all())  # still sorted by dst, as the model's CSR needs
+    # The same edges, each with its own vector: renumbered (src, dst) -> vector matches the original.
+    new_id = torch.empty_like(perm)
+    new_id[perm] = torch.arange(len(perm))
+    before = {(int(a), int(b)): v for (a, b), v in zip(new_id[data.edge_index].t().tolist(), data.edge_vec.tolist())}
+    after = {(int(a), int(b)): v for (a, b), v in zip(ordered.edge_index.t().tolist(), ordered.edge_vec.tolist())}
+    assert before == after
+    # Neighbours are now close in numbering (what makes the gathers cache-friendly).
+    gap = lambda g: (g.edge_index[0] - g.edge_index[1]).abs().double().median()
+    assert gap(ordered) < 0.25 * gap(data)
+    plain = predict_glass(small_task, data, reorder_above=10**9)
+    np.testing.assert_allclose(predict_glass(small_task, data, reorder_above=0), plain, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(predict_glass(small_task, data, chunk_atoms=200, reorder_above=0), plain, rtol=0, atol=2e-5)
+    assert np.abs(plain - plain[perm.numpy()]).max() > 1e-3  # so a missing un-permutation would show
+
+
 def test_error_ranking_counts_overlap():
     from mgglass.predict import error_ranking
 
