@@ -31,6 +31,9 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 PROG = "mgglass.predict"
+# Glasses above this many atoms are predicted in chunks: ~50 MB per 1000 atoms in eval, so a chunk's
+# subgraph (centres + 20-Å halo, ≤ ~3× the centres) stays under ~15 GB, and a 64,000-atom glass goes whole.
+CHUNK_ATOMS = 100_000
 READABLE = (".pickle", ".pkl", ".extxyz", ".xyz", ".cfg", ".data", ".dump", ".lammpstrj", ".vasp", ".cif", ".traj")
 
 
@@ -424,7 +427,7 @@ def main(argv=None) -> int:
     p.add_argument("--input", nargs="+", required=True, help="glass files, folders or glob patterns (quote them)")
     p.add_argument("--output", required=True, help="extxyz file to write; the CSV goes beside it (.csv)")
     p.add_argument("--samples", type=int, default=0, help="SymGNN: also write eb_std over K sampled transforms")
-    p.add_argument("--chunk_atoms", type=int, default=50_000, help="predict larger glasses in chunks of about this many atoms (0: never)")
+    p.add_argument("--chunk_atoms", type=int, default=CHUNK_ATOMS, help="predict larger glasses in chunks of about this many atoms (0: never)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--label_key", default="eb", help="per-atom label array in ase-readable inputs (pickles use their own)")
     p.add_argument("--tracking_root", default="mlruns", help="where --run looks for run folders and mlflow.db")

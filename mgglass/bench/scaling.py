@@ -1,6 +1,6 @@
 """python -m mgglass.bench scaling: prediction time and peak memory against glass size.
 
-    python -m mgglass.bench scaling --ckpt_path CKPT [--sizes 1,8,64,125] [--chunk_atoms 200000] [--png out.png]
+    python -m mgglass.bench scaling --ckpt_path CKPT [--sizes 1,8,64,125] [--chunk_atoms 100000] [--png out.png]
 
 Each size is the 8000-atom train0 glass replicated n×n×n times (``--sizes`` lists n³: 1 → 8k,
 8 → 64k, 64 → 512k, 125 → 1M atoms) plus test0 (3k), predicted in a fresh subprocess so its peak
@@ -113,11 +113,13 @@ def run(ckpt: str, sizes: list[int], reps: int, chunk_atoms: int, threads: int, 
 
 
 def main(argv=None) -> int:
+    from mgglass.predict import CHUNK_ATOMS
+
     p = argparse.ArgumentParser(prog="python -m mgglass.bench scaling", description=__doc__.split("\n\n")[2])
     p.add_argument("--ckpt_path", required=True)
     p.add_argument("--sizes", default="1,8,64,125", help="replication counts n³ of train0 (1 = the 8000-atom glass)")
     p.add_argument("--reps", type=int, default=1, help="best of this many predictions per size")
-    p.add_argument("--chunk_atoms", type=int, default=200_000)
+    p.add_argument("--chunk_atoms", type=int, default=CHUNK_ATOMS)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--png", default=None, help="write the log-log plot here")

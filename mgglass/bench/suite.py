@@ -131,13 +131,14 @@ def render(sections: dict, meta: dict) -> str:
 def main(argv=None) -> int:
     import torch
 
+    from mgglass.predict import CHUNK_ATOMS
     from mgglass.tracking import git_commit
 
     p = argparse.ArgumentParser(prog="python -m mgglass.bench all", description=__doc__.split("\n\n")[1])
     p.add_argument("--ckpt_path", required=True, help="a SymGNN checkpoint (latency and scaling)")
     p.add_argument("--out", default="docs/performance.md")
     p.add_argument("--sizes", default="1,8,64", help="replications of train0 for the scaling (125 adds the 1M-atom glass)")
-    p.add_argument("--chunk_atoms", type=int, default=50_000)
+    p.add_argument("--chunk_atoms", type=int, default=CHUNK_ATOMS)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--models", default=None, help="comma-separated model names (default: all)")
     p.add_argument("--timeout", type=float, default=3600)
