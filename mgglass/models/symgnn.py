@@ -141,9 +141,10 @@ class Symmetrizer(nn.Module):
         return torch.einsum("k,ken->en", w, self.phi[1:](z).view(q.shape[0], x.shape[0], -1))
 
     def _encode_eval(self, x: Tensor, q: Tensor, w: Tensor) -> Tensor:
-        """``_encode`` when φ's batch norms are in eval mode, ~3× faster: batch norm is affine there, so each (Linear, BatchNorm) is
-        one affine map, and x Q W₁ᵀ = x (Q W₁ᵀ) puts all K first layers in one [3, K·hidden] matrix.
-        Edges go in chunks of ``chunk_rows`` // K, whose activations stay in cache."""
+        """``_encode`` when φ's batch norms are in eval mode, ~3× faster: batch norm is affine there,
+        so each (Linear, BatchNorm) is one affine map, and x Q W₁ᵀ = x (Q W₁ᵀ) puts all K first layers
+        in one [3, K·hidden] matrix. Edges go in chunks of ``chunk_rows`` // K, whose activations stay
+        in cache."""
         (w1, b1), (w2, b2) = (self._affine(i, x.dtype) for i in (0, 3))
         k, hidden = q.shape[0], w1.shape[0]
         m1 = (q @ w1.t()).permute(1, 0, 2).reshape(3, k * hidden)
