@@ -271,7 +271,7 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, output: Path, species: list[str], paths: list[Path]):
         super().__init__(write_interval="batch")
         self.output, self.species, self.paths = output, species, paths
-        self.frames, self.labelled = [], {}  # labelled: file name -> (labels, arrays)
+        self.frames, self.labelled = [], {}  # labelled: file name -> its arrays (eb, eb_pred[, eb_std])
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         data, path = batch.cpu(), self.paths[batch_indices[0]]
