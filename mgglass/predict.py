@@ -44,14 +44,19 @@ def receptive_hops(net) -> int | None:
     return int(hops() if callable(hops) else hops) if hops is not None else None
 
 
+def _grid_cell_ids(data, grid: torch.Tensor) -> torch.Tensor:
+    """Each atom's cell (row-major id) in a grid[0]×grid[1]×grid[2] division of the periodic cell,
+    in fractional coordinates."""
+    frac = data.pos.double() @ torch.linalg.inv(data.cell[0].double())
+    ijk = torch.minimum(torch.floor((frac % 1.0) * grid).long(), grid - 1)
+    return (ijk[:, 0] * grid[1] + ijk[:, 1]) * grid[2] + ijk[:, 2]
+
+
 def spatial_cells(data, chunk_atoms: int) -> list[torch.Tensor]:
     """Atom indices grouped into an n×n×n grid of the cell (fractional coordinates), n chosen so a
     grid cell holds about ``chunk_atoms`` atoms; empty cells are dropped."""
-    n_atoms = data.num_nodes
-    n = max(1, math.ceil((n_atoms / max(chunk_atoms, 1)) ** (1 / 3)))
-    frac = data.pos.double() @ torch.linalg.inv(data.cell[0].double())
-    ijk = torch.floor((frac % 1.0) * n).long().clamp_(0, n - 1)
-    cell_id = (ijk[:, 0] * n + ijk[:, 1]) * n + ijk[:, 2]
+    n = max(1, math.ceil((data.num_nodes / max(chunk_atoms, 1)) ** (1 / 3)))
+    cell_id = _grid_cell_ids(data, torch.full((3,), n))
     order = torch.argsort(cell_id, stable=True)
     counts = torch.bincount(cell_id, minlength=n**3)
     return [c for c in torch.split(order, counts.tolist()) if c.numel()]
@@ -77,9 +82,7 @@ def spatially_ordered(data, cell_size: float = 5.0):
 
     n, e = data.num_nodes, data.edge_index.shape[1]
     grid = torch.clamp((data.cell[0].double().norm(dim=1) / cell_size).floor().long(), min=1)
-    frac = data.pos.double() @ torch.linalg.inv(data.cell[0].double())
-    ijk = torch.minimum(torch.floor((frac % 1.0) * grid).long(), grid - 1)
-    perm = torch.argsort((ijk[:, 0] * grid[1] + ijk[:, 1]) * grid[2] + ijk[:, 2], stable=True)
+    perm = torch.argsort(_grid_cell_ids(data, grid), stable=True)
     new_id = torch.empty_like(perm)
     new_id[perm] = torch.arange(n)
     edge_index = new_id[data.edge_index]
