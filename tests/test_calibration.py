@@ -105,3 +105,30 @@ def test_fit_logs_the_running_average_metrics_it_replaces(tmp_path):
     ema = {h.step: h.value for h in c.get_metric_history(run.info.run_id, ui_name("val_mae_ema"))}
     now = {h.step: h.value for h in client_for(tmp_path).get_metric_history(run.info.run_id, ui_name("val_mae"))}
     assert all(ema[e] > 0 and ema[e] != now[e] for e in range(3))
+
+
+def test_symmetriser_statistics_come_from_an_edge_subset(synthetic_batch, monkeypatch):
+    """Above ``calibration_edges`` edges, φ's statistics come from that many random edges and every edge
+    is then encoded by the eval path; the result is close to recalibrating on all edges."""
+    from mgglass.models.symgnn import Symmetrizer
+
+    g = _graphs(synthetic_batch)[0]
+    full, sub = _net(), _net()
+    sub.edge_encoder.calibration_edges = g.edge_vec.shape[0] // 3
+    rows = []
+    encode = Symmetrizer._encode
+    monkeypatch.setattr(Symmetrizer, "_encode", lambda self, x, q, w: rows.append(x.shape[0]) or encode(self, x, q, w))
+    recalibrate(full, [g])
+    assert rows == [g.edge_vec.shape[0]]
+    rows.clear()
+    recalibrate(sub, [g])
+    assert rows == [sub.edge_encoder.calibration_edges]  # φ saw the subset only; all edges went the eval way
+    assert all(m.training for m in sub.edge_encoder.phi)  # modes restored (the net was in training mode)
+    for a, b in zip(batch_norms(full.edge_encoder), batch_norms(sub.edge_encoder), strict=True):
+        torch.testing.assert_close(b.running_mean, a.running_mean, atol=0.15 * float(a.running_var.sqrt().max()), rtol=0)
+        torch.testing.assert_close(b.running_var, a.running_var, rtol=0.3, atol=1e-6)
+        assert not torch.equal(a.running_var, b.running_var)
+    batch = Batch.from_data_list([g])
+    with torch.no_grad():
+        pa, pb = full.eval()(batch), sub.eval()(batch)
+    assert float(torch.corrcoef(torch.stack([pa, pb]))[0, 1]) > 0.98

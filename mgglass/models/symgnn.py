@@ -105,7 +105,13 @@ class Symmetrizer(nn.Module):
     With ``recompute`` (default) φ's activations are not kept for backward but recomputed there
     from the [E, 3] inputs: −265 MB kept per 8000-atom glass at K = 2 for ~3% more step time.
     ``chunk_rows`` bounds the [K·E, hidden] rows encoded at once in evaluation (cache-sized by default).
+    While :mod:`mgglass.calibration` recomputes φ's batch-norm statistics, they come from
+    ``calibration_edges`` random edges (a glass's edge vectors are isotropic and alike, so more add
+    nothing), then all edges are encoded by the fast eval path with those statistics: an 8000-atom
+    glass at K = 16 takes ~0.5 s instead of ~2.8 s.
     """
+
+    calibration_edges = 1 << 15
 
     def __init__(
         self,
@@ -157,9 +163,27 @@ class Symmetrizer(nn.Module):
             out[s : s + step] = (w @ z).squeeze(1)  # Σ_k w_k z_k as a batched [1, K] @ [K, hidden]
         return out
 
+    def _norms(self) -> list[nn.BatchNorm1d]:
+        return [m for m in self.phi if isinstance(m, nn.BatchNorm1d)]
+
     def _affine_norms(self) -> bool:
         """φ's batch norms normalise with running statistics (eval mode; not while recalibrating them)."""
-        return all(not m.training and m.running_var is not None for m in self.phi if isinstance(m, nn.BatchNorm1d))
+        return all(not m.training and m.running_var is not None for m in self._norms())
+
+    def _encode_calibrating(self, x: Tensor, q: Tensor, w: Tensor, gen: torch.Generator | None) -> Tensor:
+        """Recalibration (module in eval mode, φ's norms collecting cumulative statistics): statistics
+        from a random subset of edges, then every edge normalised with the running statistics, i.e.
+        those of the glasses seen so far (at the last glass, exactly what evaluation will use)."""
+        gen = gen if gen is not None else torch.Generator().manual_seed(self.eval_seed)
+        self._encode(x[torch.randperm(x.shape[0], generator=gen)[: self.calibration_edges]], q, w)
+        norms = self._norms()
+        for m in norms:
+            m.eval()
+        try:
+            return self._encode_eval(x, q, w)
+        finally:
+            for m in norms:
+                m.train()
 
     def _affine(self, i: int, dtype) -> tuple[Tensor, Tensor]:
         """φ[i] (Linear) followed by φ[i + 1] (BatchNorm, eval mode) as one (weight, bias)."""
@@ -243,6 +267,8 @@ class Symmetrizer(nn.Module):
         q, w = q.to(device=x.device, dtype=x.dtype), w.to(device=x.device, dtype=x.dtype)
         if self._affine_norms():
             return self._encode_eval(x, q, w)
+        if not self.training and not torch.is_grad_enabled() and x.shape[0] > self.calibration_edges:
+            return self._encode_calibrating(x, q, w, gen)
         if torch.is_grad_enabled() and self.recompute:
             return checkpoint(self._encode, x, q, w, use_reentrant=False, context_fn=self._recompute_contexts)
         return self._encode(x, q, w)
