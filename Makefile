@@ -73,11 +73,16 @@ report:  ## docs/results.md from the finished fits in mlruns/ (mean ± std over 
 
 REPRODUCE_MODELS ?= symgnn symgnn_fixed symgnn_nosym egat_len mlp gcn_edge augment egnn schnet mgcn faenet dimenet_pp
 SEEDS ?= 0 1 2
-reproduce:  ## every model of the paper's table x SEEDS (REPRODUCE_MODELS=... to choose), then make report; rerun to continue
+# RECIPE=experiments/symgnn.yaml: every model with SymGNN's optimisation (its model section is replaced
+# by each model's config, which comes after it); runs are named <model>-recipe-s<seed>.
+RECIPE ?=
+RUN_SUFFIX = $(if $(RECIPE),-recipe)
+reproduce:  ## every model of the paper's table x SEEDS (REPRODUCE_MODELS=..., RECIPE=... to choose), then make report; rerun to continue
 	@for m in $(REPRODUCE_MODELS); do for s in $(SEEDS); do \
-		if [ -f mlruns/checkpoints/$$m-s$$s/test/predictions.csv ]; then echo "== $$m seed $$s: done"; continue; fi; \
-		echo "== $$m seed $$s"; \
-		$(PY) -m mgglass.fit --config experiments/$$m.yaml --seed_everything=$$s --tracking.run_name=$$m-s$$s --ckpt_path last $(ARGS) || exit 1; \
+		run=$$m$(RUN_SUFFIX)-s$$s; \
+		if [ -f mlruns/checkpoints/$$run/test/predictions.csv ]; then echo "== $$run: done"; continue; fi; \
+		echo "== $$run"; \
+		$(PY) -m mgglass.fit $(if $(RECIPE),--config $(RECIPE)) --config experiments/$$m.yaml --seed_everything=$$s --tracking.run_name=$$run --ckpt_path last $(ARGS) || exit 1; \
 	done; done
 	$(MAKE) report
 
