@@ -107,8 +107,8 @@ class Symmetrizer(nn.Module):
     ``chunk_rows`` bounds the [K·E, hidden] rows encoded at once in evaluation (cache-sized by default).
     While :mod:`mgglass.calibration` recomputes φ's batch-norm statistics, they come from
     ``calibration_edges`` random edges (a glass's edge vectors are isotropic and alike, so more add
-    nothing), then all edges are encoded by the fast eval path with those statistics: an 8000-atom
-    glass at K = 16 takes ~0.5 s instead of ~2.8 s.
+    nothing), then all edges are encoded by the fast eval path with those statistics: recalibrating a
+    whole SymGNN on two 8000-atom glasses (K = 16) took 2.1 s instead of 10.5 s.
     """
 
     calibration_edges = 1 << 15
