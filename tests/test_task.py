@@ -65,6 +65,27 @@ def test_training_step_is_mse_on_normalised_labels(synthetic_batch):
     assert task.net.bias.weight.grad is not None
 
 
+def test_offset_weight_splits_the_mse_into_within_glass_and_glass_mean_errors(synthetic_batch):
+    g = synthetic_batch.batch
+    assert int(g.max()) == 1  # two glasses
+    pred, target = torch.randn(g.numel(), dtype=torch.float64), torch.randn(g.numel(), dtype=torch.float64)
+    err = (pred - target).numpy()
+    parts = [err[g.numpy() == k] for k in (0, 1)]
+    within = sum(((e - e.mean()) ** 2).sum() for e in parts) / err.size
+    offset = sum(e.size * e.mean() ** 2 for e in parts) / err.size
+    for w in (0.0, 0.3):
+        got = float(EBTask(SpeciesBias(), offset_weight=w).loss_fn(pred, target, g))
+        assert got == pytest.approx(within + w * offset, rel=1e-9)
+    assert within + offset == pytest.approx(np.mean(err**2), rel=1e-9)  # w = 1 is the MSE
+    # With weight 0 a constant shift of one glass's predictions costs nothing.
+    task = EBTask(SpeciesBias(), offset_weight=0.0)
+    shifted = pred + 5.0 * (g == 1)
+    assert float(task.loss_fn(shifted, target, g)) == pytest.approx(float(task.loss_fn(pred, target, g)), rel=1e-9)
+    assert float(EBTask(SpeciesBias()).loss_fn(shifted, target, g)) > float(EBTask(SpeciesBias()).loss_fn(pred, target, g)) + 1
+    with pytest.raises(ValueError, match="offset_weight"):
+        EBTask(SpeciesBias(), offset_weight=1.5)
+
+
 def test_default_optimiser_is_paper_adam_and_plateau_is_monitored():
     task = EBTask(SpeciesBias())
     opt = task.configure_optimizers()
