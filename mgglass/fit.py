@@ -56,7 +56,28 @@ def move_aside(ckpt_dir: Path) -> None:
         ckpt_dir.rename(dest)
 
 
-def run_tags(cfg, data_hash: str) -> dict[str, str]:
+# Command-line settings that name, seed or store a run rather than change what it trains.
+BOOKKEEPING = ("config", "seed_everything", "ckpt_path", "tracking.", "checkpoint.")
+
+
+def config_overrides(argv: list[str]) -> str:
+    """The command line's settings beyond its config files and bookkeeping, as space-separated
+    ``key=value``: with the config files, what tells a run apart (the report's config column)."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("--"):
+            continue
+        key, eq, value = arg[2:].partition("=")
+        if not eq and i < len(argv) and not argv[i].startswith("--"):
+            value, i = argv[i], i + 1
+        if not key.startswith(BOOKKEEPING):
+            out.append(f"{key}={value}")
+    return " ".join(out)
+
+
+def run_tags(cfg, data_hash: str, argv: list[str] = ()) -> dict[str, str]:
     net = cfg.model.net
     class_path = net.class_path if hasattr(net, "class_path") else str(net)
     return {
@@ -65,6 +86,7 @@ def run_tags(cfg, data_hash: str) -> dict[str, str]:
         "data_hash": data_hash,
         "seed": str(cfg.seed_everything),
         "config_files": ",".join(str(p) for p in (cfg.get("config") or [])),
+        "overrides": config_overrides(list(argv)),
         "data_files": f"{cfg.data.root or 'official'}: train {','.join(map(str, cfg.data.train))}; val {','.join(map(str, cfg.data.val))}; test {','.join(map(str, cfg.data.test))}",
     }
 
@@ -108,7 +130,7 @@ def main(argv=None, extra_callbacks=()) -> int:
             resume=resume,
             params=params,
             config_yaml=config_yaml,
-            tags={**run_tags(cfg, data_hash), **(trial.tags() if trial else {})},
+            tags={**run_tags(cfg, data_hash, argv), **(trial.tags() if trial else {})},
             species=list(cfg.data.species),
         )
         trainer.callbacks.append(tracker)

@@ -92,7 +92,10 @@ def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[
             # SymGNN's sampling (learned, haar, fixed, none) tells its rows apart and picks the paper's row
             "distribution": run.data.params.get("model.net.init_args.distribution", ""),
             "seed": tags.get("seed", "?"),
-            "configs": ",".join(Path(c).name for c in tags.get("config_files", "").split(",") if c and Path(c).name != "base.yaml"),
+            "configs": " ".join(filter(None, [
+                ",".join(Path(c).name for c in tags.get("config_files", "").split(",") if c and Path(c).name != "base.yaml"),
+                tags.get("overrides", ""),
+            ])),
             "commit": tags.get("git_commit", "unknown")[:7],
             "val_r": max(val) if val else float("nan"),
             "epochs": len(val),

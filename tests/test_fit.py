@@ -325,3 +325,13 @@ def test_every_experiment_config_builds(capsys):
         if paper == (n in OWN_RECIPE):
             failures.append(f"{n}: paper optimisation defaults {'' if paper else 'not '}applied")
     assert not failures, failures
+
+
+def test_overrides_tag_keeps_what_changes_the_training_and_drops_bookkeeping():
+    from mgglass.fit import config_overrides
+
+    argv = ["--config", "experiments/symgnn.yaml", "--model.offset_weight=0.1", "--seed_everything=2",
+            "--tracking.run_name", "x-s2", "--trainer.max_epochs", "5", "--ckpt_path=last", "--checkpoint.dirpath=/tmp/c",
+            "--model.net.init_args.dropout=0.15"]
+    assert config_overrides(argv) == "model.offset_weight=0.1 trainer.max_epochs=5 model.net.init_args.dropout=0.15"
+    assert config_overrides(["--config=a.yaml", "--seed_everything", "0"]) == ""

@@ -34,7 +34,8 @@ def test_metric_names_group_in_the_ui_and_old_runs_still_count(tmp_path):
     c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
     exp = c.create_experiment("e", artifact_location=str(tmp_path / "a"))
     for names, test_r in ((("val_r", "test_r", "test_r2", "test_mae"), 0.7), (("val/r", "test/r", "test/r2", "test/mae"), 0.8)):
-        rid = c.create_run(exp, run_name="m-s0", tags={"model": "M", "seed": "0"}).info.run_id
+        tags = {"model": "M", "seed": "0", "config_files": "experiments/base.yaml,experiments/symgnn.yaml", "overrides": "model.offset_weight=0.1"}
+        rid = c.create_run(exp, run_name="m-s0", tags=tags if test_r == 0.8 else {"model": "M", "seed": "0"}).info.run_id
         for step, v in enumerate((0.3, 0.5, 0.4)):
             c.log_metric(rid, names[0], v, step=step)
         for name, v in zip(names[1:], (test_r, 0.4, 0.2)):
@@ -42,6 +43,8 @@ def test_metric_names_group_in_the_ui_and_old_runs_still_count(tmp_path):
         c.set_terminated(rid)
     recs = sorted(collect(c, [exp]), key=lambda r: r["test_r"])
     assert [(r["test_r"], r["val_r"], r["epochs"], r["test_mae"]) for r in recs] == [(0.7, 0.5, 3, 0.2), (0.8, 0.5, 3, 0.2)]
+    # The config column names the config files and the command line's overrides (fit's `overrides` tag).
+    assert [r["configs"] for r in recs] == ["", "symgnn.yaml model.offset_weight=0.1"]
 
 
 def test_rows_average_over_seeds():
