@@ -12,7 +12,8 @@ distribution over O(3); with Haar ``Q`` the encoding is O(3)-invariant in expect
   encodes half its samples from each part and weights them w and 1 − w, so w gets the exact gradient
   of the mixture's expectation (a Gaussian alone cannot spread to Haar: its std hardly moves).
 
-Also the ablations ``SymGNNNoSym`` (raw edge vectors) and ``EGATLength`` (|x| only, invariant).
+Also the ablations ``SymGNNNoSym`` (raw edge vectors) and ``EGATLength`` (|x| only, invariant);
+``edge_lengths=True`` adds an |x| branch to SymGNN's symmetrised encoding.
 In eval mode samples come from a generator seeded with ``eval_seed`` on every call, so predictions
 are reproducible.
 """
@@ -292,10 +293,14 @@ class SymGNN(nn.Module):
         eval_seed: int = 0,
         decoder_layers: int = 4,
         init_log_std: float = 0.0,
+        edge_lengths: bool = False,
     ):
         super().__init__()
         self.node_encoder = nn.Sequential(nn.Embedding(num_species, hidden), mlp_block([hidden, hidden, hidden]))
         self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed, init_log_std)
+        # Optional exactly invariant |x| branch added to the symmetrised encoding: EGAT on lengths alone
+        # learns far faster than the sampled φ(Qx) (README, "Reproduction table").
+        self.length_encoder = mlp_block([1, hidden, hidden]) if edge_lengths else None
         self.gnn = PredictionModule(hidden, heads, dropout, decoder_layers)
 
     def _edge_encoder(self, hidden, distribution, k_train, k_eval, eval_seed, init_log_std) -> nn.Module:
@@ -311,7 +316,10 @@ class SymGNN(nn.Module):
         return describe() if callable(describe) else {}
 
     def encode_edges(self, batch) -> Tensor:
-        return self.edge_encoder(batch.edge_vec)
+        e = self.edge_encoder(batch.edge_vec)
+        if self.length_encoder is not None:
+            e = e + self.length_encoder(batch.edge_vec.norm(dim=-1, keepdim=True))
+        return e
 
     def forward(self, batch, edge_mask: Tensor | None = None) -> Tensor:
         if edge_mask is None:
