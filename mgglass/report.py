@@ -90,7 +90,8 @@ def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[
             "group": group_name(run.info.run_name),
             "model": tags.get("model", "?"),
             # SymGNN's sampling (learned, haar, fixed, none) tells its rows apart and picks the paper's row
-            "distribution": run.data.params.get("model.net.init_args.distribution", ""),
+            # (SymGNN only: a recipe run of another model keeps the recipe's unused distribution param)
+            "distribution": run.data.params.get("model.net.init_args.distribution", "") if tags.get("model") == "SymGNN" else "",
             "seed": tags.get("seed", "?"),
             "configs": " ".join(filter(None, [
                 ",".join(Path(c).name for c in tags.get("config_files", "").split(",") if c and Path(c).name != "base.yaml"),

@@ -35,7 +35,8 @@ def test_metric_names_group_in_the_ui_and_old_runs_still_count(tmp_path):
     exp = c.create_experiment("e", artifact_location=str(tmp_path / "a"))
     for names, test_r in ((("val_r", "test_r", "test_r2", "test_mae"), 0.7), (("val/r", "test/r", "test/r2", "test/mae"), 0.8)):
         tags = {"model": "M", "seed": "0", "config_files": "experiments/base.yaml,experiments/symgnn.yaml", "overrides": "model.offset_weight=0.1"}
-        rid = c.create_run(exp, run_name="m-s0", tags=tags if test_r == 0.8 else {"model": "M", "seed": "0"}).info.run_id
+        rid = c.create_run(exp, run_name="m-s0", tags=tags if test_r == 0.8 else {"model": "SymGNN", "seed": "0"}).info.run_id
+        c.log_param(rid, "model.net.init_args.distribution", "haar")
         for step, v in enumerate((0.3, 0.5, 0.4)):
             c.log_metric(rid, names[0], v, step=step)
         for name, v in zip(names[1:], (test_r, 0.4, 0.2)):
@@ -45,6 +46,8 @@ def test_metric_names_group_in_the_ui_and_old_runs_still_count(tmp_path):
     assert [(r["test_r"], r["val_r"], r["epochs"], r["test_mae"]) for r in recs] == [(0.7, 0.5, 3, 0.2), (0.8, 0.5, 3, 0.2)]
     # The config column names the config files and the command line's overrides (fit's `overrides` tag).
     assert [r["configs"] for r in recs] == ["", "symgnn.yaml model.offset_weight=0.1"]
+    # Only SymGNN rows are named by their sampling: another model under SymGNN's recipe keeps an unused param.
+    assert [r["distribution"] for r in recs] == ["haar", ""]
 
 
 def test_rows_average_over_seeds():
