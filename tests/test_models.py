@@ -5,7 +5,8 @@ import torch
 
 from mgglass.models import REGISTRY, build_model
 from mgglass.models.augment import Augmented
-from mgglass.models.symgnn import haar_o3
+from mgglass.models.egat import mlp_block
+from mgglass.models.symgnn import SymGNN, haar_o3
 
 # Baselines built on other code bases' blocks, which may keep a few parameters unused here.
 OTHERS = {"egnn", "schnet", "mgcn", "faenet", "dimenet_pp"}
@@ -60,13 +61,9 @@ def test_non_invariant_models_change_under_rotation(name, synthetic_batch):
 
 
 def test_symgnn_edge_lengths_branch_sees_only_lengths(synthetic_batch):
-    from mgglass.models.symgnn import SymGNN
-
     torch.manual_seed(0)
     plain = SymGNN(hidden=8, heads=(2, 1), decoder_layers=2, distribution="fixed")
     both = SymGNN(hidden=8, heads=(2, 1), decoder_layers=2, distribution="fixed", edge_lengths=True).eval()
-    from mgglass.models.egat import mlp_block
-
     count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(both) - count(plain) == count(mlp_block([1, 8, 8]))
     q = haar_o3(1, torch.Generator().manual_seed(3))[0]

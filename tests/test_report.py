@@ -33,9 +33,11 @@ def test_metric_names_group_in_the_ui_and_old_runs_still_count(tmp_path):
     assert ui_name("best_val_r") == "best_val_r" and ui_name("system/cpu_utilization_percentage") == "system/cpu_utilization_percentage"
     c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
     exp = c.create_experiment("e", artifact_location=str(tmp_path / "a"))
-    for names, test_r in ((("val_r", "test_r", "test_r2", "test_mae"), 0.7), (("val/r", "test/r", "test/r2", "test/mae"), 0.8)):
-        tags = {"model": "M", "seed": "0", "config_files": "experiments/base.yaml,experiments/symgnn.yaml", "overrides": "model.offset_weight=0.1"}
-        rid = c.create_run(exp, run_name="m-s0", tags=tags if test_r == 0.8 else {"model": "SymGNN", "seed": "0"}).info.run_id
+    old_run = {"model": "SymGNN", "seed": "0"}
+    new_run = {"model": "M", "seed": "0", "config_files": "experiments/base.yaml,experiments/symgnn.yaml", "overrides": "model.offset_weight=0.1"}
+    for names, test_r, tags in ((("val_r", "test_r", "test_r2", "test_mae"), 0.7, old_run),
+                                (("val/r", "test/r", "test/r2", "test/mae"), 0.8, new_run)):
+        rid = c.create_run(exp, run_name="m-s0", tags=tags).info.run_id
         c.log_param(rid, "model.net.init_args.distribution", "haar")
         for step, v in enumerate((0.3, 0.5, 0.4)):
             c.log_metric(rid, names[0], v, step=step)
