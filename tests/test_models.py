@@ -60,18 +60,26 @@ def test_non_invariant_models_change_under_rotation(name, synthetic_batch):
     assert (a - b).abs().mean() > 0.05 * a.std()
 
 
-def test_symgnn_edge_lengths_branch_sees_only_lengths(synthetic_batch):
+@pytest.mark.parametrize("basis", [0, 12])  # 0: an MLP on the raw |x|; 12: on 12 Gaussians of |x|
+def test_symgnn_edge_lengths_branch_sees_only_lengths(synthetic_batch, basis):
     torch.manual_seed(0)
     plain = SymGNN(hidden=8, heads=(2, 1), decoder_layers=2, distribution="fixed")
-    both = SymGNN(hidden=8, heads=(2, 1), decoder_layers=2, distribution="fixed", edge_lengths=True).eval()
+    both = SymGNN(hidden=8, heads=(2, 1), decoder_layers=2, distribution="fixed", edge_lengths=True, length_basis=basis).eval()
     count = lambda m: sum(p.numel() for p in m.parameters())
-    assert count(both) - count(plain) == count(mlp_block([1, 8, 8]))
+    assert count(both) - count(plain) == count(mlp_block([basis or 1, 8, 8]))
     q = haar_o3(1, torch.Generator().manual_seed(3))[0]
     turned = _transformed(synthetic_batch, q)
     with torch.no_grad():
         extra = [both.encode_edges(b) - both.edge_encoder(b.edge_vec) for b in (synthetic_batch, turned)]
     assert extra[0].abs().mean() > 1e-3  # the branch contributes...
     torch.testing.assert_close(extra[1], extra[0], atol=1e-5, rtol=1e-5)  # ...and only through |x|
+
+
+def test_symgnn_length_basis_needs_the_length_branch():
+    with pytest.raises(ValueError, match="needs edge_lengths"):
+        SymGNN(hidden=8, heads=(2, 1), length_basis=8)
+    with pytest.raises(ValueError, match=">= 0"):
+        SymGNN(hidden=8, heads=(2, 1), edge_lengths=True, length_basis=-1)
 
 
 def test_egat_length_is_invariant(synthetic_batch):

@@ -13,7 +13,8 @@ distribution over O(3); with Haar ``Q`` the encoding is O(3)-invariant in expect
   of the mixture's expectation (a Gaussian alone cannot spread to Haar: its std hardly moves).
 
 Also the ablations ``SymGNNNoSym`` (raw edge vectors) and ``EGATLength`` (|x| only, invariant);
-``edge_lengths=True`` adds an |x| branch to SymGNN's symmetrised encoding.
+``edge_lengths=True`` adds an |x| branch to SymGNN's symmetrised encoding (``length_basis=n``: |x|
+expanded in n Gaussians over the cutoff first, as SchNet does, instead of the raw length).
 In eval mode samples come from a generator seeded with ``eval_seed`` on every call, so predictions
 are reproducible.
 """
@@ -294,13 +295,17 @@ class SymGNN(nn.Module):
         decoder_layers: int = 4,
         init_log_std: float = 0.0,
         edge_lengths: bool = False,
+        length_basis: int = 0,
+        cutoff: float = 5.0,
     ):
         super().__init__()
         self.node_encoder = nn.Sequential(nn.Embedding(num_species, hidden), mlp_block([hidden, hidden, hidden]))
         self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed, init_log_std)
         # Optional exactly invariant |x| branch added to the symmetrised encoding: EGAT on lengths alone
         # learns far faster than the sampled φ(Qx) (README, "Reproduction table").
-        self.length_encoder = mlp_block([1, hidden, hidden]) if edge_lengths else None
+        if length_basis and not edge_lengths:
+            raise ValueError("length_basis expands the |x| branch: it needs edge_lengths=true")
+        self.length_encoder = _length_encoder(hidden, length_basis, cutoff) if edge_lengths else None
         self.gnn = PredictionModule(hidden, heads, dropout, decoder_layers)
 
     def _edge_encoder(self, hidden, distribution, k_train, k_eval, eval_seed, init_log_std) -> nn.Module:
@@ -326,6 +331,17 @@ class SymGNN(nn.Module):
             edge_mask = getattr(batch, "edge_mask", None)
         h = self.node_encoder(batch.species)
         return self.gnn(h, self.encode_edges(batch), batch.edge_index, edge_mask)
+
+
+def _length_encoder(hidden: int, basis: int, cutoff: float) -> nn.Module:
+    """|x| [E, 1] -> [E, hidden]: an MLP on the raw length, or on ``basis`` Gaussians spread over [0, cutoff]."""
+    if basis < 0:
+        raise ValueError(f"length_basis must be >= 0 (0: the raw length), got {basis}")
+    if not basis:
+        return mlp_block([1, hidden, hidden])
+    from torch_geometric.nn.models.schnet import GaussianSmearing
+
+    return nn.Sequential(GaussianSmearing(0.0, cutoff, basis), mlp_block([basis, hidden, hidden]))
 
 
 class SymGNNFixed(SymGNN):
