@@ -72,6 +72,17 @@ def count_parameters(params: dict[str, str]) -> int | None:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
+def symgnn_variant(params: dict) -> str:
+    """SymGNN's sampling (learned, haar, fixed, none), plus its |x| branch when on: it tells SymGNN's rows
+    apart and picks the paper's row. (SymGNN only: a recipe run of another model keeps the recipe's
+    unused params.) No "|" in it: it goes into a Markdown table cell."""
+    name = params.get("model.net.init_args.distribution", "")
+    if params.get("model.net.init_args.edge_lengths") == "True":  # runs before the option have no param
+        basis = params.get("model.net.init_args.length_basis", "0")
+        name += " + lengths" + (f" in {basis} Gaussians" if basis not in ("", "0") else "")
+    return name
+
+
 def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[dict]:
     """One record per finished, tested fit (not sweep parents or trials)."""
     from mgglass.tracking import stored_history, stored_metric
@@ -89,9 +100,7 @@ def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[
             "run_id": run.info.run_id,
             "group": group_name(run.info.run_name),
             "model": tags.get("model", "?"),
-            # SymGNN's sampling (learned, haar, fixed, none) tells its rows apart and picks the paper's row
-            # (SymGNN only: a recipe run of another model keeps the recipe's unused distribution param)
-            "distribution": run.data.params.get("model.net.init_args.distribution", "") if tags.get("model") == "SymGNN" else "",
+            "distribution": symgnn_variant(run.data.params) if tags.get("model") == "SymGNN" else "",
             "seed": tags.get("seed", "?"),
             "configs": " ".join(filter(None, [
                 ",".join(Path(c).name for c in tags.get("config_files", "").split(",") if c and Path(c).name != "base.yaml"),

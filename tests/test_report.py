@@ -52,6 +52,17 @@ def test_metric_names_group_in_the_ui_and_old_runs_still_count(tmp_path):
     assert [r["distribution"] for r in recs] == ["haar", ""]
 
 
+def test_symgnn_rows_name_the_length_branch():
+    from mgglass.report import symgnn_variant
+
+    key = "model.net.init_args."
+    assert symgnn_variant({key + "distribution": "learned"}) == "learned"  # a run from before the option
+    assert symgnn_variant({key + "distribution": "learned", key + "edge_lengths": "False", key + "length_basis": "0"}) == "learned"
+    assert symgnn_variant({key + "distribution": "haar", key + "edge_lengths": "True"}) == "haar + lengths"
+    assert symgnn_variant({key + "distribution": "learned", key + "edge_lengths": "True", key + "length_basis": "50"}) == (
+        "learned + lengths in 50 Gaussians")
+
+
 def test_rows_average_over_seeds():
     from mgglass.report import render, table_rows
 
