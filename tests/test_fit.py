@@ -327,6 +327,20 @@ def test_every_experiment_config_builds(capsys):
     assert not failures, failures
 
 
+def test_recipe_brings_no_length_branch_to_the_ablations():
+    """make reproduce RECIPE=experiments/symgnn.yaml layers each model's config on the default's: the
+    default's |x| branch must reach only SymGNN itself, not the paper's ablations and baselines."""
+    from mgglass.cli import build
+
+    def has_branch(configs: list[str]) -> bool:
+        cli = build([a for c in configs for a in ("--config", f"experiments/{c}.yaml")])
+        return any(getattr(m, "length_encoder", None) is not None for m in cli.model.net.modules())
+
+    assert has_branch(["symgnn"])
+    leaked = [m for m in ("symgnn_fixed", "symgnn_nosym", "egat_len", "augment", "symgnn_paper") if has_branch(["symgnn", m])]
+    assert not leaked
+
+
 def test_overrides_tag_keeps_what_changes_the_training_and_drops_bookkeeping():
     from mgglass.fit import config_overrides
 

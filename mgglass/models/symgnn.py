@@ -356,7 +356,9 @@ class SymGNNNoSym(SymGNN):
     """Ablation: the same network on raw edge vectors (no transforms; not invariant)."""
 
     def __init__(self, **kwargs):
-        kwargs["distribution"] = "none"
+        # The ablation is raw vectors only: a recipe config layered underneath (make reproduce RECIPE=...)
+        # must not bring its sampling or its |x| branch along.
+        kwargs.update(distribution="none", edge_lengths=False, length_basis=0)
         super().__init__(**kwargs)
 
 
@@ -364,7 +366,7 @@ class EGATLength(SymGNN):
     """The prediction module on edge lengths |x| only: invariant to O(3), translations, permutations."""
 
     def __init__(self, **kwargs):
-        kwargs["distribution"] = "none"
+        kwargs.update(distribution="none", edge_lengths=False, length_basis=0)  # its encoder is the |x| branch
         super().__init__(**kwargs)
 
     def _edge_encoder(self, hidden, *_) -> nn.Module:
