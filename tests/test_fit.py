@@ -327,18 +327,25 @@ def test_every_experiment_config_builds(capsys):
     assert not failures, failures
 
 
-def test_recipe_brings_no_length_branch_to_the_ablations():
-    """make reproduce RECIPE=experiments/symgnn.yaml layers each model's config on the default's: the
-    default's |x| branch must reach only SymGNN itself, not the paper's ablations and baselines."""
+@pytest.mark.parametrize("recipe", [[], ["symgnn"]])
+def test_symgnn_configs_build_the_network_they_name(recipe):
+    """Each SymGNN-family config builds its own network, alone and as make reproduce RECIPE=
+    experiments/symgnn.yaml layers it on the default's: the default's |x| branch and learned
+    distribution reach only SymGNN itself (symgnn_fixed.yaml once built a learned SymGNN)."""
     from mgglass.cli import build
 
-    def has_branch(configs: list[str]) -> bool:
-        cli = build([a for c in configs for a in ("--config", f"experiments/{c}.yaml")])
-        return any(getattr(m, "length_encoder", None) is not None for m in cli.model.net.modules())
-
-    assert has_branch(["symgnn"])
-    leaked = [m for m in ("symgnn_fixed", "symgnn_nosym", "egat_len", "augment", "symgnn_paper") if has_branch(["symgnn", m])]
-    assert not leaked
+    expected = {  # config: (distribution of the symmetriser, or None without one; |x| branch)
+        "symgnn": ("learned", True), "symgnn_paper": ("learned", False), "symgnn_fixed": ("fixed", False),
+        "symgnn_nosym": ("none", False), "egat_len": (None, False), "augment": ("none", False),
+    }
+    got = {}
+    for name in expected:
+        cli = build([a for c in [*recipe, name] for a in ("--config", f"experiments/{c}.yaml")])
+        mods = list(cli.model.net.modules())
+        dist = {m.distribution for m in mods if isinstance(getattr(m, "distribution", None), str)}
+        branch = any(getattr(m, "length_encoder", None) is not None for m in mods)
+        got[name] = (dist.pop() if len(dist) == 1 else dist or None, branch)
+    assert got == expected
 
 
 def test_overrides_tag_keeps_what_changes_the_training_and_drops_bookkeeping():

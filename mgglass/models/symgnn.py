@@ -348,7 +348,9 @@ class SymGNNFixed(SymGNN):
     """SymGNN with the released code's two fixed transforms (identity and R(1,1,1)), summed."""
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("distribution", "fixed")
+        # Forced, not defaulted: jsonargparse resolves **kwargs to SymGNN's signature and passes its
+        # default distribution ("learned") explicitly, so a setdefault here built a learned SymGNN.
+        kwargs["distribution"] = "fixed"
         super().__init__(**kwargs)
 
 
