@@ -83,6 +83,19 @@ class MGCLI(LightningCLI):
             help="fit: resume from this checkpoint ('last': the run folder's last.ckpt); validate/test: weights to use",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Parse, then start the net afresh where a later source names a different class: jsonargparse
+        keeps every earlier init_arg the new class accepts (``--config symgnn.yaml --config
+        egat_len.yaml`` gave EGATLength the recipe's sampling settings), so those are reset to the new
+        class's defaults by a second parse, which also makes ``--print_config`` show what runs."""
+        args = list(sys.argv[1:] if args is None else args)
+        printing = [a for a in args if a == "--print_config" or a.startswith("--print_config=")]
+        rest = [a for a in args if a not in printing]
+        super().parse_arguments(parser, rest)
+        resets = net_resets(self.config, rest)
+        if resets or printing:
+            super().parse_arguments(parser, [*rest, *resets, *printing])
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config
         if not self._progress:
@@ -109,6 +122,86 @@ class _ParseOnlyCLI(MGCLI):
 
     def instantiate_classes(self) -> None:
         pass
+
+
+def _net_settings(args):
+    """``(class_path or None, init_arg names)`` for each source that sets ``model.net``, in parse order:
+    base.yaml, then the ``--config`` files and ``--model.net...`` arguments as given."""
+    import yaml
+
+    def from_value(net):
+        if isinstance(net, str):
+            return net, set()
+        if isinstance(net, dict):
+            return net.get("class_path"), set(net.get("init_args") or {}) | (set(net) - {"class_path", "init_args"})
+        return None, set()
+
+    def from_file(path):
+        try:
+            return from_value(((yaml.safe_load(Path(path).read_text()) or {}).get("model") or {}).get("net"))
+        except (OSError, yaml.YAMLError, AttributeError):
+            return None, set()  # the parse itself reports unreadable files
+
+    def parsed(value):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value  # the parse already accepted it: a plain string
+
+    flat = [x for a in args for x in (a.split("=", 1) if a.startswith("--") and "=" in a else [a])]
+    out = [from_file(BASE_CONFIG)] if BASE_CONFIG.is_file() else []
+    for key, value in zip(flat, [*flat[1:], None]):
+        if value is None or not key.startswith(("--config", "--model.net")):
+            continue
+        sub = key.removeprefix("--model.net").lstrip(".").removeprefix("init_args").lstrip(".")
+        if key == "--config":
+            out.append(from_file(value))
+        elif key == "--model.net":
+            out.append(from_value(parsed(value)))
+        elif key == "--model.net.class_path":
+            out.append((value, set()))
+        elif key == "--model.net.init_args":
+            out.append(from_value({"init_args": parsed(value)}))
+        elif key.startswith("--model.net.") and sub:
+            out.append((None, {sub.split(".")[0]}))
+    return out
+
+
+def net_resets(cfg, args) -> list[str]:
+    """Arguments that put back the defaults of init_args carried over from an earlier net class (see
+    ``MGCLI.parse_arguments``): the net's own config is the whole net, as a reader of it expects."""
+    import importlib
+    import json
+
+    from jsonargparse import ArgumentParser
+
+    net = cfg.get("model.net")
+    if not hasattr(net, "class_path") or net.get("init_args") is None:
+        return []
+    name = lambda cp: str(cp).rsplit(".", 1)[-1]
+    settings, current, start = _net_settings(args), None, None
+    for i, (cp, _) in enumerate(settings):
+        if cp is not None:
+            if current is not None and name(cp) != name(current):
+                start = i
+            current = cp
+    if start is None:
+        return []
+    own = set().union(*(keys for _, keys in settings[start:]))
+    module, _, cls = net.class_path.rpartition(".")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(getattr(importlib.import_module(module), cls), "net", fail_untyped=False)
+    defaults = parser.get_defaults().net
+    resets = []
+    for key, value in vars(net.init_args).items():
+        if key in own or key not in defaults or defaults[key] == value:
+            continue
+        default = list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]
+        try:
+            resets.append(f"--model.net.init_args.{key}={json.dumps(default)}")
+        except TypeError:  # an object default (rare): left as jsonargparse merged it
+            continue
+    return resets
 
 
 def run_name_from(cfg) -> str:

@@ -348,6 +348,35 @@ def test_symgnn_configs_build_the_network_they_name(recipe):
     assert got == expected
 
 
+def test_a_source_naming_another_net_class_starts_that_net_afresh(tmp_path, capsys):
+    """Layered configs merge key by key, except that naming a different net class drops the earlier
+    class's init args (jsonargparse would keep every one the new class accepts)."""
+    import yaml
+
+    from mgglass.cli import build
+
+    net = lambda cls, **a: f"model:\n  net:\n    class_path: mgglass.models.symgnn.{cls}\n    init_args: {a}\n"
+    files = {"a": net("SymGNN", hidden=8, k_eval=4, decoder_layers=2), "b": net("EGATLength", hidden=8),
+             "c": net("SymGNN", dropout=0.1)}
+    for name, text in files.items():
+        (tmp_path / f"{name}.yaml").write_text(text.replace("'", ""))
+    conf = lambda *n: [a for x in n for a in (("--config", str(tmp_path / f"{x}.yaml")) if len(x) == 1 else (x,))]
+    args = lambda *n: vars(build(conf(*n), parse_only=True).config.model.net.init_args)
+
+    got = args("a", "b")  # EGATLength: its own hidden, the class defaults for the rest
+    assert (got["hidden"], got["k_eval"], got["decoder_layers"]) == (8, 16, 4)
+    got = args("a", "b", "--model.net.init_args.k_eval=5")  # later overrides still apply
+    assert (got["hidden"], got["k_eval"], got["decoder_layers"]) == (8, 5, 4)
+    got = args("a", "c")  # the same class merges as before
+    assert (got["hidden"], got["k_eval"], got["decoder_layers"], got["dropout"]) == (8, 4, 2, 0.1)
+    got = args("a", "--model.net.class_path=mgglass.models.symgnn.SymGNNFixed")
+    assert (got["hidden"], got["k_eval"]) == (32, 16)
+    with pytest.raises(SystemExit):
+        build([*conf("a", "b"), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)["model"]["net"]
+    assert (printed["class_path"].rsplit(".", 1)[-1], printed["init_args"]["decoder_layers"]) == ("EGATLength", 4)
+
+
 def test_overrides_tag_keeps_what_changes_the_training_and_drops_bookkeeping():
     from mgglass.fit import config_overrides
 

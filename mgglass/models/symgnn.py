@@ -358,8 +358,8 @@ class SymGNNNoSym(SymGNN):
     """Ablation: the same network on raw edge vectors (no transforms; not invariant)."""
 
     def __init__(self, **kwargs):
-        # The ablation is raw vectors only: a recipe config layered underneath (make reproduce RECIPE=...)
-        # must not bring its sampling or its |x| branch along.
+        # Raw vectors only, whatever arrives: jsonargparse passes SymGNN's defaults (distribution
+        # "learned") explicitly, and a caller may pass a recipe's |x| branch.
         kwargs.update(distribution="none", edge_lengths=False, length_basis=0)
         super().__init__(**kwargs)
 
