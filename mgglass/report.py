@@ -214,7 +214,7 @@ def render(rows: list[dict], physical, source: str, n_runs: int, commit: str, md
         )
     missing = [f"{label} ({v:.4f})" for cls, (label, v, _) in PAPER.items() if cls not in {r.get("paper_key", r["model"]) for r in rows}]
     if missing:
-        lines += ["", "Not run yet (paper value): " + ", ".join(missing) + "."]
+        lines += ["", "No finished fit yet (paper value): " + ", ".join(missing) + " (README, \"Reproduction table\", says why)."]
     if md:
         lines += ["", "## MD baseline (no learning)", "",
                   "| method | test r | paper |", "|---|---|---|",

@@ -78,7 +78,7 @@ def test_rows_average_over_seeds():
     assert mean == pytest.approx(0.78) and std == pytest.approx(np.std([0.78, 0.80, 0.76], ddof=1))
     text = render(rows, [("per-atom potential energy (`pot`)", 0.013)], "sqlite:///x", 4, "abcdef0")
     assert "**0.780 ± 0.020**" in text and "0.7859 ± 0.0056 (SymGNN)" in text
-    assert "| 3 (0,1,2) |" in text and "Not run yet" in text and "SchNet (0.7588)" in text
+    assert "| 3 (0,1,2) |" in text and "No finished fit yet" in text and "SchNet (0.7588)" in text
     assert "| per-atom potential energy (`pot`) | +0.013 |" in text
     # SymGNN's sampling names the row; without symmetrisation it sits beside the paper's ablation.
     recs = [{**recs[0], "distribution": d, "group": f"symgnn-{d}"} for d in ("haar", "none")]
