@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 from lightning.pytorch.callbacks import EarlyStopping
@@ -136,26 +137,17 @@ def _net_settings(args):
             return net.get("class_path"), set(net.get("init_args") or {}) | (set(net) - {"class_path", "init_args"})
         return None, set()
 
-    def from_file(path):
-        try:
-            return from_value(((yaml.safe_load(Path(path).read_text()) or {}).get("model") or {}).get("net"))
-        except (OSError, yaml.YAMLError, AttributeError):
-            return None, set()  # the parse itself reports unreadable files
-
     def parsed(value):
         try:
             return yaml.safe_load(value)
         except yaml.YAMLError:
             return value  # the parse already accepted it: a plain string
 
-    flat = [x for a in args for x in (a.split("=", 1) if a.startswith("--") and "=" in a else [a])]
-    out = [from_file(BASE_CONFIG)] if BASE_CONFIG.is_file() else []
-    for key, value in zip(flat, [*flat[1:], None]):
-        if value is None or not key.startswith(("--config", "--model.net")):
-            continue
+    out = [from_value(_yaml_setting(BASE_CONFIG, "model.net"))] if BASE_CONFIG.is_file() else []
+    for key, value in _options(args):
         sub = key.removeprefix("--model.net").lstrip(".").removeprefix("init_args").lstrip(".")
         if key == "--config":
-            out.append(from_file(value))
+            out.append(from_value(_yaml_setting(value, "model.net")))
         elif key == "--model.net":
             out.append(from_value(parsed(value)))
         elif key == "--model.net.class_path":
@@ -232,33 +224,42 @@ def one_line(exc: BaseException, config_files=(), args=()) -> str:
     return msg
 
 
-def _file_setting(dotted: str, config_files) -> str | None:
-    """The last of ``config_files`` whose YAML sets ``dotted`` (or a key under it)."""
+_UNSET = object()
+
+
+def _yaml_setting(path, dotted: str):
+    """What the YAML file at ``path`` sets ``dotted`` to; ``_UNSET`` if it is unreadable or sets nothing there."""
     import yaml
 
+    try:
+        node = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return _UNSET  # the parse itself reports unreadable files
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _UNSET
+        node = node[part]
+    return node
+
+
+def _file_setting(dotted: str, config_files) -> str | None:
+    """The last of ``config_files`` whose YAML sets ``dotted`` (or a key under it)."""
     found = None
     for path in config_files:
-        try:
-            node = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                break
-            node = node[part]
-        else:
+        if _yaml_setting(path, dotted) is not _UNSET:
             found = str(path)
     return found
 
 
+def _options(args) -> list[tuple[str, str]]:
+    """``(--option, value)`` pairs of ``args`` in order, from ``--option value`` and ``--option=value``."""
+    flat = [x for a in args for x in (a.split("=", 1) if a.startswith("--") and "=" in a else [a])]
+    return [(k, v) for k, v in pairwise(flat) if k.startswith("--")]
+
+
 def _config_files(args) -> list[str]:
     files = [str(BASE_CONFIG)] if BASE_CONFIG.is_file() else []
-    for i, a in enumerate(args):
-        if a == "--config" and i + 1 < len(args):
-            files.append(args[i + 1])
-        elif a.startswith("--config="):
-            files.append(a.split("=", 1)[1])
-    return files
+    return files + [v for k, v in _options(args) if k == "--config"]
 
 
 def build(args, progress: bool | None = None, extra_callbacks=(), parse_only: bool = False) -> MGCLI:
