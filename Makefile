@@ -68,8 +68,9 @@ DASH_PORT ?= 8080
 sweep-dashboard:  ## optuna-dashboard on http://127.0.0.1:8080 over the study storage sqlite:///mlruns/optuna.db (DASH_PORT=...)
 	$(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port $(DASH_PORT) sqlite:///mlruns/optuna.db
 
-report:  ## docs/results.md from the finished fits in mlruns/ (mean ± std over seeds, beside the paper's Table 1)
-	$(PY) -m mgglass.report $(ARGS)
+KEEP ?= $(wildcard docs/results.md)
+report:  ## docs/results.md from the finished fits in mlruns/ (mean ± std over seeds, beside the paper's Table 1); keeps the page's rows of groups mlruns/ lacks (KEEP= for none)
+	$(PY) -m mgglass.report $(if $(KEEP),--keep $(KEEP)) $(ARGS)
 
 REPRODUCE_MODELS ?= symgnn symgnn_fixed symgnn_nosym egat_len mlp gcn_edge augment egnn schnet mgcn faenet dimenet_pp
 SEEDS ?= 0 1 2
