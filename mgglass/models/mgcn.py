@@ -3,7 +3,7 @@
 Node states h (atoms) and edge states e (pairs) are updated together, level by level:
 
     e_e  <- eta * e_e + (1 - eta) * act(W_ue (h_src ⊙ h_dst))                 edge state update
-    h_i  <- h_i + phi_h( sum_{e: dst=i} [ (W_cf h_src) ⊙ phi_d(rbf(d_e)) + W_e e_e ] / avg_deg )
+    h_i  <- h_i + phi_h( sum_{e: dst=i} [ (W_cf h_src) ⊙ phi_d(rbf(d_e)) + W_e e_e ] )
 
 and the prediction reads all levels at once: MLP([h^0, h^1, ..., h^L]) per atom (the paper sums
 these over the molecule; a barrier is per atom, so there is no sum here). Distances come from
@@ -69,11 +69,12 @@ class MGCN(nn.Module):
         cutoff: float = 5.0,
         gap: float = 0.1,
         eta: float = 0.8,
-        avg_neighbours: float = 32.0,
+        avg_neighbours: float = 1.0,
     ):
         super().__init__()
         self.num_species = num_species
         self.cutoff = cutoff
+        # Divisor of the summed messages: 1, a plain sum as in DGL-LifeSci (see EGNN's note on why).
         self.avg_neighbours = avg_neighbours
         self.node_embed = nn.Embedding(num_species, feats)
         self.edge_embed = nn.Embedding(num_species * (num_species + 1) // 2, feats)
