@@ -185,50 +185,96 @@ def propensity_baseline(path: Path) -> dict:
     return {"r": float(np.corrcoef(-prop, eb)[0, 1]), "what": f"{len(rows)} atoms, {path.name}"}
 
 
-def kept_rows(page: Path, groups: set[str]) -> dict:
-    """Rows of an earlier ``docs/results.md`` whose run group has no fit in this store, verbatim.
+def _cell_stat(cell: str) -> tuple[float, float]:
+    text = cell.strip().strip("*")
+    if text in ("–", ""):
+        return float("nan"), float("nan")
+    mean, _, std = text.partition(" ± ")
+    return float(mean), float(std) if std else float("nan")
 
-    An MLflow store lives on one machine; the page is what survives. Keeping the rows of groups this
-    store does not hold lets results from several machines (or an earlier, lost store) accumulate,
-    each row still naming the commits it came from. A group this store holds is recomputed.
+
+def page_rows(page: Path) -> dict:
+    """The table rows of an earlier results page, parsed back into :func:`table_rows`' form.
+
+    An MLflow store lives on one machine, and a clean clone has none; the page is what survives.
     """
     text = page.read_text()
-    header = next((i for i, line in enumerate(text.splitlines()) if line.startswith("| model | run group")), None)
+    lines = text.splitlines()
+    header = next((i for i, line in enumerate(lines) if line.startswith("| model | run group")), None)
     if header is None:
         raise ValueError(f"{page}: not a results page of {PROG} (no table of fits)")
-    lines = text.splitlines()
     rows = []
     for line in lines[header + 2 :]:
         if not line.startswith("| "):
             break
-        cells = [c.strip() for c in line.strip("|").split("|")]
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) != 12:
             raise ValueError(f"{page}: a table row has {len(cells)} columns, expected 12: {line[:60]}")
-        group = cells[1].split(" (")[0]
-        if group in groups:
-            continue
-        model, dist = (cells[0].split(" (", 1) + [""])[:2]
-        test_r = float(cells[5].strip("*").split(" ")[0]) if cells[5].strip("*") != "–" else float("nan")
-        rows.append({"line": line, "group": group, "model": cells[0], "test_r": (test_r, float("nan")),
-                     "paper_key": "SymGNNNoSym" if model == "SymGNN" and dist.startswith("none") else model})
+        model, group_cell, seeds_cell = cells[0], cells[1], cells[2]
+        group, _, configs = group_cell.partition(" (")
+        n, _, seeds = seeds_cell.partition(" (")
+        base, _, dist = model.partition(" (")
+        rows.append({
+            "model": model, "group": group, "configs": configs.removesuffix(")"),
+            "paper_key": "SymGNNNoSym" if base == "SymGNN" and dist.startswith("none") else base,
+            "n": int(n), "seeds": seeds.rstrip(")"), "epochs": cells[3],
+            "val_r": _cell_stat(cells[4]), "test_r": _cell_stat(cells[5]), "test_r2": _cell_stat(cells[7]),
+            "test_mae": _cell_stat(cells[8]), "minutes": _cell_stat(cells[9]),
+            "params": int(cells[10]) if cells[10].isdigit() else None, "commits": cells[11],
+        })
     commit = re.search(r"at commit `(\w+)`", text)
     md = next((line for line in lines if line.startswith("| dynamic propensity")), None)
     return {"rows": rows, "commit": commit.group(1) if commit else "unknown", "md_line": md, "page": str(page)}
 
 
+def _pool(a: tuple[float, float], na: int, b: tuple[float, float], nb: int) -> tuple[float, float]:
+    """Mean ± sample std of two disjoint sets of seeds from their own means and stds."""
+    (ma, sa), (mb, sb) = a, b
+    n = na + nb
+    mean = (na * ma + nb * mb) / n
+    ss = (0.0 if na == 1 else (na - 1) * sa**2) + (0.0 if nb == 1 else (nb - 1) * sb**2) + na * nb / n * (ma - mb) ** 2
+    return mean, float(np.sqrt(ss / (n - 1)))
+
+
+def merge_page(rows: list[dict], page: dict) -> tuple[list[dict], int]:
+    """This store's rows plus the page's: a group only on the page is kept as it stands; a group in
+    both whose seeds do not overlap is pooled (the page's rounded means and stds with the store's);
+    where they share a seed, the store's row replaces the page's. Returns the rows and how many rows
+    used the page."""
+    ours = {r["group"]: r for r in rows}
+    out, used = [r for r in rows], 0
+    for old in page["rows"]:
+        new = ours.get(old["group"])
+        if new is None:
+            out.append(old)
+            used += 1
+            continue
+        if set(old["seeds"].split(",")) & set(new["seeds"].split(",")):
+            continue
+        na, nb = old["n"], new["n"]
+        merged = {**new, "n": na + nb,
+                  "seeds": ",".join(sorted(set(old["seeds"].split(",")) | set(new["seeds"].split(",")), key=int)),
+                  "epochs": ",".join(sorted(set(old["epochs"].split(",")) | set(new["epochs"].split(",")), key=int)),
+                  "commits": ",".join(sorted(set(old["commits"].split(",")) | set(new["commits"].split(",")))),
+                  **{k: _pool(old[k], na, new[k], nb) for k in ("val_r", "test_r", "test_r2", "test_mae", "minutes")}}
+        out[out.index(new)] = merged
+        used += 1
+    out.sort(key=lambda r: -np.nan_to_num(r["test_r"][0], nan=-9))
+    return out, used
+
+
 def render(rows: list[dict], physical, source: str, n_runs: int, commit: str, md: dict | None = None,
-           kept: dict | None = None) -> str:
-    n_kept = len(kept["rows"]) if kept else 0
-    if n_kept:
-        rows = sorted([*rows, *kept["rows"]], key=lambda r: -np.nan_to_num(r["test_r"][0], nan=-9))
+           kept: dict | None = None, n_kept: int = 0) -> str:
+    """The page; ``kept`` (from :func:`page_rows`) names the earlier page ``n_kept`` of ``rows`` used."""
     lines = [
         "# Results: energy-barrier prediction on Cu64Zr36",
         "",
         (
             f"Generated by `python -m mgglass.report` on {time.strftime('%Y-%m-%d')} at commit `{commit[:7]}` from "
             f"{n_runs} finished fits in `{source}` (sweeps excluded)"
-            + (f", plus {n_kept} rows kept verbatim from `{kept['page']}` as generated at commit `{kept['commit']}` "
-               "(run groups this store does not hold; their commit column says where they came from)" if n_kept else "")
+            + (f"; {n_kept} rows come from `{kept['page']}` as generated at commit `{kept['commit']}` (run groups or "
+               "seeds this store does not hold, kept or pooled with its fits; the commit column says where each "
+               "fit came from)" if n_kept else "")
             + ". Regenerate with `make report`."
         ),
         "",
@@ -242,9 +288,6 @@ def render(rows: list[dict], physical, source: str, n_runs: int, commit: str, md
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if "line" in r:  # kept from an earlier page
-            lines.append(r["line"])
-            continue
         paper = PAPER.get(r.get("paper_key", r["model"]))
         paper_txt = f"{paper[1]:.4f} ± {paper[2]:.4f} ({paper[0]})" if paper else "–"
         group = f"{r['group']} ({r['configs']})" if r.get("configs") else r["group"]
@@ -294,7 +337,7 @@ def main(argv=None) -> int:
     p.add_argument("--propensity", default=None, help="mgglass.md propensity CSV of test0: adds the MD baseline row")
     p.add_argument("--keep", default=None, metavar="PAGE",
                    help="an earlier results page (e.g. docs/results.md): keep its rows of run groups this store does not "
-                        "hold, and its MD row unless --propensity is given")
+                        "hold, pool its seeds with the store's where they differ, keep its MD row unless --propensity")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     uri = args.tracking_uri or f"sqlite:///{args.tracking_root}/mlflow.db"
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
@@ -312,15 +355,16 @@ def main(argv=None) -> int:
     rows = table_rows(records)
     try:
         md = propensity_baseline(Path(args.propensity)) if args.propensity else None
-        kept = kept_rows(Path(args.keep), {r["group"] for r in rows}) if args.keep else None
+        kept = page_rows(Path(args.keep)) if args.keep else None
     except (OSError, ValueError, KeyError) as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    text = render(rows, physical, uri, len(records), git_commit(), md, kept)
+    rows, n_kept = merge_page(rows, kept) if kept else (rows, 0)
+    text = render(rows, physical, uri, len(records), git_commit(), md, kept, n_kept)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    print(json.dumps({"out": str(out), "runs": len(records), "rows": len(rows) + (len(kept["rows"]) if kept else 0)}))
+    print(json.dumps({"out": str(out), "runs": len(records), "rows": len(rows), "from_page": n_kept}))
     return 0
 
 

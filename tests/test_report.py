@@ -88,32 +88,45 @@ def test_rows_average_over_seeds():
     assert "**0.310** | 0.3614 (MD local sampling)" in text
 
 
-def test_an_earlier_page_keeps_the_rows_this_store_lacks(tmp_path):
-    from mgglass.report import kept_rows, render, table_rows
+def test_an_earlier_page_keeps_the_rows_and_seeds_this_store_lacks(tmp_path):
+    from mgglass.report import merge_page, page_rows, render, table_rows
 
-    def rec(model, group, test_r, seed="0"):
+    def rec(model, group, test_r, seed="0", **kw):
         return {"model": model, "group": group, "seed": seed, "commit": "old0001", "val_r": 0.6, "epochs": 40,
-                "test_r": test_r, "test_r2": 0.4, "test_mae": 0.2, "minutes": 20.0, "params": 1000}
+                "test_r": test_r, "test_r2": 0.4, "test_mae": 0.2, "minutes": 20.0, "params": 1000, **kw}
 
     old = render(table_rows([rec("SymGNN", "symgnn", 0.80), rec("SchNetAtom", "schnet", 0.70),
-                             {**rec("SymGNN", "symgnn-none", 0.40), "distribution": "none"}]),
-                 [], "sqlite:///old", 3, "0ld0000", {"r": 0.31, "what": "3000 atoms, p.csv"})
+                             rec("Augmented", "augment", 0.78, "0"), rec("Augmented", "augment", 0.79, "1"),
+                             rec("SymGNN", "symgnn-none", 0.40, distribution="none", configs="symgnn.yaml x=1")]),
+                 [], "sqlite:///old", 6, "0ld0000", {"r": 0.31, "what": "3000 atoms, p.csv"})
     page = tmp_path / "results.md"
     page.write_text(old)
-    # This store re-ran symgnn (a new value) and adds EGNN; schnet and symgnn-none survive from the page.
-    rows = table_rows([rec("SymGNN", "symgnn", 0.82, "1"), rec("EGNN", "egnn", 0.25)])
-    kept = kept_rows(page, {r["group"] for r in rows})
-    assert [r["group"] for r in kept["rows"]] == ["schnet", "symgnn-none"] and kept["commit"] == "0ld0000"
-    text = render(rows, [], "sqlite:///new", 2, "new0000", None, kept)
-    table = [line for line in text.splitlines() if line.startswith("| ") and "run group" not in line and "---" not in line]
-    assert [line.split(" | ")[1] for line in table[:4]] == ["symgnn", "schnet", "symgnn-none", "egnn"]  # by test r
-    assert "**0.820**" in table[0] and "**0.800**" not in text  # the store's symgnn replaces the page's
-    assert "2 finished fits" in text and "plus 2 rows kept verbatim from" in text and "`0ld0000`" in text
+    kept = page_rows(page)
+    assert [r["group"] for r in kept["rows"]] == ["symgnn", "augment", "schnet", "symgnn-none"]
+    none = kept["rows"][-1]
+    assert none["paper_key"] == "SymGNNNoSym" and none["configs"] == "symgnn.yaml x=1" and none["params"] == 1000
+    # Re-rendering the page's own rows gives the page's table back.
+    def table(text):
+        return [line for line in text.splitlines() if line.startswith("| ")]
+
+    assert table(render(kept["rows"], [], "sqlite:///old", 6, "0ld0000", {"r": 0.31, "what": "3000 atoms, p.csv"})) == table(old)
+    # This store re-ran symgnn's seed 0 (replaces), adds augment's seed 2 (pooled) and EGNN (new).
+    rows = table_rows([rec("SymGNN", "symgnn", 0.82, commit="new0001"), rec("Augmented", "augment", 0.75, "2", commit="new0001"),
+                       rec("EGNN", "egnn", 0.25)])
+    merged, used = merge_page(rows, kept)
+    assert used == 3 and [r["group"] for r in merged] == ["symgnn", "augment", "schnet", "symgnn-none", "egnn"]
+    assert merged[0]["test_r"][0] == pytest.approx(0.82) and merged[0]["n"] == 1
+    aug = merged[1]
+    assert aug["n"] == 3 and aug["seeds"] == "0,1,2" and aug["commits"] == "new0001,old0001"
+    assert aug["test_r"][0] == pytest.approx(np.mean([0.78, 0.79, 0.75]), abs=1e-3)
+    assert aug["test_r"][1] == pytest.approx(np.std([0.78, 0.79, 0.75], ddof=1), abs=1e-3)
+    text = render(merged, [], "sqlite:///new", 3, "new0000", None, kept, used)
+    assert "3 finished fits" in text and "3 rows come from" in text and "`0ld0000`" in text
     assert "SchNet (0.7588)" not in text and "w/o symmetrization (0.2669)" not in text  # kept rows count as present
     assert "MGCN (0.7352)" in text and "**0.310** | 0.3614" in text  # the page's MD row stays
     (tmp_path / "other.md").write_text("# something else\n")
     with pytest.raises(ValueError, match="other.md"):
-        kept_rows(tmp_path / "other.md", set())
+        page_rows(tmp_path / "other.md")
 
 
 def test_propensity_csv_gives_the_md_row(tmp_path):
