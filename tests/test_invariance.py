@@ -62,6 +62,7 @@ MODELS = {
         _keep,
     ),
     "mgcn": ("mgglass.models.mgcn.MGCN", {"feats": 32, "num_layers": 2}, _sharpen(3.0)),
+    "mgcn_norm": ("mgglass.models.mgcn.MGCN", {"feats": 32, "num_layers": 2, "norm": True}, _sharpen(3.0)),
     "faenet": (
         "mgglass.models.faenet.FAENet",
         {"hidden": 32, "num_layers": 2},
@@ -87,6 +88,11 @@ MODELS = {
     "egnn": (
         "mgglass.models.egnn.EGNN",
         {"hidden": 32, "num_layers": 2},
+        _sharpen(3.0, coord=300.0),
+    ),
+    "egnn_norm": (
+        "mgglass.models.egnn.EGNN",
+        {"hidden": 32, "num_layers": 2, "norm": True},
         _sharpen(3.0, coord=300.0),
     ),
     "egat_len": (

@@ -29,8 +29,9 @@ from .radial import cosine_cutoff
 class EGCL(nn.Module):
     """One E(n)-equivariant convolution layer on per-edge vectors."""
 
-    def __init__(self, hidden: int, edge_attr_dim: int, coord_scale: float = 1.0):
+    def __init__(self, hidden: int, edge_attr_dim: int, coord_scale: float = 1.0, norm: bool = False):
         super().__init__()
+        self.norm = nn.BatchNorm1d(hidden) if norm else nn.Identity()
         act = nn.SiLU
         self.phi_e = nn.Sequential(
             nn.Linear(2 * hidden + 1 + edge_attr_dim, hidden),
@@ -56,7 +57,7 @@ class EGCL(nn.Module):
         dx = scatter(vec * self.phi_x(m) * env, dst, dim=0, dim_size=n, reduce="sum")
         dx = self.coord_scale * dx / deg.clamp(min=1).unsqueeze(-1)
         vec = vec + dx[dst] - dx[src]
-        agg = scatter(m, dst, dim=0, dim_size=n, reduce="sum") / avg_deg
+        agg = self.norm(scatter(m, dst, dim=0, dim_size=n, reduce="sum") / avg_deg)
         h = h + self.phi_h(torch.cat([h, agg], dim=-1))
         return h, vec
 
@@ -78,7 +79,9 @@ class EGNN(nn.Module):
         num_rbf: int = 16,
         avg_neighbours: float = 1.0,
         coord_scale: float = 1.0,
+        norm: bool = False,
     ):
+        # norm: batch norm on each layer's summed messages (not in the reference; the config turns it on).
         super().__init__()
         self.cutoff = cutoff
         # Divisor of the summed messages. 1 (a plain sum) as in the reference code: dividing by the
@@ -90,7 +93,7 @@ class EGNN(nn.Module):
         self.register_buffer("rbf_centres", torch.linspace(0.0, cutoff, num_rbf))
         self.rbf_gamma = 0.5 / (cutoff / (num_rbf - 1)) ** 2
         self.layers = nn.ModuleList(
-            EGCL(hidden, num_rbf, coord_scale) for _ in range(num_layers)
+            EGCL(hidden, num_rbf, coord_scale, norm) for _ in range(num_layers)
         )
         self.head = nn.Sequential(
             nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1)

@@ -32,8 +32,9 @@ class _SSP(nn.Softplus):
 
 
 class MultiLevelInteraction(nn.Module):
-    def __init__(self, feats: int, num_rbf: int, eta: float):
+    def __init__(self, feats: int, num_rbf: int, eta: float, norm: bool = False):
         super().__init__()
+        self.norm = nn.BatchNorm1d(feats) if norm else nn.Identity()
         self.eta = eta
         self.lin_in = nn.Linear(
             feats, feats
@@ -52,9 +53,7 @@ class MultiLevelInteraction(nn.Module):
         # Edge states see both end atoms (symmetric product: e_{ij} and e_{ji} get the same update).
         e = self.eta * e + (1.0 - self.eta) * self.edge_update(h[src] * h[dst])
         msg = (self.lin_in(h)[src] * self.filter(rbf) + self.lin_edge_msg(e)) * env
-        h = h + self.lin_out(
-            scatter(msg, dst, dim=0, dim_size=n, reduce="sum") / avg_deg
-        )
+        h = h + self.lin_out(self.norm(scatter(msg, dst, dim=0, dim_size=n, reduce="sum") / avg_deg))
         return h, e
 
 
@@ -70,7 +69,9 @@ class MGCN(nn.Module):
         gap: float = 0.1,
         eta: float = 0.8,
         avg_neighbours: float = 1.0,
+        norm: bool = False,
     ):
+        # norm: batch norm on each layer's summed messages (not in the reference; the config turns it on).
         super().__init__()
         self.num_species = num_species
         self.cutoff = cutoff
@@ -83,7 +84,7 @@ class MGCN(nn.Module):
             1.0 / gap
         )  # as DGL-LifeSci's RBFExpansion(gamma=10) for gap 0.1
         self.layers = nn.ModuleList(
-            MultiLevelInteraction(feats, len(self.rbf_centres), eta)
+            MultiLevelInteraction(feats, len(self.rbf_centres), eta, norm)
             for _ in range(num_layers)
         )
         self.head = nn.Sequential(
