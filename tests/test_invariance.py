@@ -62,7 +62,7 @@ MODELS = {
         _keep,
     ),
     "mgcn": ("mgglass.models.mgcn.MGCN", {"feats": 32, "num_layers": 2}, _sharpen(3.0)),
-    "mgcn_norm": ("mgglass.models.mgcn.MGCN", {"feats": 32, "num_layers": 2, "norm": True}, _sharpen(3.0)),
+    "mgcn_reference": ("mgglass.models.mgcn.MGCN", {"feats": 32, "num_layers": 2, "norm": False}, _sharpen(3.0)),
     "faenet": (
         "mgglass.models.faenet.FAENet",
         {"hidden": 32, "num_layers": 2},
@@ -90,9 +90,9 @@ MODELS = {
         {"hidden": 32, "num_layers": 2},
         _sharpen(3.0, coord=300.0),
     ),
-    "egnn_norm": (
+    "egnn_reference": (
         "mgglass.models.egnn.EGNN",
-        {"hidden": 32, "num_layers": 2, "norm": True},
+        {"hidden": 32, "num_layers": 2, "norm": False},
         _sharpen(3.0, coord=300.0),
     ),
     "egat_len": (

@@ -79,9 +79,10 @@ class EGNN(nn.Module):
         num_rbf: int = 16,
         avg_neighbours: float = 1.0,
         coord_scale: float = 1.0,
-        norm: bool = False,
+        norm: bool = True,
     ):
-        # norm: batch norm on each layer's summed messages (not in the reference; the config turns it on).
+        # norm: batch norm on each layer's summed messages; not in the reference (norm=False gives its
+        # layer), but without it training stays at the species-only r (README, "Reproduction table").
         super().__init__()
         self.cutoff = cutoff
         # Divisor of the summed messages. 1 (a plain sum) as in the reference code: dividing by the
