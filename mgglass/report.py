@@ -236,6 +236,12 @@ def _pool(a: tuple[float, float], na: int, b: tuple[float, float], nb: int) -> t
     return mean, float(np.sqrt(ss / (n - 1)))
 
 
+def _union(a: str, b: str) -> str:
+    """Two comma lists as one, numbers in numeric order (a run without a seed tag has seed '?')."""
+    items = set(a.split(",")) | set(b.split(","))
+    return ",".join(sorted(items, key=lambda x: (not x.isdigit(), int(x) if x.isdigit() else 0, x)))
+
+
 def merge_page(rows: list[dict], page: dict) -> tuple[list[dict], int]:
     """This store's rows plus the page's: a group only on the page is kept as it stands; a group in
     both whose seeds do not overlap is pooled (the page's rounded means and stds with the store's);
@@ -253,9 +259,7 @@ def merge_page(rows: list[dict], page: dict) -> tuple[list[dict], int]:
             continue
         na, nb = old["n"], new["n"]
         merged = {**new, "n": na + nb,
-                  "seeds": ",".join(sorted(set(old["seeds"].split(",")) | set(new["seeds"].split(",")), key=int)),
-                  "epochs": ",".join(sorted(set(old["epochs"].split(",")) | set(new["epochs"].split(",")), key=int)),
-                  "commits": ",".join(sorted(set(old["commits"].split(",")) | set(new["commits"].split(",")))),
+                  **{k: _union(old[k], new[k]) for k in ("seeds", "epochs", "commits")},
                   **{k: _pool(old[k], na, new[k], nb) for k in ("val_r", "test_r", "test_r2", "test_mae", "minutes")}}
         out[out.index(new)] = merged
         used += 1
