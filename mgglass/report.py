@@ -245,6 +245,7 @@ def _union(a: str, b: str) -> str:
 def merge_page(rows: list[dict], page: dict) -> tuple[list[dict], int]:
     """This store's rows plus the page's: a group only on the page is kept as it stands; a group in
     both whose seeds do not overlap is pooled (the page's rounded means and stds with the store's);
+    a page row whose seeds include all of the store's and more already holds them and stays; otherwise,
     where they share a seed, the store's row replaces the page's. Returns the rows and how many rows
     used the page."""
     ours = {r["group"]: r for r in rows}
@@ -255,7 +256,15 @@ def merge_page(rows: list[dict], page: dict) -> tuple[list[dict], int]:
             out.append(old)
             used += 1
             continue
-        if set(old["seeds"].split(",")) & set(new["seeds"].split(",")):
+        old_seeds, new_seeds = set(old["seeds"].split(",")), set(new["seeds"].split(","))
+        if new_seeds < old_seeds:  # the page was made from these fits and more: it already holds them
+            out[out.index(new)] = old
+            used += 1
+            continue
+        if old_seeds & new_seeds:  # a seed in both: the store's fits replace the page's row
+            if old_seeds - new_seeds:
+                print(f"{PROG}: warning: {old['group']}: seeds {','.join(sorted(old_seeds - new_seeds))} of the page "
+                      "are dropped (the store re-ran some of its seeds, not all)", file=sys.stderr)
             continue
         na, nb = old["n"], new["n"]
         merged = {**new, "n": na + nb,

@@ -121,6 +121,10 @@ def test_an_earlier_page_keeps_the_rows_and_seeds_this_store_lacks(tmp_path):
     assert aug["test_r"][0] == pytest.approx(np.mean([0.78, 0.79, 0.75]), abs=1e-3)
     assert aug["test_r"][1] == pytest.approx(np.std([0.78, 0.79, 0.75], ddof=1), abs=1e-3)
     text = render(merged, [], "sqlite:///new", 3, "new0000", None, kept, used)
+    # The merged page made again from the same store keeps the pooled row (its seeds include the store's).
+    page.write_text(text)
+    again, _ = merge_page(rows, page_rows(page))
+    assert [(r["group"], r["n"], r["test_r"][0]) for r in again] == [(r["group"], r["n"], pytest.approx(r["test_r"][0], abs=1e-3)) for r in merged]
     assert "3 finished fits" in text and "3 rows come from" in text and "`0ld0000`" in text
     assert "SchNet (0.7588)" not in text and "w/o symmetrization (0.2669)" not in text  # kept rows count as present
     assert "MGCN (0.7352)" in text and "**0.310** | 0.3614" in text  # the page's MD row stays
