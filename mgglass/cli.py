@@ -163,7 +163,6 @@ def net_resets(cfg, args) -> list[str]:
     """Arguments that put back the defaults of init_args carried over from an earlier net class (see
     ``MGCLI.parse_arguments``): the net's own config is the whole net, as a reader of it expects."""
     import importlib
-    import json
 
     from jsonargparse import ArgumentParser
 

@@ -118,6 +118,11 @@ def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[
     return out
 
 
+def _by_test_r(row: dict) -> float:
+    """Sort key: best mean test r first, rows without one last."""
+    return -np.nan_to_num(row["test_r"][0], nan=-9)
+
+
 def table_rows(records: list[dict]) -> list[dict]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
@@ -137,7 +142,7 @@ def table_rows(records: list[dict]) -> list[dict]:
             "commits": ",".join(sorted({r["commit"] for r in rs})),
             "configs": ",".join(sorted({r.get("configs", "") for r in rs} - {""})),
         })
-    rows.sort(key=lambda r: -np.nan_to_num(r["test_r"][0], nan=-9))
+    rows.sort(key=_by_test_r)
     return rows
 
 
@@ -249,7 +254,7 @@ def merge_page(rows: list[dict], page: dict) -> tuple[list[dict], int]:
     where they share a seed, the store's row replaces the page's. Returns the rows and how many rows
     used the page."""
     ours = {r["group"]: r for r in rows}
-    out, used = [r for r in rows], 0
+    out, used = list(rows), 0
     for old in page["rows"]:
         new = ours.get(old["group"])
         if new is None:
@@ -272,7 +277,7 @@ def merge_page(rows: list[dict], page: dict) -> tuple[list[dict], int]:
                   **{k: _pool(old[k], na, new[k], nb) for k in ("val_r", "test_r", "test_r2", "test_mae", "minutes")}}
         out[out.index(new)] = merged
         used += 1
-    out.sort(key=lambda r: -np.nan_to_num(r["test_r"][0], nan=-9))
+    out.sort(key=_by_test_r)
     return out, used
 
 

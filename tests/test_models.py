@@ -163,8 +163,7 @@ def test_initial_features_carry_structure(name, cuzr_dir):
     (SchNet's features: 0.44)."""
     from mgglass.data.dataset import load_graph
 
-    graphs = [load_graph(cuzr_dir / f"train{i}.pickle", 5.0, ("Cu", "Zr"), False, "trajectory_start_velocities", None)
-              for i in (0, 1)]
+    graphs = [load_graph(cuzr_dir / f"train{i}.pickle", cache=False) for i in (0, 1)]
     torch.manual_seed(0)
     net = build_model(name)
     net.eval()
