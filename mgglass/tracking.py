@@ -262,12 +262,20 @@ class MLflowTracker(AfterCheckpoint):
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter
         self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.cfg.system_metrics,
                                              resume_logging=self.resume, tracking_uri=self.uri)
+        self._monitor_first_step = self._monitor._logging_step
         self._monitor.start()
 
     def _stop_monitor(self) -> None:
-        if self._monitor is not None:
-            self._monitor.finish()
-            self._monitor = None
+        monitor, self._monitor = self._monitor, None
+        if monitor is None:
+            return
+        monitor.finish()
+        # MLflow's monitor publishes only after a full interval and drops what it sampled when the run
+        # stops sooner (a short fit, or a failed status check): publish that sample so the tab is never empty.
+        if monitor._logging_step == self._monitor_first_step:
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
 
     def _supersede_stale_history(self, pl_module) -> None:
         # A resume from a checkpoint older than what the run already logged (e.g. a best checkpoint,

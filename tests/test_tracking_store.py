@@ -20,3 +20,19 @@ def test_parallel_first_opening_of_a_fresh_store(tmp_path):
         assert rc == 0, err[-2000:]
         assert out.strip() == "1"  # the Default experiment of one consistent store
     assert (tmp_path / "mlflow.db.lock").is_file()
+
+
+def test_a_run_shorter_than_the_sampling_interval_still_gets_system_metrics(tmp_path):
+    # MLflow's monitor publishes after a full interval; a run that ends sooner (a smoke fit on a fast
+    # machine) had an empty "System metrics" tab, and CI's smoke test failed on it.
+    from types import SimpleNamespace
+
+    from mgglass.tracking import MLflowTracker, TrackingConfig
+
+    tracker = MLflowTracker(TrackingConfig(root=str(tmp_path), system_metrics=3600.0), tmp_path / "ckpt")
+    tracker.setup(SimpleNamespace(is_global_zero=True), None, "fit")
+    tracker.on_fit_start(None, None)
+    tracker.finish()
+    cpu = tracker.client.get_metric_history(tracker.run_id, "system/cpu_utilization_percentage")
+    assert len(cpu) == 1 and cpu[0].step == 0 and 0 <= cpu[0].value <= 100
+    assert tracker.client.get_run(tracker.run_id).info.status == "FINISHED"
