@@ -68,6 +68,11 @@ MODELS = {
         {"hidden": 32, "num_layers": 2},
         _sharpen(3.0, frame_inputs=10.0),
     ),
+    "faenet_reference": (
+        "mgglass.models.faenet.FAENet",
+        {"hidden": 32, "num_layers": 2, "norm": False, "avg_neighbours": 32.0},
+        _sharpen(3.0, frame_inputs=10.0),
+    ),
     "faenet_proper": (
         "mgglass.models.faenet.FAENet",
         {"hidden": 32, "num_layers": 2, "frames": "proper"},

@@ -155,26 +155,29 @@ def test_augment_accepts_module_and_config():
     assert isinstance(build_model("augment").model, type(build_model("symgnn_nosym")))
 
 
-@pytest.mark.parametrize("name", ["egnn", "mgcn"])
-def test_initial_features_carry_structure(name, cuzr_dir):
+@pytest.mark.parametrize("name, floor", [("egnn", 0.25), ("mgcn", 0.25), ("faenet", 0.08)])
+def test_initial_features_carry_structure(name, floor, cuzr_dir):
     """A ridge probe on the randomly initialised features before the head predicts a held-out glass's
     EB: what training starts from. Dividing the summed messages by ~32 neighbours gave held-out r
-    0.10 (EGNN) and 0.11 (MGCN) and training stuck at the species-only r; the sum gives 0.36 and 0.41
-    (SchNet's features: 0.44)."""
+    0.10 (EGNN), 0.11 (MGCN) and 0.02 (FAENet) and training stuck at the species-only r; the sum gives
+    0.36, 0.41 and 0.14 (SchNet's features: 0.44; eval mode, so the batch norms are still identities)."""
     from mgglass.data.dataset import load_graph
 
     graphs = [load_graph(cuzr_dir / f"train{i}.pickle", cache=False) for i in (0, 1)]
     torch.manual_seed(0)
     net = build_model(name)
     net.eval()
+    calls = []
+    hook = list(net.head.children())[-1].register_forward_hook(lambda m, i, o: calls.append(i[0].double()))
     seen = []
-    hook = list(net.head.children())[-1].register_forward_hook(lambda m, i, o: seen.append(i[0].double()))
     with torch.no_grad():
         for g in graphs:
+            calls.clear()
             net(g)
+            seen.append(torch.stack(calls).mean(0))  # FAENet runs its head once per frame and averages
     hook.remove()
     mu, sd = seen[0].mean(0), seen[0].std(0) + 1e-12
     a, b = (torch.cat([(x - mu) / sd, torch.ones(len(x), 1, dtype=x.dtype)], 1) for x in seen)
     w = torch.linalg.solve(a.T @ a + torch.eye(a.shape[1], dtype=a.dtype), a.T @ graphs[0].y.double())
     r = torch.corrcoef(torch.stack([b @ w, graphs[1].y.double()]))[0, 1].item()
-    assert r > 0.25, f"{name}: held-out ridge r {r:.3f} on initial features"
+    assert r > floor, f"{name}: held-out ridge r {r:.3f} on initial features"
