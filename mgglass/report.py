@@ -241,18 +241,30 @@ def _pool(a: tuple[float, float], na: int, b: tuple[float, float], nb: int) -> t
     return mean, float(np.sqrt(ss / (n - 1)))
 
 
+def _unpool(a: tuple[float, float], na: int, b: tuple[float, float], nb: int) -> tuple[float, float]:
+    """Mean ± sample std of the seeds of ``a`` (``na`` of them) that are not in its subset ``b`` (``nb``)."""
+    (ma, sa), (mb, sb) = a, b
+    n = na - nb
+    mean = (na * ma - nb * mb) / n
+    if n == 1:
+        return mean, float("nan")
+    ss = (na - 1) * sa**2 - (0.0 if nb == 1 else (nb - 1) * sb**2) - n * nb / na * (mean - mb) ** 2
+    return mean, float(np.sqrt(max(ss, 0.0) / (n - 1)))
+
+
 def _union(a: str, b: str) -> str:
     """Two comma lists as one, numbers in numeric order (a run without a seed tag has seed '?')."""
     items = set(a.split(",")) | set(b.split(","))
     return ",".join(sorted(items, key=lambda x: (not x.isdigit(), int(x) if x.isdigit() else 0, x)))
 
 
-def merge_page(rows: list[dict], page: dict) -> tuple[list[dict], int]:
+def merge_page(rows: list[dict], page: dict, records: list[dict] = ()) -> tuple[list[dict], int]:
     """This store's rows plus the page's: a group only on the page is kept as it stands; a group in
     both whose seeds do not overlap is pooled (the page's rounded means and stds with the store's);
-    a page row whose seeds include all of the store's and more already holds them and stays; otherwise,
-    where they share a seed, the store's row replaces the page's. Returns the rows and how many rows
-    used the page."""
+    a page row whose seeds include all of the store's and more already holds them and stays; where
+    they share some seeds and each has seeds of its own, the shared seeds (this store's ``records``)
+    are taken out of the page's row and the rest pooled with the store's; where the store has all the
+    page's seeds, its row replaces the page's. Returns the rows and how many rows used the page."""
     ours = {r["group"]: r for r in rows}
     out, used = list(rows), 0
     for old in page["rows"]:
@@ -266,11 +278,18 @@ def merge_page(rows: list[dict], page: dict) -> tuple[list[dict], int]:
             out[out.index(new)] = old
             used += 1
             continue
-        if old_seeds & new_seeds:  # a seed in both: the store's fits replace the page's row
-            if old_seeds - new_seeds:
-                print(f"{PROG}: warning: {old['group']}: seeds {','.join(sorted(old_seeds - new_seeds))} of the page "
-                      "are dropped (the store re-ran some of its seeds, not all)", file=sys.stderr)
+        shared = old_seeds & new_seeds
+        if shared and not old_seeds - new_seeds:  # the store holds every seed of the page's row
             continue
+        if shared:  # keep only the page's own seeds: take the shared ones (this store's fits) out
+            both = table_rows([r for r in records if r["group"] == old["group"] and r["seed"] in shared])
+            if len(both) != 1 or both[0]["n"] != len(shared):
+                print(f"{PROG}: warning: {old['group']}: seeds {','.join(sorted(old_seeds - new_seeds))} of the page "
+                      "are dropped (its shared seeds could not be taken out)", file=sys.stderr)
+                continue
+            k = len(shared)
+            old = {**old, "n": old["n"] - k,
+                   **{m: _unpool(old[m], old["n"], both[0][m], k) for m in ("val_r", "test_r", "test_r2", "test_mae", "minutes")}}
         na, nb = old["n"], new["n"]
         merged = {**new, "n": na + nb,
                   **{k: _union(old[k], new[k]) for k in ("seeds", "epochs", "commits")},
@@ -377,7 +396,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError, KeyError) as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    rows, n_kept = merge_page(rows, kept) if kept else (rows, 0)
+    rows, n_kept = merge_page(rows, kept, records) if kept else (rows, 0)
     text = render(rows, physical, uri, len(records), git_commit(), md, kept, n_kept)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

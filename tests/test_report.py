@@ -128,6 +128,14 @@ def test_an_earlier_page_keeps_the_rows_and_seeds_this_store_lacks(tmp_path):
     assert "3 finished fits" in text and "3 rows come from" in text and "`0ld0000`" in text
     assert "SchNet (0.7588)" not in text and "w/o symmetrization (0.2669)" not in text  # kept rows count as present
     assert "MGCN (0.7352)" in text and "**0.310** | 0.3614" in text  # the page's MD row stays
+    # This store holds augment's seeds 1 (re-run, the same fit) and 3, the page 0, 1 and 2: seed 1 is taken
+    # out of the page's row and the page's own seeds 0 and 2 are pooled with the store's (it had dropped them).
+    store = [rec("Augmented", "augment", 0.79, "1"), rec("Augmented", "augment", 0.70, "3", commit="new0002")]
+    partial, _ = merge_page(table_rows(store), page_rows(page), store)
+    aug = next(r for r in partial if r["group"] == "augment")
+    assert aug["n"] == 4 and aug["seeds"] == "0,1,2,3"
+    assert aug["test_r"][0] == pytest.approx(np.mean([0.78, 0.79, 0.75, 0.70]), abs=1e-3)
+    assert aug["test_r"][1] == pytest.approx(np.std([0.78, 0.79, 0.75, 0.70], ddof=1), abs=2e-3)
     (tmp_path / "other.md").write_text("# something else\n")
     with pytest.raises(ValueError, match="other.md"):
         page_rows(tmp_path / "other.md")
