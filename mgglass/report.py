@@ -118,6 +118,10 @@ def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[
     return out
 
 
+# What a row holds as (mean, std) over its seeds; merging pages pools and splits exactly these.
+STATS = ("val_r", "test_r", "test_r2", "test_mae", "minutes")
+
+
 def _by_test_r(row: dict) -> float:
     """Sort key: best mean test r first, rows without one last."""
     return -np.nan_to_num(row["test_r"][0], nan=-9)
@@ -137,7 +141,7 @@ def table_rows(records: list[dict]) -> list[dict]:
             "n": len(rs),
             "seeds": ",".join(sorted({r["seed"] for r in rs})),
             "epochs": ",".join(sorted({str(r["epochs"]) for r in rs}, key=int)),
-            **{k: _mean_std([r[k] for r in rs]) for k in ("val_r", "test_r", "test_r2", "test_mae", "minutes")},
+            **{k: _mean_std([r[k] for r in rs]) for k in STATS},
             "params": rs[0]["params"],
             "commits": ",".join(sorted({r["commit"] for r in rs})),
             "configs": ",".join(sorted({r.get("configs", "") for r in rs} - {""})),
@@ -289,11 +293,11 @@ def merge_page(rows: list[dict], page: dict, records: list[dict] = ()) -> tuple[
                 continue
             k = len(shared)
             old = {**old, "n": old["n"] - k,
-                   **{m: _unpool(old[m], old["n"], both[0][m], k) for m in ("val_r", "test_r", "test_r2", "test_mae", "minutes")}}
+                   **{m: _unpool(old[m], old["n"], both[0][m], k) for m in STATS}}
         na, nb = old["n"], new["n"]
         merged = {**new, "n": na + nb,
                   **{k: _union(old[k], new[k]) for k in ("seeds", "epochs", "commits")},
-                  **{k: _pool(old[k], na, new[k], nb) for k in ("val_r", "test_r", "test_r2", "test_mae", "minutes")}}
+                  **{k: _pool(old[k], na, new[k], nb) for k in STATS}}
         out[out.index(new)] = merged
         used += 1
     out.sort(key=_by_test_r)
