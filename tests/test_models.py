@@ -181,3 +181,28 @@ def test_initial_features_carry_structure(name, floor, cuzr_dir):
     w = torch.linalg.solve(a.T @ a + torch.eye(a.shape[1], dtype=a.dtype), a.T @ graphs[0].y.double())
     r = torch.corrcoef(torch.stack([b @ w, graphs[1].y.double()]))[0, 1].item()
     assert r > floor, f"{name}: held-out ridge r {r:.3f} on initial features"
+
+
+def test_faenet_recomputed_frames_update_batch_norm_once(synthetic_batch):
+    """FAENet recomputes each frame in backward; its message batch norms must end a training step with
+    the running statistics and gradients of the kept-activation step (updated once, not twice)."""
+    import copy
+
+    torch.manual_seed(0)
+    base = build_model("faenet").train()
+    results = []
+    for recompute in (False, True):
+        net = copy.deepcopy(base)
+        net.checkpoint = recompute
+        out = net(synthetic_batch)
+        (out * torch.linspace(-1, 1, out.numel())).sum().backward()
+        results.append(({n: p.grad for n, p in net.named_parameters()}, net.state_dict()))
+    (kept_grads, kept_state), (re_grads, re_state) = results
+    for name, grad in kept_grads.items():
+        torch.testing.assert_close(re_grads[name], grad, msg=name)
+    norms = [k for k in kept_state if k.endswith("running_mean")]
+    assert norms  # the default FAENet has batch norms on its messages
+    for name, value in kept_state.items():
+        torch.testing.assert_close(re_state[name], value, msg=name)
+    # one update per frame in the forward, none in the recomputation
+    assert all(int(re_state[k.replace("running_mean", "num_batches_tracked")]) == len(base.signs) for k in norms)

@@ -36,11 +36,11 @@ import itertools
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from torch_geometric.nn.models.schnet import GaussianSmearing, ShiftedSoftplus
 from torch_geometric.utils import scatter
 
 from .radial import cosine_cutoff
+from .recompute import checkpoint_once
 
 
 def sign_patterns(frames: str) -> torch.Tensor:
@@ -176,8 +176,9 @@ class FAENet(nn.Module):
         for s in self.signs:  # one pass per frame, averaged
             args = (base, local * s, h0, env, src, dst)
             if self.checkpoint and torch.is_grad_enabled():
-                # Recompute each frame in backward: peak memory of ~1 frame instead of F frames.
-                out = out + checkpoint(self._one_frame, *args, use_reentrant=False)
+                # Recompute each frame in backward: peak memory of ~1 frame instead of F frames
+                # (the message batch norms' running statistics updated once, not again in backward).
+                out = out + checkpoint_once(self._one_frame, *args, stats_of=self.layers)
             else:
                 out = out + self._one_frame(*args)
         return out / len(self.signs)

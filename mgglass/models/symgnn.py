@@ -21,15 +21,14 @@ are reproducible.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from .egat import PredictionModule, mlp_block
+from .recompute import checkpoint_once
 
 DISTRIBUTIONS = ("learned", "fixed", "haar", "none", "mixture")
 SAMPLED = ("learned", "haar", "mixture")  # drawn at random: seeded in eval, averaged over k samples
@@ -65,22 +64,6 @@ def rotation_angles(q: Tensor) -> tuple[Tensor, Tensor]:
     rot = q.double() * det.sign().view(-1, 1, 1)
     cos = ((rot.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
     return torch.arccos(cos), det < 0
-
-
-@contextlib.contextmanager
-def _frozen_running_stats(module: nn.Module):
-    """Batch norms in ``module`` leave their running statistics as they are (momentum 0; the batch
-    counter restored). Not ``track_running_stats=False``: that saves other tensors for backward."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, count) in zip(norms, saved):
-            m.momentum = momentum
-            m.num_batches_tracked.copy_(count)
 
 
 class _NarrowLinear(torch.autograd.Function):
@@ -193,10 +176,6 @@ class Symmetrizer(nn.Module):
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         return (lin.weight * scale[:, None]).to(dtype), ((lin.bias - bn.running_mean) * scale + bn.bias).to(dtype)
 
-    def _recompute_contexts(self):
-        # The recomputation in backward must not update batch-norm running statistics a second time.
-        return contextlib.nullcontext(), _frozen_running_stats(self.phi)
-
     @property
     def num_samples(self) -> int:
         if self.distribution == "fixed":
@@ -272,7 +251,7 @@ class Symmetrizer(nn.Module):
         if not self.training and not torch.is_grad_enabled() and x.shape[0] > self.calibration_edges:
             return self._encode_calibrating(x, q, w, gen)
         if torch.is_grad_enabled() and self.recompute:
-            return checkpoint(self._encode, x, q, w, use_reentrant=False, context_fn=self._recompute_contexts)
+            return checkpoint_once(self._encode, x, q, w, stats_of=self.phi)
         return self._encode(x, q, w)
 
 
