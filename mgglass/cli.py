@@ -76,6 +76,8 @@ class MGCLI(LightningCLI):
                 "early_stopping.patience": 30,
             }
         )
+        # One list of auxiliary targets: the data reads them, the task sizes its head and loss by them.
+        parser.link_arguments("data.aux_targets", "model.aux_targets")
         parser.add_class_arguments(TrackingConfig, "tracking")
         parser.add_argument(
             "--ckpt_path",

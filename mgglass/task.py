@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanSquaredError, MetricCollection
+from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection
 from torchmetrics.regression import (
     MeanAbsoluteError,
     PearsonCorrCoef,
@@ -83,6 +83,12 @@ class EBTask(L.LightningModule):
             less lets training spend itself on the within-glass ranking that Pearson r scores (the
             training glasses' mean EBs differ by up to 0.34 eV, and train-mode batch norm, with one
             glass's statistics, hides glass-level shifts from the network). Reported losses stay MSE.
+        aux_targets: names of per-atom arrays the training glasses carry as ``batch.aux`` (linked from
+            ``data.aux_targets``; e.g. the pickles' ``pot``, ``press``, ``von``): a small head predicts
+            them from the net's per-atom features (``net.features``, ``net.head``: SymGNN and its
+            variants), and the loss adds ``aux_weight`` x their MSE. Training only: predictions and
+            metrics are the EB's alone, and a checkpoint predicts without them.
+        aux_weight: weight of the auxiliary MSE (standardised targets) in the training loss.
     """
 
     def __init__(
@@ -93,6 +99,8 @@ class EBTask(L.LightningModule):
         scheduler_monitor: str = "val_r",
         scheduler_interval: str = "epoch",
         offset_weight: float = 1.0,
+        aux_targets: tuple[str, ...] = (),
+        aux_weight: float = 0.3,
     ):
         super().__init__()
         # Under LightningCLI the hyperparameters are saved as the config (class paths + init args), so
@@ -108,6 +116,9 @@ class EBTask(L.LightningModule):
         if not 0.0 <= offset_weight <= 1.0:
             raise ValueError(f"offset_weight must lie in [0, 1], not {offset_weight!r}")
         self.offset_weight = offset_weight
+        self.aux_targets, self.aux_weight = tuple(aux_targets), aux_weight
+        self.aux_head = self._aux_head(net, len(self.aux_targets)) if self.aux_targets else None
+        self._aux_loss = MeanMetric() if self.aux_targets else None
         self.register_buffer("y_mean", torch.zeros((), dtype=torch.float64))
         self.register_buffer("y_std", torch.ones((), dtype=torch.float64))
         # ModuleDict keys become attributes, and "train" would shadow nn.Module.train: keys are "<split>_".
@@ -120,6 +131,13 @@ class EBTask(L.LightningModule):
         self.epoch_extras: dict[str, float] = {}  # callbacks' per-epoch values, merged into the history
         self._computed_epoch: dict[str, int] = {}
         self._epoch_start = 0.0
+
+    @staticmethod
+    def _aux_head(net: nn.Module, k: int) -> nn.Module:
+        if not all(hasattr(net, a) for a in ("features", "head", "feature_dim")):
+            raise ValueError(f"{type(net).__name__} has no per-atom features to read auxiliary targets from (net.features/net.head)")
+        d = net.feature_dim
+        return nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, k))
 
     # -- normalisation -------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -148,12 +166,26 @@ class EBTask(L.LightningModule):
 
     # -- steps ---------------------------------------------------------------------------------
     def _step(self, batch, split: str) -> Tensor:
-        pred = self.net(batch)
+        if self.aux_head is not None and split == "train":
+            pred, aux_loss = self._with_aux(batch)
+        else:
+            pred, aux_loss = self.net(batch), None
         target = batch.y_norm.to(pred.dtype)
         loss = self.loss_fn(pred, target, getattr(batch, "batch", None))
+        if aux_loss is not None:
+            self._aux_loss.update(aux_loss.detach())
+            loss = loss + self.aux_weight * aux_loss
         self.loss_metric(split).update(pred.detach(), target)
         self.metric_set(split).update(self.to_ev(pred.detach()), batch.y.float())
         return loss
+
+    def _with_aux(self, batch) -> tuple[Tensor, Tensor]:
+        """(prediction, MSE of the auxiliary head) from one pass through the net's features."""
+        aux = getattr(batch, "aux", None)
+        if aux is None or aux.shape[-1] != len(self.aux_targets):
+            raise ValueError(f"model.aux_targets {list(self.aux_targets)}: the training glasses carry no matching auxiliary targets (data.aux_targets)")
+        features = self.net.features(batch)
+        return self.net.head(features), nn.functional.mse_loss(self.aux_head(features), aux.to(features.dtype))
 
     def loss_fn(self, pred: Tensor, target: Tensor, glass: Tensor | None) -> Tensor:
         """MSE with each glass's mean error weighted by ``offset_weight`` (``glass``: atom -> glass index)."""
@@ -214,6 +246,9 @@ class EBTask(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         row = self._compute("train")
+        if self._aux_loss is not None:
+            row["train_aux_loss"] = float(self._aux_loss.compute())
+            self._aux_loss.reset()
         if self._computed_epoch.get("val") == int(self.current_epoch):
             row.update(self.last_metrics["val"])
         row["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else 0.0

@@ -149,3 +149,40 @@ def test_shard_samplers_split_without_duplicates():
     assert [len(s) for s in padded] == [2, 2, 2, 2] and set().union(*padded) == set(range(6))
     order = torch.randperm(6, generator=torch.Generator().manual_seed(1 + 2)).tolist()
     assert padded[0] == (order + order[:2])[0::4]
+
+
+def test_auxiliary_targets_are_standardised_within_species_and_glass(cuzr_dir):
+    from mgglass.data import glass_to_data, read_glass
+
+    glass = read_glass(cuzr_dir / "test0.pickle")
+    assert set(glass.extras) == {"pot", "press", "von"}  # the pickles' other per-atom quantities
+    d = glass_to_data(glass, aux_keys=("pot", "von"))
+    assert d.aux.shape == (3000, 2)
+    for s in (0, 1):
+        m = (d.species == s).numpy()
+        a = d.aux[m].double()
+        np.testing.assert_allclose(a.mean(0).numpy(), 0.0, atol=1e-5)
+        np.testing.assert_allclose(a.std(0, unbiased=False).numpy(), 1.0, atol=1e-4)
+        # an affine map of the raw values within a species: order and correlation kept
+        assert np.corrcoef(a[:, 0].numpy(), glass.extras["pot"][m])[0, 1] == pytest.approx(1.0, abs=1e-6)
+    assert "aux" not in glass_to_data(glass)  # only on request
+
+
+def test_auxiliary_target_missing_is_a_one_line_error_naming_the_file(tmp_path):
+    path = write_synthetic(tmp_path, ["g.xyz"], n_atoms=32)[0]
+    with pytest.raises(GlassDataError) as e:
+        load_graph(path, aux_keys=("pot",), cache=False)
+    msg = str(e.value)
+    assert "g.xyz" in msg and "'pot'" in msg and "has: cn" in msg and "\n" not in msg
+
+
+def test_auxiliary_targets_are_part_of_the_cache_key(tmp_path):
+    path = write_synthetic(tmp_path / "glasses", ["g.xyz"], n_atoms=32)[0]
+    cache = tmp_path / "cache"
+    plain = load_graph(path, cache=cache)
+    with_aux = load_graph(path, cache=cache, aux_keys=("cn",))
+    again = load_graph(path, cache=cache, aux_keys=("cn",))  # from the cache
+    assert "aux" not in plain and "aux" not in load_graph(path, cache=cache)
+    assert with_aux.aux.shape == (32, 1)
+    torch.testing.assert_close(again.aux, with_aux.aux)
+    assert len(list(cache.glob("*.pt"))) == 2

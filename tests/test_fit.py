@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from mgglass.tracking import ui_name
 
@@ -234,6 +235,28 @@ def test_validate_and_test_entry_points_on_best_checkpoint(smoke, capsys, monkey
     assert got["val_mae"] == pytest.approx(mae[best_epoch], rel=1e-5)
     assert evaluate_main("test", ["--ckpt_path", str(ckpt / "missing.ckpt")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_auxiliary_targets_train_and_the_checkpoint_predicts_without_them(tmp_path_factory, capsys, monkeypatch):
+    """--data.aux_targets=[cn]: the task gets the same list (linked), the auxiliary loss is logged per
+    epoch and falls, and the checkpoint predicts the test split like any other."""
+    from mgglass.cli import evaluate_main
+
+    # The |x| branch: the synthetic first-shell count cn is a function of the lengths.
+    extra = ("--data.aux_targets=[cn]", "--model.aux_weight=1.0", "--model.net.init_args.edge_lengths=true")
+    r = smoke_fit(tmp_path_factory, "smoke-aux", *extra)
+    assert r["rc"] == 0, r["stderr"][-3000:]
+    c, run = only_run(r["root"])
+    aux = [h.value for h in c.get_metric_history(run.info.run_id, ui_name("train_aux_loss"))]
+    assert len(aux) == EPOCHS and aux[-1] < 0.9 * aux[0]  # 1.26 -> 0.99 here
+    ckpt = Path(r["root"]) / "checkpoints" / "smoke"
+    cfg = yaml.safe_load((ckpt / "config.yaml").read_text())
+    assert cfg["data"]["aux_targets"] == ["cn"]
+    monkeypatch.setenv("MGGLASS_CACHE_DIR", str(Path(r["root"]).parent / "cache"))
+    capsys.readouterr()
+    assert evaluate_main("test", ["--ckpt_path", str(next(ckpt.glob("best-epoch=*.ckpt")))]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["test_r"] == pytest.approx(metrics_of(r["root"])["test_r"], rel=1e-5)
 
 
 def test_print_config_is_fully_resolved(capsys):

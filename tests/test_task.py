@@ -151,3 +151,41 @@ def test_pooled_metrics_are_the_fit_metrics_in_numpy_terms():
     assert m["mae"] == pytest.approx(np.mean(np.abs(y - p)), abs=1e-9)
     assert m["rmse"] == pytest.approx(np.sqrt(np.mean((y - p) ** 2)), abs=1e-9)
     assert -1 <= m["spearman"] <= 1
+
+
+def _aux_net():
+    from mgglass.models.symgnn import SymGNN
+
+    return SymGNN(hidden=8, heads=(2, 1), dropout=0.0, k_train=1, k_eval=2, decoder_layers=2)
+
+
+def test_auxiliary_targets_add_their_weighted_mse_from_the_nets_features(synthetic_batch):
+    torch.manual_seed(0)
+    task = EBTask(_aux_net(), aux_targets=("a", "b"), aux_weight=0.5)
+    batch = synthetic_batch.clone()
+    batch.aux = torch.randn(batch.num_nodes, 2)
+    task.train()
+    torch.manual_seed(1)  # the SymGNN draws its transforms from the global generator
+    loss = task.training_step(batch, 0)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        f = task.net.features(batch)
+        eb = nn.functional.mse_loss(task.net.head(f), batch.y_norm)
+        aux = nn.functional.mse_loss(task.aux_head(f), batch.aux)
+    assert float(loss.detach()) == pytest.approx(float(eb + 0.5 * aux), rel=1e-5)
+    assert float(aux) > 0.1  # the auxiliary term is really in there
+    loss.backward()
+    assert task.aux_head[0].weight.grad.abs().sum() > 0
+    # Predictions are the EB alone: the head is the net's own, and eval ignores the auxiliary head.
+    task.eval()
+    torch.testing.assert_close(task(batch), task.net.head(task.net.features(batch)))
+    task.validation_step(batch, 0)  # validation glasses carry no aux and need none
+    assert task._aux_loss.update_count == 1  # one training step counted, no validation step
+
+
+def test_auxiliary_targets_need_a_net_with_features_and_a_batch_with_them(synthetic_batch):
+    with pytest.raises(ValueError, match="SpeciesBias has no per-atom features"):
+        EBTask(SpeciesBias(), aux_targets=("pot",))
+    task = EBTask(_aux_net(), aux_targets=("pot",))
+    with pytest.raises(ValueError, match="carry no matching auxiliary targets"):
+        task.training_step(synthetic_batch, 0)

@@ -56,6 +56,9 @@ class GlassDataModule(L.LightningDataModule):
         cutoff: radius-graph cutoff in Å. self_loops: add zero-length (i, i) edges (the paper's graphs had them).
         species: chemical symbols in model-index order (Cu -> 0, Zr -> 1).
         label_key: per-atom array holding the label in ase-readable files (pickles use their own key).
+        aux_targets: per-atom arrays of the training glasses to predict as auxiliary targets (e.g. the
+            pickles' ``pot``, ``press``, ``von``), each standardised within species and glass; linked
+            to ``model.aux_targets``, which weights them in the loss. Empty: none.
         batch_size: glasses per batch. cache: processed-graph cache folder (None: user cache).
         synthetic_atoms, synthetic_seed: size and seed of generated glasses when root is "synthetic".
     """
@@ -76,6 +79,7 @@ class GlassDataModule(L.LightningDataModule):
         base_url: str = OFFICIAL_BASE_URL,
         synthetic_atoms: int = 128,
         synthetic_seed: int = 0,
+        aux_targets: tuple[str, ...] = (),
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -105,17 +109,18 @@ class GlassDataModule(L.LightningDataModule):
         # Runs on one process per node: download/generate and fill the graph cache once.
         for split in ("train", "val", "test"):
             for path in self.files(split):
-                self._load(path)
+                self._load(path, split)
 
-    def _load(self, path: Path):
+    def _load(self, path: Path, split: str):
         hp = self.hparams
-        return load_graph(path, hp.cutoff, tuple(hp.species), hp.self_loops, hp.label_key, hp.cache)
+        aux = tuple(hp.aux_targets) if split == "train" else ()  # only training reads them
+        return load_graph(path, hp.cutoff, tuple(hp.species), hp.self_loops, hp.label_key, hp.cache, aux)
 
     # -- graphs --------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val", "test"):
             if split not in self.graphs:
-                self.graphs[split] = [self._load(p) for p in self.files(split)]
+                self.graphs[split] = [self._load(p, split) for p in self.files(split)]
         if self.y_mean is None:
             self._fit_normaliser()
         for graphs in self.graphs.values():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +17,15 @@ DEFAULT_SPECIES = ("Cu", "Zr")
 PICKLE_TYPES = {1: "Cu", 2: "Zr"}
 PICKLE_SUFFIXES = {".pickle", ".pkl"}
 PICKLE_LABEL_KEY = "trajectory_start_velocities"  # the EB label; the name is a leftover upstream
+# Other per-atom quantities the released pickles carry: potential energy (eV), pressure, von Mises stress.
+PICKLE_EXTRA_KEYS = ("pot", "press", "von")
 
 
 @dataclass
 class Glass:
     """One periodic structure: positions (Å, wrapped into the cell), atomic numbers, 3×3 cell
-    (rows are lattice vectors), optional per-atom labels (eV) and the file it came from."""
+    (rows are lattice vectors), optional per-atom labels (eV), the file it came from, and any other
+    per-atom scalar arrays the file holds (``extras``: e.g. the pickles' ``pot``, ``press``, ``von``)."""
 
     positions: np.ndarray
     numbers: np.ndarray
@@ -30,6 +33,7 @@ class Glass:
     labels: np.ndarray | None = None
     source: str = "<memory>"
     pbc: bool = True
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -52,6 +56,11 @@ class Glass:
                 labels = np.asarray(atoms.arrays[label_key], dtype=np.float64).reshape(len(atoms), -1)[:, 0]
             elif not labels_optional:
                 raise GlassDataError(source, f"no per-atom array {label_key!r} (has: {', '.join(sorted(atoms.arrays))})")
+        extras = {
+            k: np.asarray(v, dtype=np.float64)
+            for k, v in atoms.arrays.items()
+            if k not in ("numbers", "positions", label_key) and v.ndim == 1 and v.dtype.kind in "fi"
+        }
         return cls(
             positions=np.asarray(atoms.positions, dtype=np.float64),
             numbers=np.asarray(atoms.numbers, dtype=np.int64),
@@ -59,6 +68,7 @@ class Glass:
             labels=labels,
             source=source,
             pbc=bool(np.all(atoms.pbc)),
+            extras=extras,
         )
 
     def species_index(self, species: tuple[str, ...] | list[str] = DEFAULT_SPECIES) -> np.ndarray:
@@ -128,6 +138,7 @@ def _read_symgnn_pickle(path: Path) -> Glass:
         cell=np.diag(box),
         labels=None if labels is None else np.asarray(labels, dtype=np.float64).reshape(-1),
         source=str(path),
+        extras={k: np.asarray(d[k], dtype=np.float64).reshape(-1) for k in PICKLE_EXTRA_KEYS if k in d},
     )
 
 

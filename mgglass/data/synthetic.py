@@ -9,6 +9,8 @@ Label (eV), a fixed function of local structure plus Gaussian noise::
     cn_i  = Σ_j sigmoid((3.5 − r_ij) / 0.2)            over neighbours j within 5 Å
     zr_i  = Σ_j [j is Zr] sigmoid(...) / max(cn_i, 1)   (Zr share of the first shell)
     y_i   = 1.5 + 0.3·[i is Zr] + 0.1·(cn_i − mean cn) − 0.4·zr_i + noise·N(0, 1)
+
+The files also carry cn_i as the per-atom array ``cn`` (an auxiliary target for tests).
 """
 
 from __future__ import annotations
@@ -43,15 +45,21 @@ def _pack(n_atoms: int, box: float, min_dist: float, rng: np.random.Generator) -
     return pos
 
 
-def synthetic_labels(positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray) -> np.ndarray:
-    """The noiseless label of the module docstring."""
+def _first_shell(positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cn, zr) of the module docstring."""
     g = radius_graph_pbc(torch.from_numpy(positions), torch.from_numpy(cell), 5.0)
     src, dst = g.edge_index.numpy()
     w = 1.0 / (1.0 + np.exp(-(3.5 - g.edge_len.numpy()) / 0.2))
     is_zr = (numbers == 40).astype(float)
     cn = np.bincount(src, weights=w, minlength=len(numbers))
     zr = np.bincount(src, weights=w * is_zr[dst], minlength=len(numbers)) / np.maximum(cn, 1.0)
-    return 1.5 + 0.3 * is_zr + 0.1 * (cn - cn.mean()) - 0.4 * zr
+    return cn, zr
+
+
+def synthetic_labels(positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """The noiseless label of the module docstring."""
+    cn, zr = _first_shell(positions, numbers, cell)
+    return 1.5 + 0.3 * (numbers == 40) + 0.1 * (cn - cn.mean()) - 0.4 * zr
 
 
 def make_glass(
@@ -69,7 +77,9 @@ def make_glass(
     numbers = np.where(rng.random(n_atoms) < zr_fraction, 40, 29).astype(np.int64)
     cell = np.eye(3) * box
     labels = synthetic_labels(positions, numbers, cell) + noise * rng.standard_normal(n_atoms)
-    return Glass(positions, numbers, cell, labels, source=f"<synthetic seed={seed}>").validate()
+    # cn: a per-atom quantity besides the label (an auxiliary target in tests, like the pickles' `pot`)
+    extras = {"cn": _first_shell(positions, numbers, cell)[0]}
+    return Glass(positions, numbers, cell, labels, source=f"<synthetic seed={seed}>", extras=extras).validate()
 
 
 def name_seed(name: str, seed: int) -> int:
@@ -78,14 +88,17 @@ def name_seed(name: str, seed: int) -> int:
 
 
 def write_synthetic(folder: str | Path, names: list[str], n_atoms: int = 128, seed: int = 0) -> list[Path]:
-    """Write one extxyz file per name (labels in the ``eb`` array) unless it already exists."""
+    """Write one extxyz file per name (labels in the ``eb`` array, the first-shell count in ``cn``)
+    unless it already exists."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for name in names:
         path = folder / name
         if not path.exists():
-            atoms = make_glass(n_atoms, seed=name_seed(name, seed)).to_atoms(LABEL_KEY)
+            glass = make_glass(n_atoms, seed=name_seed(name, seed))
+            atoms = glass.to_atoms(LABEL_KEY)
+            atoms.arrays.update(glass.extras)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")  # per process: ranks may write at once
             atoms.write(tmp, format="extxyz")
             tmp.replace(path)

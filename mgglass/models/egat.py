@@ -448,11 +448,15 @@ class PredictionModule(nn.Module):
         ]
         self.decoder = nn.Sequential(*decoder, nn.Linear(hidden, 1))
 
-    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None) -> Tensor:
+    def features(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None) -> Tensor:
+        """Per-atom features [N, hidden] after message passing (what the decoder reads)."""
         plan = EdgePlan(edge_index, h.shape[0])
         for layer in self.layers:
             h, e = layer(h, e, edge_index, edge_mask, plan)
             # As in the released code: dropout after every layer (edges: only where still read).
             h = self.dropout(h)
             e = self.dropout(e) if layer.update_edges else e
-        return self.decoder(h).squeeze(-1)
+        return h
+
+    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None) -> Tensor:
+        return self.decoder(self.features(h, e, edge_index, edge_mask)).squeeze(-1)

@@ -305,11 +305,23 @@ class SymGNN(nn.Module):
             e = e + self.length_encoder(batch.edge_vec.norm(dim=-1, keepdim=True))
         return e
 
-    def forward(self, batch, edge_mask: Tensor | None = None) -> Tensor:
+    def features(self, batch, edge_mask: Tensor | None = None) -> Tensor:
+        """Per-atom features [N, feature_dim] after message passing; ``head`` turns them into the prediction
+        (the task reads them for auxiliary targets)."""
         if edge_mask is None:
             edge_mask = getattr(batch, "edge_mask", None)
         h = self.node_encoder(batch.species)
-        return self.gnn(h, self.encode_edges(batch), batch.edge_index, edge_mask)
+        return self.gnn.features(h, self.encode_edges(batch), batch.edge_index, edge_mask)
+
+    def head(self, features: Tensor) -> Tensor:
+        return self.gnn.decoder(features).squeeze(-1)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.gnn.decoder[0].in_features
+
+    def forward(self, batch, edge_mask: Tensor | None = None) -> Tensor:
+        return self.head(self.features(batch, edge_mask))
 
 
 def _length_encoder(hidden: int, basis: int, cutoff: float) -> nn.Module:
