@@ -56,10 +56,13 @@ def _first_shell(positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray) -
     return cn, zr
 
 
+def _label(numbers: np.ndarray, cn: np.ndarray, zr: np.ndarray) -> np.ndarray:
+    return 1.5 + 0.3 * (numbers == 40) + 0.1 * (cn - cn.mean()) - 0.4 * zr
+
+
 def synthetic_labels(positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray) -> np.ndarray:
     """The noiseless label of the module docstring."""
-    cn, zr = _first_shell(positions, numbers, cell)
-    return 1.5 + 0.3 * (numbers == 40) + 0.1 * (cn - cn.mean()) - 0.4 * zr
+    return _label(numbers, *_first_shell(positions, numbers, cell))
 
 
 def make_glass(
@@ -76,10 +79,10 @@ def make_glass(
     positions = _pack(n_atoms, box, min_dist, rng)
     numbers = np.where(rng.random(n_atoms) < zr_fraction, 40, 29).astype(np.int64)
     cell = np.eye(3) * box
-    labels = synthetic_labels(positions, numbers, cell) + noise * rng.standard_normal(n_atoms)
+    cn, zr = _first_shell(positions, numbers, cell)  # one radius graph for the label and cn
+    labels = _label(numbers, cn, zr) + noise * rng.standard_normal(n_atoms)
     # cn: a per-atom quantity besides the label (an auxiliary target in tests, like the pickles' `pot`)
-    extras = {"cn": _first_shell(positions, numbers, cell)[0]}
-    return Glass(positions, numbers, cell, labels, source=f"<synthetic seed={seed}>", extras=extras).validate()
+    return Glass(positions, numbers, cell, labels, source=f"<synthetic seed={seed}>", extras={"cn": cn}).validate()
 
 
 def name_seed(name: str, seed: int) -> int:
