@@ -27,6 +27,7 @@ def reference_egat(layer: EGATLayer, h, e, edge_index, edge_mask=None):
         a = a * edge_mask[:, None]
         for d in dst.unique():
             a[dst == d] = a[dst == d] / a[dst == d].sum(0).clamp_min(1e-30)
+    a = a + layer.cardinality * (1.0 if edge_mask is None else edge_mask[:, None])
     v = layer.fc_node(h).view(n, hh, c)
     hn = torch.zeros(n, hh, c, dtype=h.dtype)
     for i in range(src.shape[0]):
@@ -44,14 +45,15 @@ def reference_egat(layer: EGATLayer, h, e, edge_index, edge_mask=None):
 @pytest.mark.parametrize("sort_dst", [False, True])
 @pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("training", [True, False])
-def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_dst, recompute, training):
+@pytest.mark.parametrize("cardinality", [0.0, 0.3])
+def test_fast_egat_equals_reference(concat, heads, update_edges, masked, sort_dst, recompute, training, cardinality):
     torch.manual_seed(0)
     n, m, dim = 10, 36, 6
     # Sorted edges come as batches do (no reordering inside the layer); there, tiny backward chunks:
     # 36 edges in 7 full chunks of 5 and a part.
     chunk = 5 * heads * dim if sort_dst else None
     layer = EGATLayer(dim, dim, heads, concat=concat, update_edges=update_edges, recompute_edges=recompute,
-                      chunk_floats=chunk).double().train(training)
+                      chunk_floats=chunk, cardinality=cardinality).double().train(training)
     with torch.no_grad():
         layer.fc_edge.bias.normal_()  # a zero bias would hide a misplaced one
         for norm in (m for m in layer.modules() if isinstance(m, torch.nn.BatchNorm1d)):
@@ -251,15 +253,35 @@ def test_edge_mask_scales_messages(synthetic_batch):
         torch.testing.assert_close(model(synthetic_batch, edge_mask=torch.full((e,), 0.3)), plain)
 
 
-def test_zero_one_edge_mask_equals_deleting_the_edges(synthetic_batch):
+@pytest.mark.parametrize("cardinality", [0.0, 0.05])
+def test_zero_one_edge_mask_equals_deleting_the_edges(synthetic_batch, cardinality):
     torch.manual_seed(0)
-    model = SymGNN(hidden=16, heads=(2, 2, 1)).eval()
+    model = SymGNN(hidden=16, heads=(2, 2, 1), cardinality=cardinality).eval()
     b = synthetic_batch
     keep = torch.rand(b.edge_index.shape[1], generator=torch.Generator().manual_seed(1)) > 0.3
     pruned = b.clone()
     pruned.edge_index, pruned.edge_vec = b.edge_index[:, keep], b.edge_vec[keep]
     with torch.no_grad():
         torch.testing.assert_close(model(b, edge_mask=keep.float()), model(pruned), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cardinality", [0.0, 0.1])
+def test_cardinality_lets_a_node_count_its_neighbours(cardinality):
+    """A centre with k identical neighbours: softmax attention averages them, so k is invisible; the
+    cardinality-preserving sum sees it."""
+    torch.manual_seed(0)
+    layer = EGATLayer(4, 4, 2, cardinality=cardinality).eval()
+    with torch.no_grad():
+        layer.fc_edge.bias.normal_()
+
+    def centre(k):
+        h = torch.ones(k + 1, 4)
+        edge_index = torch.stack([torch.arange(1, k + 1), torch.zeros(k, dtype=torch.long)])
+        with torch.no_grad():
+            return layer(h, torch.ones(k, 4), edge_index)[0][0]
+
+    differs = (centre(3) - centre(6)).abs().max() > 1e-3
+    assert differs == (cardinality > 0)
 
 
 @pytest.mark.parametrize("training", [True, False])

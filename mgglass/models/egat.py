@@ -4,9 +4,11 @@ One layer updates node and edge features. Per edge ``s -> d`` and head ``k``::
 
     f_sd   = leaky_relu(W [h_s ‖ e_sd ‖ h_d] + b)          # new edge feature, [H, C]
     a_sd   = softmax_{s in N(d)}(<attn_k, f_sd,k>) * mask_sd   # attention over incoming edges
-    h'_d   = sum_s a_sd,k * (V h_s)_k                            # new node feature, [H, C]
+    h'_d   = sum_s (a_sd,k + c * mask_sd) * (V h_s)_k            # new node feature, [H, C]
 
-then heads are concatenated (averaged in the last layer), batch-normalised, projected back to the
+(``c = cardinality``, 0 by default: the softmax alone averages, so a node cannot tell how many
+neighbours it has; c > 0 adds an unnormalised sum, Zhang & Xie 2020's additive cardinality-preserved
+attention) then heads are concatenated (averaged in the last layer), batch-normalised, projected back to the
 width and added to the layer input (residual). The cost is arithmetic and memory traffic on [E, H·C]
 tensors (266 MB each per 8000-atom glass at 8 heads), so: the node parts of W are applied once per
 atom and gathered, leaving a width-deep product per edge; softmax uses segment reductions and
@@ -341,7 +343,8 @@ class EGATLayer(nn.Module):
     ``recompute_edges``: recompute the [E, H·C] edge features in backward instead of keeping them
     (−465 MB kept per 8000-atom glass at heads 8/4/2, but ~45% slower, and the lower peak lasts only
     until the heap fragments; off). ``chunk_floats``: values per cache-sized edge chunk of the fused
-    kernels (None: each kernel's measured default; results do not depend on it).
+    kernels (None: each kernel's measured default; results do not depend on it). ``cardinality``: weight
+    of an unnormalised sum of messages added to the attention-weighted mean (module docstring).
     """
 
     def __init__(
@@ -356,9 +359,12 @@ class EGATLayer(nn.Module):
         update_edges: bool = True,
         recompute_edges: bool = False,
         chunk_floats: int | None = None,
+        cardinality: float = 0.0,
     ):
         super().__init__()
-        self.recompute_edges, self.chunk_floats = recompute_edges, chunk_floats
+        if cardinality < 0:
+            raise ValueError(f"cardinality must be >= 0, got {cardinality}")
+        self.recompute_edges, self.chunk_floats, self.cardinality = recompute_edges, chunk_floats, cardinality
         c = head_dim or node_dim
         self.heads, self.head_dim, self.concat = heads, c, concat
         self.negative_slope, self.residual, self.update_edges = negative_slope, residual, update_edges
@@ -405,8 +411,11 @@ class EGATLayer(nn.Module):
                 fe = batch_norm_linear(f.view(-1, self.heads, self.head_dim).mean(1), self.edge_norm, self.edge_proj)
         # Attention lives in dst order (contiguous per-node segments) from here on.
         a = segment_softmax(plan.to_dst_order(logits), plan)
-        if edge_mask is not None:
-            a = masked_attention(a, plan.to_dst_order(edge_mask), plan)
+        mask = None if edge_mask is None else plan.to_dst_order(edge_mask)
+        if mask is not None:
+            a = masked_attention(a, mask, plan)
+        if self.cardinality:  # a masked edge leaves the sum as it leaves the mean
+            a = a + self.cardinality * (1.0 if mask is None else mask.unsqueeze(-1))
         v = self.fc_node(h).view(n, self.heads, self.head_dim)
         hn = gather_weight_scatter(v, a, plan, self.chunk_floats)
         hn = self.node_proj(self.node_norm(hn.reshape(n, hc) if self.concat else hn.mean(1)))
@@ -430,16 +439,18 @@ def mlp_block(dims: list[int]) -> nn.Sequential:
 
 class PredictionModule(nn.Module):
     """EGAT stack (heads 8/4/2/1; the last averages heads and updates nodes only) with dropout, then a
-    per-atom decoder (Linear, BatchNorm, PReLU)×4 -> Linear(hidden, 1).
+    per-atom decoder (Linear, BatchNorm, PReLU)×4 -> Linear(hidden, 1). ``cardinality``: :class:`EGATLayer`'s.
 
     ``forward(h, e, edge_index, edge_mask=None) -> Tensor[N]``.
     """
 
-    def __init__(self, hidden: int = 32, heads=(8, 4, 2, 1), dropout: float = 0.25, decoder_layers: int = 4):
+    def __init__(
+        self, hidden: int = 32, heads=(8, 4, 2, 1), dropout: float = 0.25, decoder_layers: int = 4, cardinality: float = 0.0
+    ):
         super().__init__()
         heads = tuple(heads)
         self.layers = nn.ModuleList(
-            EGATLayer(hidden, hidden, h, concat=i < len(heads) - 1, update_edges=i < len(heads) - 1)
+            EGATLayer(hidden, hidden, h, concat=i < len(heads) - 1, update_edges=i < len(heads) - 1, cardinality=cardinality)
             for i, h in enumerate(heads)
         )
         self.dropout = Dropout(dropout)

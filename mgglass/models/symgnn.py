@@ -14,7 +14,9 @@ distribution over O(3); with Haar ``Q`` the encoding is O(3)-invariant in expect
 
 Also the ablations ``SymGNNNoSym`` (raw edge vectors) and ``EGATLength`` (|x| only, invariant);
 ``edge_lengths=True`` adds an |x| branch to SymGNN's symmetrised encoding (``length_basis=n``: |x|
-expanded in n Gaussians over the cutoff first, as SchNet does, instead of the raw length).
+expanded in n Gaussians over the cutoff first, as SchNet does, instead of the raw length);
+``cardinality=c`` adds an unnormalised sum of messages to each layer's attention average
+(:mod:`mgglass.models.egat`), so an atom can count its neighbours.
 In eval mode samples come from a generator seeded with ``eval_seed`` on every call, so predictions
 are reproducible.
 """
@@ -276,6 +278,7 @@ class SymGNN(nn.Module):
         edge_lengths: bool = False,
         length_basis: int = 0,
         cutoff: float = 5.0,
+        cardinality: float = 0.0,
     ):
         super().__init__()
         self.node_encoder = nn.Sequential(nn.Embedding(num_species, hidden), mlp_block([hidden, hidden, hidden]))
@@ -285,7 +288,7 @@ class SymGNN(nn.Module):
         if length_basis and not edge_lengths:
             raise ValueError("length_basis expands the |x| branch: it needs edge_lengths=true")
         self.length_encoder = _length_encoder(hidden, length_basis, cutoff) if edge_lengths else None
-        self.gnn = PredictionModule(hidden, heads, dropout, decoder_layers)
+        self.gnn = PredictionModule(hidden, heads, dropout, decoder_layers, cardinality)
 
     def _edge_encoder(self, hidden, distribution, k_train, k_eval, eval_seed, init_log_std) -> nn.Module:
         return Symmetrizer(hidden, distribution, k_train, k_eval, eval_seed, init_log_std=init_log_std)
