@@ -73,13 +73,16 @@ def count_parameters(params: dict[str, str]) -> int | None:
 
 
 def symgnn_variant(params: dict) -> str:
-    """SymGNN's sampling (learned, haar, fixed, none), plus its |x| branch when on: it tells SymGNN's rows
-    apart and picks the paper's row. (SymGNN only: a recipe run of another model keeps the recipe's
+    """SymGNN's sampling (learned, haar, fixed, none), plus its |x| branch and cardinality when on: it
+    tells SymGNN's rows apart and picks the paper's row. (SymGNN only: a recipe run of another model keeps the recipe's
     unused params.) No "|" in it: it goes into a Markdown table cell."""
     name = params.get("model.net.init_args.distribution", "")
     if params.get("model.net.init_args.edge_lengths") == "True":  # runs before the option have no param
         basis = params.get("model.net.init_args.length_basis", "0")
         name += " + lengths" + (f" in {basis} Gaussians" if basis not in ("", "0") else "")
+    card = params.get("model.net.init_args.cardinality", "0.0")
+    if card not in ("", "0", "0.0"):
+        name += f" + cardinality {card}"
     return name
 
 

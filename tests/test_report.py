@@ -61,6 +61,9 @@ def test_symgnn_rows_name_the_length_branch():
     assert symgnn_variant({key + "distribution": "haar", key + "edge_lengths": "True"}) == "haar + lengths"
     assert symgnn_variant({key + "distribution": "learned", key + "edge_lengths": "True", key + "length_basis": "50"}) == (
         "learned + lengths in 50 Gaussians")
+    card = {key + "distribution": "learned", key + "edge_lengths": "True", key + "cardinality": "0.03"}
+    assert symgnn_variant(card) == "learned + lengths + cardinality 0.03"
+    assert symgnn_variant({**card, key + "cardinality": "0.0"}) == "learned + lengths"
 
 
 def test_rows_average_over_seeds():
