@@ -159,6 +159,42 @@ def test_a_saddle_found_on_a_small_glass_has_exactly_one_negative_curvature():
     assert np.abs(forces).max() < 0.02 and event.barrier == pytest.approx(e_saddle - e_min, abs=1e-6) and event.barrier > 0
 
 
+@needs_lammps
+def test_barriers_csv_keeps_every_event_and_the_atoms_finished_before_a_failure(tmp_path, monkeypatch):
+    """The CSV lists each atom's accepted barriers (so runs can be pooled) and is written atom by atom:
+    a run that dies on its second atom keeps the first atom's row."""
+    import csv
+
+    from mgglass.md import __main__ as md_cli
+    from mgglass.md import saddle
+    from mgglass.md.engine import MDError
+
+    glass, out = tmp_path / "g.extxyz", tmp_path / "b.csv"
+    assert md_cli.main(["quench", "--atoms", "100", "--seed", "2", "--quench-ps", "2", "--melt-ps", "1", "--out", str(glass)]) == 0
+    args = ["barriers", "--glass", str(glass), "--atoms", "3,7", "--events", "3"]
+    assert md_cli.main([*args, "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [r["atom"] for r in rows] == ["3", "7"] and sum(int(r["accepted"]) for r in rows) > 0
+    for r in rows:
+        ev = [float(b) for b in r["eb_events"].split(";") if b]
+        assert len(ev) == int(r["accepted"]) and len(r["rejected"].split(";") if r["rejected"] else []) == 3 - len(ev)
+        if ev:
+            assert np.mean(ev) == pytest.approx(float(r["eb_mean"]), abs=1e-5) and min(ev) == pytest.approx(float(r["eb_min"]), abs=1e-5)
+
+    real, calls = saddle.find_saddle, []
+
+    def dies_on_the_second_atom(*a, **k):
+        calls.append(1)
+        if len(calls) > 3:
+            raise MDError(f"{glass.name}: LAMMPS stopped: ERROR: simulated")
+        return real(*a, **k)
+
+    monkeypatch.setattr(saddle, "find_saddle", dies_on_the_second_atom)
+    assert md_cli.main([*args, "--out", str(tmp_path / "b2.csv")]) == 2
+    kept = list(csv.DictReader((tmp_path / "b2.csv").read_text().splitlines()))
+    assert [r["atom"] for r in kept] == ["3"] and kept[0]["eb_events"] == rows[0]["eb_events"]
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path):
     for args, needle in ((["quench", "--composition", "Cu64Ag36", "--out", str(tmp_path / "g.extxyz")], "only Cu and Zr"),
                          (["quench", "--composition", "Cu64Zr36", "--out", str(tmp_path / "g.cif")], "expected an .extxyz"),

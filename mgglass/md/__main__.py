@@ -16,6 +16,7 @@ it has them. Needs the ``md`` extra (``make install-md``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import sys
@@ -106,15 +107,22 @@ def cmd_barriers(args) -> int:
     bad = [a for a in atoms if not 0 <= a < len(glass)]
     if bad:
         raise ValueError(f"--atoms: {bad} outside 0..{len(glass) - 1} of {args.glass}")
-    rows, info = barriers(glass, atoms, args.events, args.seed, args.stat, args.threads, fmax=args.fmax)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(rows[0]) + (["eb_label_ev"] if glass.labels is not None else [])
-    with open(out, "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, **({"eb_label_ev": float(glass.labels[r["atom"]])} if glass.labels is not None else {})})
+    with contextlib.ExitStack() as stack:
+        writer = []
+
+        def save(row: dict) -> None:  # row by row, so a killed run keeps the atoms it finished
+            if glass.labels is not None:
+                row = {**row, "eb_label_ev": float(glass.labels[row["atom"]])}
+            if not writer:  # the file appears with the first finished atom, not before
+                f = stack.enter_context(open(out, "w", newline=""))
+                writer.append((f, csv.DictWriter(f, list(row))))
+                writer[0][1].writeheader()
+            writer[0][1].writerow(row)
+            writer[0][0].flush()
+
+        rows, info = barriers(glass, atoms, args.events, args.seed, args.stat, args.threads, on_row=save, fmax=args.fmax)
     result = {"glass": args.glass, **info, "out": str(out), "accepted_events": sum(r["accepted"] for r in rows)}
     if glass.labels is not None:
         for key in ("eb_mean", "eb_min"):

@@ -114,8 +114,9 @@ def hessian_negative_modes(engine, positions: np.ndarray, step: float = 1e-3, to
 
 
 def barriers(glass: Glass, atoms: list[int], events: int = 3, seed: int = 0, stat: str = "mean", threads: int = 1,
-             **search) -> tuple[list[dict], dict]:
-    """Per-atom barriers of ``atoms`` (events each) on ``glass`` relaxed to its local minimum first."""
+             on_row=None, **search) -> tuple[list[dict], dict]:
+    """Per-atom barriers of ``atoms`` (events each) on ``glass`` relaxed to its local minimum first.
+    ``on_row(row)`` is called as each atom finishes, so a long run can save as it goes."""
     from mgglass.md.engine import Engine
 
     if stat not in ("mean", "min"):
@@ -131,7 +132,11 @@ def barriers(glass: Glass, atoms: list[int], events: int = 3, seed: int = 0, sta
             rows.append({"atom": atom, "eb_md": eb, "eb_mean": float(np.mean(ok)) if ok else float("nan"),
                          "eb_min": float(np.min(ok)) if ok else float("nan"), "accepted": len(ok), "events": events,
                          "force_calls": sum(e.force_calls for e in evs), "seconds": sum(e.seconds for e in evs),
-                         "rejected": ";".join(e.reason for e in evs if not e.accepted)})
+                         "rejected": ";".join(e.reason for e in evs if not e.accepted),
+                         # every accepted barrier, so runs with other seeds can be pooled and re-aggregated
+                         "eb_events": ";".join(f"{b:.6f}" for b in ok)})
+            if on_row is not None:
+                on_row(rows[-1])
             print(f"barriers: atom {atom} ({n + 1}/{len(atoms)}): {len(ok)}/{events} saddles, EB {eb:.3f} eV, "
                   f"{rows[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
     info = {"atoms": len(atoms), "events_per_atom": events, "stat": stat, "seed": seed, "e_min_ev": e_min,
