@@ -195,6 +195,63 @@ def test_barriers_csv_keeps_every_event_and_the_atoms_finished_before_a_failure(
     assert [r["atom"] for r in kept] == ["3"] and kept[0]["eb_events"] == rows[0]["eb_events"]
 
 
+def _barriers_csv(path: Path, rows: list[tuple], header: str = "atom,eb_md,eb_mean,eb_min,accepted,events,force_calls,seconds,rejected,eb_events,eb_label_ev") -> str:
+    """A barriers CSV as the barriers command writes it; rows are (atom, [accepted barriers], events, label)."""
+    lines = [header]
+    for atom, ok, events, label in rows:
+        mean, low = (np.mean(ok), np.min(ok)) if ok else (float("nan"),) * 2
+        rejected = ";".join(["did not converge"] * (events - len(ok)))
+        lines.append(f"{atom},{mean},{mean},{low},{len(ok)},{events},{100 * events},{10.0 * events},{rejected},"
+                     f"{';'.join(f'{b:.6f}' for b in ok)},{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_pool_merges_the_events_of_runs_with_other_seeds(tmp_path):
+    """pool: an atom's EB over the events of every run (not a mean of the runs' means), counts summed,
+    labels kept, Pearson r over the pooled atoms; no LAMMPS needed."""
+    import csv
+
+    from mgglass.md import __main__ as md_cli
+
+    a = _barriers_csv(tmp_path / "s1.csv", [(3, [1.0], 2, 1.2), (7, [2.0, 3.0], 2, 2.6), (9, [], 2, 1.9)])
+    b = _barriers_csv(tmp_path / "s2.csv", [(3, [1.3, 1.7, 0.8], 3, 1.2), (9, [1.5], 3, 1.9), (11, [0.9], 3, 0.7)])
+    out = tmp_path / "pooled.csv"
+    assert md_cli.main(["pool", a, b, "--out", str(out)]) == 0
+    rows = {int(r["atom"]): r for r in csv.DictReader(out.read_text().splitlines())}
+    assert sorted(rows) == [3, 7, 9, 11]
+    assert float(rows[3]["eb_mean"]) == pytest.approx(np.mean([1.0, 1.3, 1.7, 0.8]))  # 1.2; the runs' means give 1.15
+    assert float(rows[3]["eb_min"]) == pytest.approx(0.8) and float(rows[3]["eb_md"]) == pytest.approx(1.2)
+    assert (rows[3]["accepted"], rows[3]["events"], rows[3]["force_calls"]) == ("4", "5", "500")
+    assert rows[3]["rejected"] == "did not converge" and float(rows[3]["seconds"]) == pytest.approx(50.0)
+    assert float(rows[9]["eb_mean"]) == pytest.approx(1.5) and rows[9]["accepted"] == "1"  # nothing from s1, one from s2
+    assert float(rows[7]["eb_label_ev"]) == pytest.approx(2.6) and rows[11]["events"] == "3"
+    assert md_cli.main(["pool", a, b, "--stat", "min", "--out", str(out)]) == 0
+    assert float(next(r for r in csv.DictReader(out.read_text().splitlines()) if r["atom"] == "3")["eb_md"]) == pytest.approx(0.8)
+
+
+def test_pool_refuses_what_would_bias_the_pool(tmp_path, capsys):
+    """One file twice, the same seed twice, two glasses, or a CSV without per-event barriers: one line
+    naming the file, exit 2, and no output file."""
+    from mgglass.md import __main__ as md_cli
+
+    a = _barriers_csv(tmp_path / "a.csv", [(3, [1.0, 1.4], 2, 1.2), (7, [2.0], 2, 2.6)])
+    again = _barriers_csv(tmp_path / "again.csv", [(3, [1.0, 1.4], 2, 1.2)])
+    other = _barriers_csv(tmp_path / "other.csv", [(3, [1.1], 2, 0.9)])
+    old = str(tmp_path / "old.csv")  # as written before eb_events existed
+    Path(old).write_text("atom,eb_md,eb_mean,eb_min,accepted,events,force_calls,seconds,rejected,eb_label_ev\n3,1.1,1.1,1.1,1,2,200,20.0,x,1.2\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(Path(a).read_text().replace("2.000000", "two"))
+    out = tmp_path / "pooled.csv"
+    for args, needle in (([a, a], "named twice"), ([a, again], "again.csv and " + a + ": atom 3 has the same barriers"),
+                         ([a, other], "different glasses"), ([a, old], "old.csv: not a barriers CSV"),
+                         ([a, str(bad)], "bad.csv, line 3:"), ([a, str(tmp_path / "none.csv")], "none.csv: no such file")):
+        assert md_cli.main(["pool", *args, "--out", str(out)]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("mgglass.md: error:"), lines
+        assert not out.exists()
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path):
     for args, needle in ((["quench", "--composition", "Cu64Ag36", "--out", str(tmp_path / "g.extxyz")], "only Cu and Zr"),
                          (["quench", "--composition", "Cu64Zr36", "--out", str(tmp_path / "g.cif")], "expected an .extxyz"),

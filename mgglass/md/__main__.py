@@ -1,16 +1,18 @@
-"""python -m mgglass.md {quench,compare,propensity,barriers}: LAMMPS-backed glasses, the MD baseline and saddle searches.
+"""python -m mgglass.md {quench,compare,propensity,barriers,pool}: LAMMPS-backed glasses, the MD baseline and saddle searches.
 
     python -m mgglass.md quench --composition Cu64Zr36 --atoms 3000 --seed 0 --out glass.extxyz [--quench-ps 100]
     python -m mgglass.md compare GLASS [GLASS ...] [--png rdf.png]
     python -m mgglass.md propensity --glass test0.pickle [--temperature 600 --time-ps 10 --runs 8] --out prop.csv
     python -m mgglass.md barriers --glass glass.extxyz (--atoms 0,5,17 | --n 50) [--events 3] --out eb.csv
+    python -m mgglass.md pool eb_seed0.csv eb_seed1.csv [--stat mean] --out eb.csv
 
 ``quench`` writes the glass as extxyz with the per-atom potential energy (``pot``, eV) and the
 recipe in its info line; ``compare`` prints density and the partial RDFs' first peaks (JSON, one
 line per glass) and plots the RDFs; ``propensity`` writes per-atom dynamic propensity (Å²) and, for
 a labelled glass, prints its Pearson r with the EB; ``barriers`` runs ART-style saddle searches
 (mgglass.md.saddle) and writes per-atom barriers, with their Pearson r against the glass's labels when
-it has them. Needs the ``md`` extra (``make install-md``).
+it has them; ``pool`` merges barriers CSVs of the same glass (runs with other seeds) into more events
+per atom. All but ``compare`` and ``pool`` need the ``md`` extra (``make install-md``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import csv
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 PROG = "mgglass.md"
 
@@ -65,7 +69,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_propensity(args) -> int:
-    import numpy as np
 
     from mgglass.md.propensity import propensity
 
@@ -92,7 +95,6 @@ def cmd_propensity(args) -> int:
 
 
 def cmd_barriers(args) -> int:
-    import numpy as np
 
     from mgglass.md.saddle import barriers
 
@@ -125,12 +127,87 @@ def cmd_barriers(args) -> int:
         rows, info = barriers(glass, atoms, args.events, args.seed, args.stat, args.threads, on_row=save, fmax=args.fmax)
     result = {"glass": args.glass, **info, "out": str(out), "accepted_events": sum(r["accepted"] for r in rows)}
     if glass.labels is not None:
-        for key in ("eb_mean", "eb_min"):
-            ok = [(r[key], glass.labels[r["atom"]]) for r in rows if np.isfinite(r[key])]
-            if len(ok) > 2:
-                a, b = np.array(ok).T
-                result[f"pearson_r_{key}"] = float(np.corrcoef(a, b)[0, 1])
-                result[f"{key}_mean_ev"], result["label_mean_ev"] = float(a.mean()), float(b.mean())
+        result.update(_label_scores(rows, {r["atom"]: float(glass.labels[r["atom"]]) for r in rows}))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def _label_scores(rows: list[dict], labels: dict[int, float]) -> dict:
+    """Pearson r of the atoms' mean and lowest barriers with their labels, and the means compared."""
+    result = {}
+    for key in ("eb_mean", "eb_min"):
+        ok = [(r[key], labels[r["atom"]]) for r in rows if np.isfinite(r[key])]
+        if len(ok) > 2:
+            a, b = np.array(ok).T
+            result[f"pearson_r_{key}"] = float(np.corrcoef(a, b)[0, 1])
+            result[f"{key}_mean_ev"], result["label_mean_ev"] = float(a.mean()), float(b.mean())
+    return result
+
+
+POOLED = ("atom", "events", "accepted", "force_calls", "seconds", "rejected", "eb_events")
+
+
+def _read_barriers_csv(path: str) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{path}: no such file")
+    with open(p, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [k for k in POOLED if k not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: not a barriers CSV with every event (no column {', '.join(missing)}; "
+                             "files written before eb_events existed cannot be pooled)")
+        rows = []
+        for line, r in enumerate(reader, start=2):
+            try:
+                rows.append({"atom": int(r["atom"]), "events": int(r["events"]), "force_calls": int(r["force_calls"]),
+                             "seconds": float(r["seconds"]), "rejected": [x for x in r["rejected"].split(";") if x],
+                             "ok": [float(b) for b in r["eb_events"].split(";") if b],
+                             "label": float(r["eb_label_ev"]) if r.get("eb_label_ev") not in (None, "") else None})
+            except ValueError as e:
+                raise ValueError(f"{path}, line {line}: {e}") from None
+    return rows
+
+
+def cmd_pool(args) -> int:
+    from mgglass.md.saddle import atom_row
+
+    if len({Path(c).resolve() for c in args.csvs}) < len(args.csvs):
+        raise ValueError(f"{' '.join(args.csvs)}: a file is named twice; its events would count twice")
+    atoms: dict[int, list[tuple[str, dict]]] = {}
+    for path in args.csvs:
+        for r in _read_barriers_csv(path):
+            for other, o in atoms.get(r["atom"], []):
+                if r["ok"] and r["ok"] == o["ok"]:
+                    raise ValueError(f"{path} and {other}: atom {r['atom']} has the same barriers in both "
+                                     "(the same searches, i.e. the same --seed?); pool runs of different seeds")
+                if None not in (r["label"], o["label"]) and abs(r["label"] - o["label"]) > 1e-6:
+                    raise ValueError(f"{path} and {other}: atom {r['atom']} has label {r['label']} in one and "
+                                     f"{o['label']} in the other; these are runs on different glasses")
+            atoms.setdefault(r["atom"], []).append((path, r))
+    rows, labels = [], {}
+    for atom in sorted(atoms):
+        parts = [r for _, r in atoms[atom]]
+        row = atom_row(atom, [b for r in parts for b in r["ok"]], args.stat, sum(r["events"] for r in parts),
+                       sum(r["force_calls"] for r in parts), sum(r["seconds"] for r in parts),
+                       [x for r in parts for x in r["rejected"]])
+        label = next((r["label"] for r in parts if r["label"] is not None), None)
+        if label is not None:
+            labels[atom] = row["eb_label_ev"] = label
+        rows.append(row)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]) + (["eb_label_ev"] if labels else []))
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(out)  # an input named as --out is read in full before it is replaced
+    result = {"inputs": args.csvs, "atoms": len(rows), "stat": args.stat, "out": str(out),
+              "events": sum(r["events"] for r in rows), "accepted_events": sum(r["accepted"] for r in rows),
+              "seconds_per_event": sum(r["seconds"] for r in rows) / max(sum(r["events"] for r in rows), 1)}
+    if len(labels) == len(rows):
+        result.update(_label_scores(rows, labels))
     print(json.dumps(result), flush=True)
     return 0
 
@@ -170,12 +247,17 @@ def main(argv=None) -> int:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--out", required=True, help="output .csv")
+    o = sub.add_parser("pool", help="pool barriers CSVs of one glass (runs with other --seed) into one per-atom EB")
+    o.add_argument("csvs", nargs="+", help="barriers CSVs written by the barriers command")
+    o.add_argument("--stat", default="mean", choices=("mean", "min"), help="the atom's EB over its pooled events")
+    o.add_argument("--out", required=True, help="output .csv")
     args = p.parse_args(argv)
     from mgglass.data import GlassDataError
     from mgglass.md.engine import MDError, MDUnavailable
 
     try:
-        commands = {"quench": cmd_quench, "compare": cmd_compare, "propensity": cmd_propensity, "barriers": cmd_barriers}
+        commands = {"quench": cmd_quench, "compare": cmd_compare, "propensity": cmd_propensity, "barriers": cmd_barriers,
+                    "pool": cmd_pool}
         return commands[args.command](args)
     except (ValueError, GlassDataError, MDUnavailable, MDError) as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)

@@ -113,6 +113,16 @@ def hessian_negative_modes(engine, positions: np.ndarray, step: float = 1e-3, to
     return int((eig < -tol).sum()), eig
 
 
+def atom_row(atom: int, ok: list[float], stat: str, events: int, force_calls: int, seconds: float,
+             rejected: list[str]) -> dict:
+    """One atom's CSV row from its accepted barriers ``ok`` (eV): the EB by ``stat``, mean and min."""
+    mean, low = (float(np.mean(ok)), float(np.min(ok))) if ok else (float("nan"), float("nan"))
+    return {"atom": atom, "eb_md": mean if stat == "mean" else low, "eb_mean": mean, "eb_min": low, "accepted": len(ok),
+            "events": events, "force_calls": force_calls, "seconds": seconds, "rejected": ";".join(rejected),
+            # every accepted barrier, so runs with other seeds can be pooled and re-aggregated
+            "eb_events": ";".join(f"{b:.6f}" for b in ok)}
+
+
 def barriers(glass: Glass, atoms: list[int], events: int = 3, seed: int = 0, stat: str = "mean", threads: int = 1,
              on_row=None, **search) -> tuple[list[dict], dict]:
     """Per-atom barriers of ``atoms`` (events each) on ``glass`` relaxed to its local minimum first.
@@ -128,15 +138,11 @@ def barriers(glass: Glass, atoms: list[int], events: int = 3, seed: int = 0, sta
             rng = np.random.default_rng([seed, atom])
             evs = [find_saddle(engine, minimum, e_min, atom, rng, **search) for _ in range(events)]
             ok = [e.barrier for e in evs if e.accepted]
-            eb = (float(np.mean(ok)) if stat == "mean" else float(np.min(ok))) if ok else float("nan")
-            rows.append({"atom": atom, "eb_md": eb, "eb_mean": float(np.mean(ok)) if ok else float("nan"),
-                         "eb_min": float(np.min(ok)) if ok else float("nan"), "accepted": len(ok), "events": events,
-                         "force_calls": sum(e.force_calls for e in evs), "seconds": sum(e.seconds for e in evs),
-                         "rejected": ";".join(e.reason for e in evs if not e.accepted),
-                         # every accepted barrier, so runs with other seeds can be pooled and re-aggregated
-                         "eb_events": ";".join(f"{b:.6f}" for b in ok)})
+            rows.append(atom_row(atom, ok, stat, events, sum(e.force_calls for e in evs), sum(e.seconds for e in evs),
+                                 [e.reason for e in evs if not e.accepted]))
             if on_row is not None:
                 on_row(rows[-1])
+            eb = rows[-1]["eb_md"]
             print(f"barriers: atom {atom} ({n + 1}/{len(atoms)}): {len(ok)}/{events} saddles, EB {eb:.3f} eV, "
                   f"{rows[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
     info = {"atoms": len(atoms), "events_per_atom": events, "stat": stat, "seed": seed, "e_min_ev": e_min,
