@@ -353,13 +353,15 @@ def test_every_experiment_config_builds(capsys):
 @pytest.mark.parametrize("recipe", [[], ["symgnn"]])
 def test_symgnn_configs_build_the_network_they_name(recipe):
     """Each SymGNN-family config builds its own network, alone and as make reproduce RECIPE=
-    experiments/symgnn.yaml layers it on the default's: the default's |x| branch and learned
-    distribution reach only SymGNN itself (symgnn_fixed.yaml once built a learned SymGNN)."""
+    experiments/symgnn.yaml layers it on the default's: the default's |x| branch, cardinality and
+    learned distribution reach only SymGNN itself (symgnn_fixed.yaml once built a learned SymGNN)."""
     from mgglass.cli import build
+    from mgglass.models.egat import EGATLayer
 
-    expected = {  # config: (distribution of the symmetriser, or None without one; |x| branch)
-        "symgnn": ("learned", True), "symgnn_paper": ("learned", False), "symgnn_fixed": ("fixed", False),
-        "symgnn_nosym": ("none", False), "egat_len": (None, False), "augment": ("none", False),
+    expected = {  # config: (distribution of the symmetriser, or None without one; |x| branch; cardinality)
+        "symgnn": ("learned", True, {0.03}), "symgnn_paper": ("learned", False, {0.0}),
+        "symgnn_fixed": ("fixed", False, {0.0}), "symgnn_nosym": ("none", False, {0.0}),
+        "egat_len": (None, False, {0.0}), "augment": ("none", False, {0.0}),
     }
     got = {}
     for name in expected:
@@ -367,7 +369,8 @@ def test_symgnn_configs_build_the_network_they_name(recipe):
         mods = list(cli.model.net.modules())
         dist = {m.distribution for m in mods if isinstance(getattr(m, "distribution", None), str)}
         branch = any(getattr(m, "length_encoder", None) is not None for m in mods)
-        got[name] = (dist.pop() if len(dist) == 1 else dist or None, branch)
+        card = {m.cardinality for m in mods if isinstance(m, EGATLayer)}
+        got[name] = (dist.pop() if len(dist) == 1 else dist or None, branch, card)
     assert got == expected
 
 
