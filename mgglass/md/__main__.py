@@ -185,6 +185,8 @@ def cmd_pool(args) -> int:
                     raise ValueError(f"{path} and {other}: atom {r['atom']} has label {r['label']} in one and "
                                      f"{o['label']} in the other; these are runs on different glasses")
             atoms.setdefault(r["atom"], []).append((path, r))
+    if not atoms:
+        raise ValueError(f"{' '.join(args.csvs)}: no atoms in these CSVs")
     rows, labels = [], {}
     for atom in sorted(atoms):
         parts = [r for _, r in atoms[atom]]
