@@ -241,13 +241,15 @@ def test_pool_refuses_what_would_bias_the_pool(tmp_path, capsys):
     old = str(tmp_path / "old.csv")  # as written before eb_events existed
     Path(old).write_text("atom,eb_md,eb_mean,eb_min,accepted,events,force_calls,seconds,rejected,eb_label_ev\n3,1.1,1.1,1.1,1,2,200,20.0,x,1.2\n")
     empty = _barriers_csv(tmp_path / "empty.csv", [])
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(256)))
     bad = tmp_path / "bad.csv"
     bad.write_text(Path(a).read_text().replace("2.000000", "two"))
     out = tmp_path / "pooled.csv"
     for args, needle in (([a, a], "named twice"), ([a, again], "again.csv and " + a + ": atom 3 has the same barriers"),
                          ([a, other], "different glasses"), ([a, old], "old.csv: not a barriers CSV"),
                          ([a, str(bad)], "bad.csv, line 3:"), ([a, str(tmp_path / "none.csv")], "none.csv: no such file"),
-                         ([empty], "empty.csv: no atoms")):
+                         ([empty], "empty.csv: no atoms"), ([a, str(binary)], "binary.csv: not a text file")):
         assert md_cli.main(["pool", *args, "--out", str(out)]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("mgglass.md: error:"), lines

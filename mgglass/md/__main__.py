@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -151,7 +152,11 @@ def _read_barriers_csv(path: str) -> list[dict]:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"{path}: no such file")
-    with open(p, newline="") as f:
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         missing = [k for k in POOLED if k not in (reader.fieldnames or [])]
         if missing:
