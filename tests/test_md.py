@@ -218,6 +218,9 @@ def test_pool_merges_the_events_of_runs_with_other_seeds(tmp_path):
     b = _barriers_csv(tmp_path / "s2.csv", [(3, [1.3, 1.7, 0.8], 3, 1.2), (9, [1.5], 3, 1.9), (11, [0.9], 3, 0.7)])
     out = tmp_path / "pooled.csv"
     assert md_cli.main(["pool", a, b, "--out", str(out)]) == 0
+    header = out.read_text().splitlines()[0].split(",")
+    assert header == ["atom", "eb_md", "eb_mean", "eb_min", "accepted", "events", "force_calls", "seconds", "rejected",
+                      "eb_events", "eb_label_ev"]
     rows = {int(r["atom"]): r for r in csv.DictReader(out.read_text().splitlines())}
     assert sorted(rows) == [3, 7, 9, 11]
     assert float(rows[3]["eb_mean"]) == pytest.approx(np.mean([1.0, 1.3, 1.7, 0.8]))  # 1.2; the runs' means give 1.15

@@ -206,7 +206,8 @@ def cmd_pool(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]) + (["eb_label_ev"] if labels else []))
+        keys = [k for k in rows[0] if k != "eb_label_ev"] + (["eb_label_ev"] if labels else [])
+        w = csv.DictWriter(f, keys)  # labels last, and present for every atom or none
         w.writeheader()
         w.writerows(rows)
     tmp.replace(out)  # an input named as --out is read in full before it is replaced
