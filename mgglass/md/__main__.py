@@ -70,7 +70,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_propensity(args) -> int:
-
     from mgglass.md.propensity import propensity
 
     glass = _read(args.glass)
@@ -96,7 +95,6 @@ def cmd_propensity(args) -> int:
 
 
 def cmd_barriers(args) -> int:
-
     from mgglass.md.saddle import barriers
 
     glass = _read(args.glass)
@@ -113,17 +111,18 @@ def cmd_barriers(args) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        writer = []
+        f = writer = None
 
         def save(row: dict) -> None:  # row by row, so a killed run keeps the atoms it finished
+            nonlocal f, writer
             if glass.labels is not None:
                 row = {**row, "eb_label_ev": float(glass.labels[row["atom"]])}
-            if not writer:  # the file appears with the first finished atom, not before
+            if writer is None:  # the file appears with the first finished atom, not before
                 f = stack.enter_context(open(out, "w", newline=""))
-                writer.append((f, csv.DictWriter(f, list(row))))
-                writer[0][1].writeheader()
-            writer[0][1].writerow(row)
-            writer[0][0].flush()
+                writer = csv.DictWriter(f, list(row))
+                writer.writeheader()
+            writer.writerow(row)
+            f.flush()
 
         rows, info = barriers(glass, atoms, args.events, args.seed, args.stat, args.threads, on_row=save, fmax=args.fmax)
     result = {"glass": args.glass, **info, "out": str(out), "accepted_events": sum(r["accepted"] for r in rows)}
@@ -200,16 +199,15 @@ def cmd_pool(args) -> int:
                        [x for r in parts for x in r["rejected"]])
         label = next((r["label"] for r in parts if r["label"] is not None), None)
         if label is not None:
-            labels[atom] = row["eb_label_ev"] = label
+            labels[atom] = label
         rows.append(row)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", newline="") as f:
-        keys = [k for k in rows[0] if k != "eb_label_ev"] + (["eb_label_ev"] if labels else [])
-        w = csv.DictWriter(f, keys)  # labels last, and present for every atom or none
+        w = csv.DictWriter(f, list(rows[0]) + (["eb_label_ev"] if labels else []))
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({**r, **({"eb_label_ev": labels[r["atom"]]} if r["atom"] in labels else {})} for r in rows)
     tmp.replace(out)  # an input named as --out is read in full before it is replaced
     result = {"inputs": args.csvs, "atoms": len(rows), "stat": args.stat, "out": str(out),
               "events": sum(r["events"] for r in rows), "accepted_events": sum(r["accepted"] for r in rows),
