@@ -16,7 +16,8 @@ import yaml
 
 from mgglass.cli import ConfigError, build, check_data, fail
 from mgglass.data import GlassDataError
-from mgglass.sweep.trial import OptunaReporter, TrialContext, watch_parent, write_result
+from mgglass.sweep.trial import OptunaReporter, TrialContext
+from mgglass.workers import RESULT_FILE, watch_parent, write_result
 
 PROG = "mgglass.fit"
 # The run folder of the latest main() in this process (for benchmarks that wrap a fit).
@@ -96,8 +97,7 @@ def main(argv=None, extra_callbacks=()) -> int:
     # A sweep trial (mgglass.sweep) is this same fit, told its study and trial by the environment.
     trial = TrialContext.from_env()
     reporter = OptunaReporter(trial) if trial else None
-    if trial:
-        watch_parent(trial.sweep_pid)
+    watch_parent()  # a fit started by a sweep or a cross-validation ends when its parent dies
     try:
         cli = build(argv, extra_callbacks=[*extra_callbacks, *([reporter] if reporter else [])])
         cfg, trainer, task, dm = cli.config, cli.trainer, cli.model, cli.datamodule
@@ -119,6 +119,7 @@ def main(argv=None, extra_callbacks=()) -> int:
         if ckpt_path is None:
             move_aside(ckpt_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / RESULT_FILE).unlink(missing_ok=True)  # written again when this fit finishes
         (ckpt_dir / "config.yaml").write_text(config_yaml)
     resume = ckpt_path is not None and Path(ckpt_path).resolve().parent == ckpt_dir.resolve()
     tracker = None
@@ -148,14 +149,17 @@ def main(argv=None, extra_callbacks=()) -> int:
             trainer.test(task, datamodule=dm, ckpt_path=best or None, verbose=trainer.is_global_zero)
     except GlassDataError as e:
         return fail(PROG, str(e), 1)
-    if trial is not None and trainer.is_global_zero:
+    if trainer.is_global_zero:  # what a sweep or cross-validation reads back (mgglass.workers)
         write_result(
             ckpt_dir,
             state="PRUNED" if pruned else "COMPLETE",
+            monitor=ckpt.monitor if ckpt is not None else None,
             value=None if score is None else float(score),
             best_model_path=best,
+            last_model_path=last,
             epochs=len(task.history),
             run_id=tracker.run_id if tracker is not None else None,
+            test=task.last_metrics.get("test", {}) if not pruned else {},
         )
     if tracker is not None:
         extra = {"optuna_state": "PRUNED" if pruned else "COMPLETE"} if trial else {}

@@ -87,7 +87,7 @@ def symgnn_variant(params: dict) -> str:
 
 
 def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[dict]:
-    """One record per finished, tested fit (not sweep parents or trials)."""
+    """One record per finished, tested stand-alone fit (not sweeps, cross-validations or their children)."""
     from mgglass.tracking import stored_history, stored_metric
 
     runs = client.search_runs(experiment_ids, filter_string=filter_string, max_results=5000)
@@ -96,7 +96,9 @@ def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[
         tags, metrics = run.data.tags, run.data.metrics
         if run.info.status != "FINISHED" or stored_metric(metrics, "test_r") is None:
             continue
-        if tags.get("mgglass_role") == "sweep" or "optuna_trial" in tags:
+        # Sweeps, cross-validations and ensembles and the fits they run score other things (a trial's
+        # objective, a held-out training glass): only stand-alone fits of the official split count.
+        if tags.get("mgglass_role") or "optuna_trial" in tags or "mlflow.parentRunId" in tags:
             continue
         val = [m.value for m in stored_history(client, run.info.run_id, "val_r")]
         out.append({

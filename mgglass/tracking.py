@@ -72,6 +72,9 @@ class TrackingConfig:
         enabled: False: no MLflow at all (checkpoints are still written).
         system_metrics: seconds between samples of CPU, memory, GPU, disk and network use for the
             run's "System metrics" tab (MLflow's monitor; 0: off).
+        parent_run_id: an MLflow run this fit's run nests under in the UI (a cross-validation's or
+            sweep's parent run; set by them).
+        tags: extra MLflow tags of the run (e.g. a cross-validation names its fold).
     """
 
     root: str = DEFAULT_ROOT
@@ -80,6 +83,8 @@ class TrackingConfig:
     run_name: str | None = None
     enabled: bool = True
     system_metrics: float = 10.0
+    parent_run_id: str | None = None
+    tags: dict[str, str] | None = None
 
 
 def resolve_tracking_uri(cfg: TrackingConfig) -> str:
@@ -235,7 +240,9 @@ class MLflowTracker(AfterCheckpoint):
         from mlflow.entities import Param
 
         exp_id = experiment_id(self.client, self.uri, self.cfg.experiment)
-        tags = {"git_commit": git_commit(), **self.tags, **(extra_tags or {})}
+        tags = {"git_commit": git_commit(), **(self.cfg.tags or {}), **self.tags, **(extra_tags or {})}
+        if self.cfg.parent_run_id:
+            tags.setdefault("mlflow.parentRunId", self.cfg.parent_run_id)  # nests the run in the UI
         run = self.client.create_run(exp_id, run_name=self.cfg.run_name, tags=tags)
         self.run_id = run.info.run_id
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ Workers are threads of the sweep process, each holding one device slot (a group 
 (heartbeats, stale-trial detection and retries included). A trial's parameters become dotted
 overrides on the sweep's configs, so a trial is exactly the fit a user would run by hand.
 
-After a ``kill -9`` of the sweep its trials die too (:func:`mgglass.sweep.trial.watch_parent`) and
+After a ``kill -9`` of the sweep its trials die too (:func:`mgglass.workers.watch_parent`) and
 stay RUNNING in the storage. The next invocation on the same host fails those whose sweep process
 is gone at once and queues their parameters again (``max_retry`` times, with Optuna's
 ``RetryHeartbeatStaleTrialCallback``); trials of other hosts are left to heartbeats.
@@ -15,68 +15,26 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import socket
-import subprocess
 import sys
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 
+from mgglass import workers
 from mgglass.sweep.spec import SweepSpec
-from mgglass.sweep.trial import ENV, TrialContext, read_result
+from mgglass.sweep.trial import ENV, TrialContext
+from mgglass.workers import ProcessPool, Slot, SlotError, read_result
 
 
 class TrialFailed(Exception):
     """A trial's fit exited non-zero (its log names why)."""
 
 
-@dataclass
-class Slot:
-    """What one worker's trials run on."""
-
-    accelerator: str  # "gpu" or "cpu"
-    devices: int
-    gpu_ids: tuple[int, ...] = ()
-    threads: int = 1
-
-    def env(self) -> dict[str, str]:
-        if self.accelerator == "gpu":
-            return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, self.gpu_ids))}
-        n = str(self.threads)
-        return {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
-
-    def overrides(self) -> list[str]:
-        args = [f"--trainer.accelerator={self.accelerator}", f"--trainer.devices={self.devices}"]
-        if self.devices > 1:
-            args.append("--trainer.strategy=ddp")
-        return args
-
-    def describe(self) -> str:
-        if self.accelerator == "gpu":
-            return f"GPU {','.join(map(str, self.gpu_ids))}"
-        return f"{self.devices} CPU process(es) x {self.threads} thread(s)"
-
-
 def plan_slots(spec: SweepSpec, gpu_count: int | None = None, cpu_count: int | None = None) -> list[Slot]:
-    """One slot per worker: GPUs split into groups of ``devices_per_trial``; on CPU, cores shared out."""
-    if gpu_count is None:
-        import torch
-
-        gpu_count = torch.cuda.device_count()
-    cpu_count = cpu_count or os.cpu_count() or 1
-    d = spec.devices_per_trial
-    use_gpu = spec.accelerator in ("gpu", "cuda") or (spec.accelerator == "auto" and gpu_count > 0)
-    if use_gpu:
-        if gpu_count < d:
-            raise spec.fail("devices_per_trial", f"{d} GPUs per trial, but {gpu_count} visible")
-        workers = gpu_count // d if spec.workers == "auto" else spec.workers
-        if workers * d > gpu_count:
-            raise spec.fail("workers", f"{workers} workers x {d} GPUs need {workers * d}, but {gpu_count} visible")
-        return [Slot("gpu", d, tuple(range(w * d, (w + 1) * d))) for w in range(workers)]
-    workers = max(1, min(2, cpu_count // d)) if spec.workers == "auto" else spec.workers
-    threads = max(1, cpu_count // (workers * d))
-    return [Slot("cpu", d, threads=threads) for _ in range(workers)]
+    """One slot per worker for ``spec`` (see :func:`mgglass.workers.plan_slots`)."""
+    try:
+        return workers.plan_slots(spec.accelerator, spec.devices_per_trial, spec.workers, gpu_count, cpu_count)
+    except SlotError as e:
+        raise spec.fail(e.where, e.msg) from None
 
 
 def value_arg(value) -> str:
@@ -103,12 +61,8 @@ class Runner:
         self.spec, self.study, self.storage_url = spec, study, storage_url
         self.trial_root = Path(tracking_root) / "checkpoints" / spec.study
         self.parent_run_id = parent_run_id
-        self.slots: queue.Queue[Slot] = queue.Queue()
-        for s in slots:
-            self.slots.put(s)
-        self.n_workers = len(slots)
-        self._procs: set[subprocess.Popen] = set()
-        self._lock = threading.Lock()
+        self.pool = ProcessPool(slots)
+        self.n_workers = self.pool.size
 
     # -- one trial ----------------------------------------------------------------------------
     def command(self, values: dict, number: int, slot: Slot) -> list[str]:
@@ -129,8 +83,7 @@ class Runner:
         values = {p.key: p.suggest(trial) for p in self.spec.space}
         trial.set_user_attr("sweep_host", socket.gethostname())
         trial.set_user_attr("sweep_pid", os.getpid())
-        slot = self.slots.get()
-        try:
+        with self.pool.slot() as slot:
             ckpt_dir = self.trial_root / f"trial-{trial.number}"
             trial.set_user_attr("checkpoint_dir", str(ckpt_dir))
             ctx = TrialContext(
@@ -140,9 +93,7 @@ class Runner:
             )
             log = self.trial_root / f"trial-{trial.number}.log"
             print(f"mgglass.sweep: trial {trial.number} on {slot.describe()}: {values} (log: {log})", flush=True)
-            rc = self._run(self.command(values, trial.number, slot), {**slot.env(), ENV: ctx.to_env()}, log)
-        finally:
-            self.slots.put(slot)
+            rc = self.pool.run(self.command(values, trial.number, slot), {**slot.env(), ENV: ctx.to_env()}, log)
         result = read_result(ckpt_dir) if rc == 0 else None
         if result is None:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
@@ -154,31 +105,6 @@ class Runner:
         if result.get("value") is None:
             raise TrialFailed(f"trial {trial.number}: no {self.spec.metric} was logged")
         return float(result["value"])
-
-    def _run(self, args: list[str], env: dict[str, str], log: Path) -> int:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as out:
-            # Its own session: a trial's DDP ranks form one process group that can be ended together.
-            proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-            with self._lock:
-                self._procs.add(proc)
-            try:
-                return proc.wait()
-            finally:
-                with self._lock:
-                    self._procs.discard(proc)
-
-    def stop_all(self) -> None:
-        """End every running trial's process group (on Ctrl-C or an error in the sweep)."""
-        import signal
-
-        with self._lock:
-            procs = list(self._procs)
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     # -- the loop -----------------------------------------------------------------------------
     def finished(self) -> int:
@@ -205,7 +131,7 @@ class Runner:
                 if self.finished() == before:
                     raise TrialFailed("every trial of the last round failed; see the trial logs")
         except BaseException:
-            self.stop_all()
+            self.pool.stop_all()
             raise
 
 

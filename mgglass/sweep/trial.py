@@ -3,8 +3,9 @@ names its study and trial (``MGGLASS_SWEEP_TRIAL``, set by :mod:`mgglass.sweep.r
 
 Rank 0 reports the objective's validation value after every epoch and asks the pruner; the decision
 is broadcast so every DDP rank stops together (Optuna's Lightning callback cannot do that: under
-``strategy=ddp`` each rank would sample a trial of its own). The fit then writes ``trial.json``
-beside its checkpoints for the sweep worker, and tags its MLflow run as a child of the sweep's.
+``strategy=ddp`` each rank would sample a trial of its own). The fit then writes its
+``result.json`` beside its checkpoints for the sweep worker (:mod:`mgglass.workers`), and tags its
+MLflow run as a child of the sweep's.
 """
 
 from __future__ import annotations
@@ -12,16 +13,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import threading
-import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from mgglass.tracking import AfterCheckpoint
 
 ENV = "MGGLASS_SWEEP_TRIAL"
-RESULT_FILE = "trial.json"
 
 
 @dataclass
@@ -85,32 +81,3 @@ class OptunaReporter(AfterCheckpoint):
         if prune:
             self.pruned = True
             trainer.should_stop = True
-
-
-def watch_parent(sweep_pid: int | None, every_s: float = 1.0) -> None:
-    """When the sweep that started this trial dies (``kill -9``), end the trial's whole process group
-    (its DDP ranks too) rather than train on as an orphan. Acts only in the process the sweep started,
-    which leads its own session (DDP ranks it launches do not)."""
-    if not sweep_pid or os.getsid(0) != os.getpid():
-        return
-
-    def watch():
-        while os.getppid() == sweep_pid:
-            time.sleep(every_s)
-        os.killpg(os.getpgrp(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="sweep-parent-watch", daemon=True).start()
-
-
-def write_result(ckpt_dir: Path, **result) -> None:
-    tmp = Path(ckpt_dir) / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(Path(ckpt_dir) / RESULT_FILE)
-
-
-def read_result(ckpt_dir: Path) -> dict | None:
-    path = Path(ckpt_dir) / RESULT_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
