@@ -52,6 +52,7 @@ class Event:
     force_calls: int
     seconds: float
     positions: np.ndarray | None = field(default=None, repr=False)  # the saddle configuration
+    mode: np.ndarray | None = field(default=None, repr=False)  # the dimer's unit direction there, [N, 3]
 
 
 def minimise(engine) -> tuple[np.ndarray, float]:
@@ -92,7 +93,7 @@ def find_saddle(engine, minimum: np.ndarray, e_min: float, atom: int, rng: np.ra
     reason = ("did not converge" if not converged else "positive curvature" if curvature >= 0
               else "not above the minimum" if energy <= e_min + 1e-4 else "not local" if moved > max_move else "")
     return Event(atom, energy - e_min if not reason else float("nan"), not reason, reason or "saddle", curvature, moved,
-                 calc.calls, time.perf_counter() - t0, d_atoms.get_positions())
+                 calc.calls, time.perf_counter() - t0, d_atoms.get_positions(), d_atoms.get_eigenmode().copy())
 
 
 def hessian_negative_modes(engine, positions: np.ndarray, step: float = 1e-3, tol: float = 1e-3) -> tuple[int, np.ndarray]:
