@@ -1,10 +1,12 @@
-"""python -m mgglass.predict (--run RUN_ID | --ckpt_path CKPT) --input GLASS [GLASS|DIR|GLOB ...] --output out.extxyz
+"""python -m mgglass.predict (--run RUN_ID [RUN_ID ...] | --ckpt_path CKPT [CKPT ...]) --input GLASS [GLASS|DIR|GLOB ...] --output out.extxyz
     [--samples K] [--chunk_atoms N] [--device auto|cpu|cuda] [--label_key eb] [--tracking_root mlruns]
 
 Per-atom energy barriers (eV) of any glasses mgglass reads, from a trained run alone: written as the
 per-atom array ``eb_pred`` in extxyz (ase, OVITO) and as CSV beside it (``out.csv``). When the inputs
 carry labels, Pearson r, R² and MAE are printed (pooled and per glass). With SymGNN, ``--samples K``
-also writes ``eb_std``: the spread of the prediction over K single sampled O(3) transforms.
+also writes ``eb_std``: the spread of the prediction over K single sampled O(3) transforms. Several
+runs or checkpoints (or the run of an ensemble, ``python -m mgglass.ensemble``, or of a
+cross-validation) predict as an ensemble: ``eb_pred`` is their mean and ``eb_std`` their spread.
 
 Large glasses are predicted in chunks: atoms are grouped into spatial cells of about
 ``--chunk_atoms`` atoms, and each cell is predicted on its k-hop subgraph (k = the model's
@@ -233,17 +235,6 @@ def parity_plot(path: Path, y: np.ndarray, p: np.ndarray, stats: dict, model: st
     plt.close(fig)
 
 
-def error_ranking(y: np.ndarray, p: np.ndarray, std: np.ndarray, top: float = 0.1) -> dict[str, float]:
-    """How well ``std`` ranks the atoms with the largest errors: Spearman ρ(std, |error|), and the
-    share of the ``top`` fraction of atoms by |error| found in the same fraction by std (chance: ``top``)."""
-    from scipy.stats import spearmanr
-
-    err = np.abs(p - y)
-    k = max(1, round(top * len(y)))
-    hit = len(set(np.argsort(-err)[:k]) & set(np.argsort(-std)[:k])) / k
-    return {"spearman_std_abs_error": float(spearmanr(std, err).statistic), f"top{int(top * 100)}_overlap": hit, "chance": top}
-
-
 # -- Trainer.predict over glass files ----------------------------------------------------------------
 class PredictError(Exception):
     """A bad input or option, reported as one line."""
@@ -299,7 +290,9 @@ class PredictionWriter(BasePredictionWriter):
         out = {f"pooled_{k}": v for k, v in pooled_metrics(pooled["eb"], pooled["eb_pred"]).items()}
         out["per_glass"] = {name: pooled_metrics(a["eb"], a["eb_pred"]) for name, a in self.labelled.items()}
         if "eb_std" in pooled:
-            out["uncertainty"] = error_ranking(pooled["eb"], pooled["eb_pred"], pooled["eb_std"])
+            from mgglass.ensemble import uncertainty_scores
+
+            out["uncertainty"] = uncertainty_scores(pooled["eb"], pooled["eb_pred"], pooled["eb_std"])
         return out
 
 
@@ -351,14 +344,24 @@ def expand_inputs(items: list[str]) -> list[Path]:
 
 
 def resolve_run(run_id: str, tracking_root: str = "mlruns", tracking_uri: str | None = None) -> Path:
-    """A fit's MLflow run id -> its best-validation checkpoint: the run folder whose mlflow_run.json
-    names the run, else the run's ``checkpoints/`` artifact (downloaded)."""
+    """A fit's MLflow run id -> its best-validation checkpoint (see :func:`resolve_checkpoints`);
+    an ensemble's run is refused here (commands that take one model)."""
+    ckpts = resolve_checkpoints(run_id, tracking_root, tracking_uri)
+    if len(ckpts) > 1:
+        raise PredictError(f"run {run_id} is an ensemble of {len(ckpts)} models; this command takes one (a member's run or --ckpt_path)")
+    return ckpts[0]
+
+
+def resolve_checkpoints(run_id: str, tracking_root: str = "mlruns", tracking_uri: str | None = None) -> list[Path]:
+    """An MLflow run id -> the checkpoints it stands for: a fit's best-validation checkpoint (the run
+    folder whose mlflow_run.json names the run, else the run's ``checkpoints/`` artifact, downloaded),
+    or for an ensemble or cross-validation run (``members.*`` params) each member's."""
     from mgglass.tracking import read_run_file
 
-    for run_file in sorted(Path(tracking_root).glob("checkpoints/*/mlflow_run.json")):
+    for run_file in sorted(Path(tracking_root).glob("checkpoints/*/mlflow_run.json")) + sorted(Path(tracking_root).glob("checkpoints/*/*/mlflow_run.json")):
         info = read_run_file(run_file.parent)
         if info and info.get("run_id") == run_id:
-            return pick_checkpoint(run_file.parent, f"run {run_id} ({run_file.parent})")
+            return [pick_checkpoint(run_file.parent, f"run {run_id} ({run_file.parent})")]
     from mlflow.exceptions import MlflowException
 
     from mgglass.tracking import open_client
@@ -366,11 +369,23 @@ def resolve_run(run_id: str, tracking_root: str = "mlruns", tracking_uri: str | 
     uri = tracking_uri or f"sqlite:///{tracking_root}/mlflow.db"
     try:
         client = open_client(uri)
-        client.get_run(run_id)
+        run = client.get_run(run_id)
+        members = sorted((k, v) for k, v in run.data.params.items() if k.startswith("members."))
+        if members:
+            return [_member_checkpoint(json.loads(v), k, tracking_root, tracking_uri) for k, v in members]
         folder = Path(client.download_artifacts(run_id, "checkpoints"))
     except (MlflowException, OSError) as e:
         raise PredictError(f"run {run_id}: not found in {tracking_root}/checkpoints nor in {uri} ({' '.join(str(e).split())[:200]})") from None
-    return pick_checkpoint(folder, f"run {run_id}")
+    return [pick_checkpoint(folder, f"run {run_id}")]
+
+
+def _member_checkpoint(member: dict, key: str, tracking_root: str, tracking_uri: str | None) -> Path:
+    """An ensemble member's checkpoint: the file it names, else its run's."""
+    if member.get("checkpoint") and Path(member["checkpoint"]).is_file():
+        return Path(member["checkpoint"])
+    if not member.get("run_id"):
+        raise PredictError(f"{key}: {member.get('checkpoint')}: no such checkpoint and no run to find it by")
+    return resolve_run(member["run_id"], tracking_root, tracking_uri)
 
 
 def pick_checkpoint(folder: Path, what: str) -> Path:
@@ -410,6 +425,31 @@ def read_graph(path: Path, hp: dict, label_key: str = "eb"):
     return glass_to_data(read_glass(path, label_key=label_key, species=species, labels_optional=True), cutoff, species, self_loops)
 
 
+def checkpoints_of(runs: list[str] | None, paths: list[str] | None, tracking_root: str = "mlruns",
+                   tracking_uri: str | None = None) -> list[Path]:
+    """The checkpoints named by ``--run`` ids (an ensemble's run gives its members) or ``--ckpt_path``s."""
+    ckpts = [c for r in runs for c in resolve_checkpoints(r, tracking_root, tracking_uri)] if runs else [Path(c) for c in paths]
+    for c in ckpts:
+        if not c.is_file():
+            raise PredictError(f"ckpt_path: {c}: no such checkpoint")
+    return ckpts
+
+
+def load_models(ckpts: list[Path], device: str):
+    """(one task, or an :class:`mgglass.ensemble.EnsembleTask` of several; the data settings they share)."""
+    from mgglass.ensemble import EnsembleError, EnsembleTask, check_members
+
+    loaded = [load_task(c, device) for c in ckpts]
+    if len(loaded) == 1:
+        return loaded[0]
+    settings = [dict(zip(("species", "cutoff", "self_loops"), graph_settings(hp))) for _, hp in loaded]
+    try:
+        check_members(settings, [str(c) for c in ckpts])
+    except EnsembleError as e:
+        raise PredictError(str(e)) from None
+    return EnsembleTask([t for t, _ in loaded]).eval(), loaded[0][1]
+
+
 def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -425,8 +465,9 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n", 1)[1].split("\n\nThis module")[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="MLflow run id of a fit (its best-validation checkpoint is used)")
-    src.add_argument("--ckpt_path", help="a checkpoint written by mgglass.fit")
+    src.add_argument("--run", nargs="+", help="MLflow run id(s) of fits or of an ensemble (best-validation checkpoints; "
+                                              "several: their ensemble, eb_std the members' spread)")
+    src.add_argument("--ckpt_path", nargs="+", help="checkpoint(s) written by mgglass.fit (several: their ensemble)")
     p.add_argument("--input", nargs="+", required=True, help="glass files, folders or glob patterns (quote them)")
     p.add_argument("--output", required=True, help="extxyz file to write; the CSV goes beside it (.csv)")
     p.add_argument("--samples", type=int, default=0, help="SymGNN: also write eb_std over K sampled transforms")
@@ -452,19 +493,19 @@ def _predict(args) -> int:
     if output.suffix not in (".extxyz", ".xyz"):
         raise PredictError(f"--output {output}: expected an .extxyz file name")
     inputs = expand_inputs(args.input)
-    ckpt = resolve_run(args.run, args.tracking_root, args.tracking_uri) if args.run else Path(args.ckpt_path)
-    if not ckpt.is_file():
-        raise PredictError(f"ckpt_path: {ckpt}: no such checkpoint")
+    ckpts = checkpoints_of(args.run, args.ckpt_path, args.tracking_root, args.tracking_uri)
     device = _device(args.device)
-    task, hp = load_task(ckpt, device)
+    task, hp = load_models(ckpts, device)
     if args.samples:
+        if len(ckpts) > 1:
+            raise PredictError("--samples: an ensemble's eb_std is its members' spread; --samples is for one model")
         try:
             sampling_encoder(task)
         except ValueError as e:
-            raise PredictError(f"{ckpt}: {e}") from None
+            raise PredictError(f"{ckpts[0]}: {e}") from None
     task.predict_chunk_atoms, task.predict_samples = args.chunk_atoms, args.samples
     metrics = predict_files(task, inputs, hp, output, device, args.label_key)
-    summary = {"checkpoint": str(ckpt), "output": str(output), "csv": str(output.with_suffix(".csv")), "glasses": len(inputs), **metrics}
+    summary = {"checkpoint": str(ckpts[0]) if len(ckpts) == 1 else [str(c) for c in ckpts], "output": str(output), "csv": str(output.with_suffix(".csv")), "glasses": len(inputs), **metrics}
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -1,0 +1,210 @@
+"""python -m mgglass.cv --config experiments/symgnn.yaml [--folds train0,train3] [--seeds 0,1,2]
+    [--val least-relaxed|ends|NAME,...] [--workers auto|N] [--name NAME] [--reference soap|none] [--section.key=value ...]
+
+Leave-one-glass-out cross-validation over the seven labelled training glasses (train0-6; test0 is
+never in a fold, so choices made on folds leave it clean): for each held-out glass one fit of the
+config per seed, trained on the others minus the fold's validation glasses (``--val``: the least
+relaxed remaining glass by default, i.e. train6, or train5 when train6 is held out), scored on the
+held-out glass. Fits run as parallel workers (two one-thread fits on a 2-core machine, one per GPU
+where there are GPUs), each a child MLflow run under the cross-validation's parent run.
+A SOAP + LightGBM reference runs on the same folds (``--reference none`` skips it).
+
+Prints and writes (under ``<tracking root>/cv/<name>/``) the table per held-out glass: r, R², MAE,
+Spearman, predicted against labelled mean, and the glass's mean potential energy; the mean and the
+worst fold; with several seeds, the seeds' ensemble and how its spread ranks the errors. Rerunning
+the same command after an interruption (even ``kill -9``) continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mgglass.cv.folds import OFFICIAL_GLASSES, RULES, FoldError, glass_stem, plan_folds
+from mgglass.cv.run import (
+    PROG,
+    CVError,
+    ParentRun,
+    Plan,
+    check_same_plan,
+    collect,
+    run_folds,
+)
+
+EXIT_USAGE, EXIT_FAILED = 2, 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", action="append", required=True, help="experiment config(s), layered as mgglass.fit does")
+    p.add_argument("--name", help="the cross-validation's name: run names, folders (default: cv-<last config's stem>)")
+    p.add_argument("--glasses", default=",".join(OFFICIAL_GLASSES), help="the labelled glasses (comma-separated; default train0-6)")
+    p.add_argument("--folds", help="held-out glasses to run (default: every glass)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds: one fit per fold and seed (default 0)")
+    p.add_argument("--val", default="least-relaxed",
+                   help=f"validation glasses of each fold: {' | '.join(RULES)} | NAME[,NAME] (never the held-out glass)")
+    p.add_argument("--level_key", default="pot", help="per-atom array whose glass mean orders the glasses (default pot)")
+    p.add_argument("--workers", default="auto", help="fits at once (int or auto)")
+    p.add_argument("--devices_per_fold", type=int, default=1, help="devices per fit (DDP above 1)")
+    p.add_argument("--accelerator", default="auto", choices=("auto", "gpu", "cpu"))
+    p.add_argument("--reference", default="soap", choices=("soap", "none"), help="descriptor reference on the same folds")
+    return p
+
+
+def _dotted(rest: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(rest):
+        arg = rest[i]
+        if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
+            raise CVError(f"command line: unrecognised argument {arg!r} (fixed overrides look like --trainer.max_epochs=20)")
+        if "=" in arg:
+            out.append(arg)
+        elif i + 1 < len(rest):
+            out.append(f"{arg}={rest[i + 1]}")
+            i += 1
+        else:
+            raise CVError(f"command line: {arg} needs a value")
+        i += 1
+    reserved = ("--data.train", "--data.val", "--data.test", "--seed_everything", "--ckpt_path", "--checkpoint.dirpath",
+                "--tracking.run_name", "--tracking.parent_run_id")
+    clash = [a.split("=", 1)[0] for a in out if a.split("=", 1)[0].startswith(reserved)]
+    if clash:
+        raise CVError(f"command line: {', '.join(clash)} is set per fold by {PROG} (use --glasses, --val, --seeds)")
+    return out
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CVError(f"--{what}: expected comma-separated integers, not {text!r}") from None
+    if not values or len(set(values)) != len(values):
+        raise CVError(f"--{what}: expected distinct comma-separated integers, not {text!r}")
+    return values
+
+
+def levels_of(files: dict[str, Path], key: str, species) -> dict[str, float]:
+    """Each glass's mean of the per-atom array ``key`` (nan where a glass has none)."""
+    from mgglass.data import read_glass
+
+    out = {}
+    for name, path in files.items():
+        glass = read_glass(path, label_key="eb", species=species, labels_optional=True)
+        values = glass.extras.get(key)
+        out[name] = float(np.mean(values)) if values is not None else float("nan")
+    return out
+
+
+def main(argv=None) -> int:
+    args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    from mgglass.cli import ConfigError, build
+    from mgglass.data import GlassDataError, GlassDataModule
+
+    try:
+        overrides = _dotted(rest)
+        seeds = _ints(args.seeds, "seeds")
+        glasses = [g.strip() for g in args.glasses.split(",") if g.strip()]
+        configs = list(args.config)
+        cfg = build([a for c in configs for a in ("--config", c)] + overrides, progress=False, parse_only=True).config
+        name = args.name or f"cv-{Path(configs[-1]).stem}"
+        d = cfg.data
+        dm = GlassDataModule(root=d.root, train=tuple(glasses), val=(), test=(), species=tuple(d.species), base_url=d.base_url,
+                             synthetic_atoms=d.synthetic_atoms, synthetic_seed=d.synthetic_seed, label_key=d.label_key)
+        files = dict(zip(glasses, dm.files("train")))
+        levels = levels_of(files, args.level_key, tuple(d.species))
+        folds = plan_folds(glasses, args.val, levels, [f.strip() for f in args.folds.split(",")] if args.folds else None)
+        plan = Plan(name, configs, overrides, folds, seeds, d.root, Path(cfg.tracking.root), levels, args.level_key, args.reference)
+        check_same_plan(plan)
+        from mgglass.workers import SlotError, plan_slots
+
+        slots = plan_slots(args.accelerator, args.devices_per_fold, args.workers if args.workers == "auto" else _ints(args.workers, "workers")[0])
+    except (CVError, FoldError, ConfigError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except SlotError as e:
+        print(f"{PROG}: error: --{e.where.replace('_trial', '_fold')}: {e.msg}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except GlassDataError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    return run(plan, cfg, slots, files, tuple(d.species), model=cfg.model.net.class_path.rsplit(".", 1)[-1])
+
+
+def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str) -> int:
+    from mgglass.cv import summary
+
+    parent = ParentRun(plan, cfg.tracking)
+    print(f"{PROG}: {plan.name}: {len(plan.folds)} fold(s) x {len(plan.seeds)} seed(s) on {len(slots)} worker(s) "
+          f"({'; '.join(dict.fromkeys(s.describe() for s in slots))})\n"
+          f"{PROG}: MLflow parent run {parent.run_id} in {parent.uri}; fits in {plan.root / 'checkpoints' / plan.name}/; "
+          f"summary in {plan.out_dir}/", flush=True)
+    status, code, failures = "FINISHED", 0, []
+    try:
+        failures = run_folds(plan, slots, parent.run_id)
+        rows = collect(plan, model)
+        if plan.reference != "none":
+            rows += reference_rows(plan, files, species)
+    except KeyboardInterrupt:
+        parent.client.set_terminated(parent.run_id, status="KILLED")
+        return 130
+    except Exception as e:
+        parent.client.set_terminated(parent.run_id, status="FAILED")
+        if isinstance(e, CVError):
+            print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
+        raise
+    for f in failures:
+        print(f"{PROG}: error: {f}", file=sys.stderr, flush=True)
+    if failures:
+        status, code = "FAILED", EXIT_FAILED
+    aggregates = [a for a in (summary.aggregate(rows, m) for m in dict.fromkeys(r["model"] for r in rows)) if a]
+    out = plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{plan.name}: leave-one-glass-out ({', '.join(plan.configs)}{' ' + ' '.join(plan.overrides) if plan.overrides else ''})"
+    files_out = [out / "folds.csv", out / "summary.md", out / "cv.png"]
+    summary.write_csv(files_out[0], rows)
+    text = summary.markdown(rows, aggregates, title, plan.level_key)
+    files_out[1].write_text(text)
+    if rows:
+        summary.plot(files_out[2], rows, title, plan.level_key)
+    parent.finish(plan, rows, aggregates, files_out, status)
+    print(text, flush=True)
+    print(json.dumps({"name": plan.name, "run_id": parent.run_id, "summary": str(files_out[1]),
+                      **{a["model"]: {k: a[k] for k in ("folds", "r_mean", "r_worst", "worst_fold", "r2_mean")} for a in aggregates}}),
+          flush=True)
+    return code
+
+
+def reference_rows(plan: Plan, files: dict[str, Path], species) -> list[dict]:
+    """The SOAP + LightGBM reference on each fold (cached per fold under ``reference/``)."""
+    from mgglass.baselines.soap import ReferenceError, fit_predict
+    from mgglass.cv import summary
+
+    rows = []
+    for fold in plan.folds:
+        cache = plan.out_dir / "reference" / f"{fold.name}.npz"
+        if cache.is_file():
+            z = np.load(cache)
+            y, p = z["y"], z["p"]
+        else:
+            print(f"{PROG}: reference (SOAP + LightGBM) on fold {fold.name}", flush=True)
+            try:
+                preds, _ = fit_predict([files[g] for g in fold.train], [files[g] for g in fold.val], [files[fold.held_out]], species)
+            except ReferenceError as e:
+                raise CVError(f"--reference soap: {e} (or --reference none)") from None
+            y, p = preds[files[fold.held_out].name]
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache.with_suffix(".tmp.npz"), y=y, p=p)
+            cache.with_suffix(".tmp.npz").replace(cache)
+        rows.append(summary.fold_row("reference", fold.name, ",".join(glass_stem(v) for v in fold.val), "0", y, p,
+                                     plan.levels.get(fold.held_out, float("nan"))))
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Leave-one-glass-out folds over a set of labelled glasses, and the rule that picks each fold's
+validation glasses (never the held-out one).
+
+The released glasses are a relaxation series, so the rules order glasses by their mean per-atom
+potential energy (``pot``; lower is more relaxed):
+
+* ``least-relaxed`` (default): the remaining glass with the highest mean ``pot`` validates — the
+  official split's own choice (train6 validates train0-5), and for the fold that holds train6 out,
+  train5;
+* ``ends``: the least and the most relaxed remaining glasses validate together (selection then sees
+  both ends of the series, scored by ``checkpoint.monitor``);
+* a comma-separated list of glass names: those that are not held out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RULES = ("least-relaxed", "ends")
+OFFICIAL_GLASSES = tuple(f"train{i}.pickle" for i in range(7))  # test0 stays the untouched test glass
+
+
+class FoldError(ValueError):
+    """A fold plan that cannot be made, said in one line."""
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fit: train on ``train``, select on ``val``, score on ``held_out``."""
+
+    held_out: str
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return glass_stem(self.held_out)
+
+
+def glass_stem(name: str) -> str:
+    """``train3.pickle`` -> ``train3``: how folds, runs and table rows name a glass."""
+    return name.rsplit("/", 1)[-1].split(".", 1)[0]
+
+
+def validation_for(held_out: str, rest: list[str], rule: str, levels: dict[str, float] | None) -> tuple[str, ...]:
+    """The validation glasses of the fold that holds ``held_out`` out (``rest``: the other glasses)."""
+    if rule in RULES:
+        if levels is None or any(not np.isfinite(levels.get(g, np.nan)) for g in rest):
+            raise FoldError(f"--val {rule} orders glasses by their mean per-atom level (--level_key), which "
+                            "some glasses lack; name the validation glasses instead (--val NAME[,NAME])")
+        by_level = sorted(rest, key=lambda g: levels[g])  # most relaxed first
+        return (by_level[-1],) if rule == "least-relaxed" else tuple(dict.fromkeys([by_level[-1], by_level[0]]))
+    named = [g.strip() for g in rule.split(",") if g.strip()]
+    unknown = [g for g in named if g not in rest and g != held_out]
+    if unknown:
+        raise FoldError(f"--val {rule}: {', '.join(unknown)} not among the glasses ({', '.join([held_out, *rest])})")
+    val = tuple(g for g in named if g != held_out)
+    if not val:
+        raise FoldError(f"--val {rule}: the fold that holds {held_out} out has no validation glass left")
+    return val
+
+
+def plan_folds(glasses: list[str], rule: str = "least-relaxed", levels: dict[str, float] | None = None,
+               only: list[str] | None = None) -> list[Fold]:
+    """One fold per glass of ``glasses`` (or per glass of ``only``, named by file or stem): the others
+    minus the fold's validation glasses train."""
+    if len(set(glasses)) != len(glasses):
+        raise FoldError(f"a glass is named twice in {', '.join(glasses)}")
+    if len(glasses) < 3:
+        raise FoldError(f"leave-one-glass-out needs at least 3 glasses (train, validation, held out); got {len(glasses)}")
+    stems = {glass_stem(g): g for g in glasses}
+    held = list(glasses)
+    if only:
+        missing = [f for f in only if f not in glasses and f not in stems]
+        if missing:
+            raise FoldError(f"--folds: {', '.join(missing)} not among the glasses ({', '.join(stems)})")
+        held = [g for g in glasses if g in only or glass_stem(g) in only]
+    folds = []
+    for g in held:
+        rest = [x for x in glasses if x != g]
+        val = validation_for(g, rest, rule, levels)
+        train = tuple(x for x in rest if x not in val)
+        if not train:
+            raise FoldError(f"the fold that holds {g} out has no training glass left (validation: {', '.join(val)})")
+        folds.append(Fold(g, train, val))
+    return folds

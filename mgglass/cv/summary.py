@@ -1,0 +1,129 @@
+"""What a cross-validation reports: per held-out glass r, R², MAE, Spearman and the predicted
+against the labelled mean, beside the glass's mean potential energy; the mean and the worst fold;
+ensembles of a fold's seeds; the table (CSV, Markdown) and the plot."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from mgglass.ensemble import combine, uncertainty_scores
+from mgglass.task import pooled_metrics
+
+COLUMNS = ("model", "held_out", "val", "seed", "atoms", "level", "label_mean", "pred_mean", "r", "r2", "mae", "spearman")
+ENSEMBLE_COLUMNS = ("members", "best_member_r", "spearman_std_abs_error", "top10_overlap", "within_1std", "within_2std")
+
+
+def fold_row(model: str, held_out: str, val: str, seed: str, y: np.ndarray, p: np.ndarray, level: float) -> dict:
+    """One table row: the metrics of predictions ``p`` against labels ``y`` on one held-out glass."""
+    m = pooled_metrics(y, p)
+    return {"model": model, "held_out": held_out, "val": val, "seed": seed, "atoms": len(y), "level": level,
+            "label_mean": float(np.mean(y)), "pred_mean": float(np.mean(p)), "r": m["r"], "r2": m["r2"], "mae": m["mae"],
+            "spearman": m["spearman"]}
+
+
+def ensemble_row(model: str, held_out: str, val: str, y: np.ndarray, members: list[np.ndarray], level: float) -> dict:
+    """The row of the members' mean on one held-out glass, with its best member and how the members'
+    spread ranks and covers the errors."""
+    mean, std = combine(members)
+    row = fold_row(model, held_out, val, "ensemble", y, mean, level)
+    row.update(members=len(members), best_member_r=max(pooled_metrics(y, p)["r"] for p in members),
+               **uncertainty_scores(y, mean, std))
+    return row
+
+
+def aggregate(rows: list[dict], model: str) -> dict | None:
+    """Mean and worst fold of ``model``'s rows (seeds averaged within a fold first)."""
+    per_fold: dict[str, list[float]] = {}
+    r2: dict[str, list[float]] = {}
+    for r in rows:
+        if r["model"] == model and r["seed"] != "ensemble":
+            per_fold.setdefault(r["held_out"], []).append(r["r"])
+            r2.setdefault(r["held_out"], []).append(r["r2"])
+    if not per_fold:
+        return None
+    means = {k: float(np.mean(v)) for k, v in per_fold.items()}
+    worst = min(means, key=means.get)
+    return {"model": model, "folds": len(means), "r_mean": float(np.mean(list(means.values()))), "r_worst": means[worst],
+            "worst_fold": worst, "r2_mean": float(np.mean([np.mean(v) for v in r2.values()]))}
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(COLUMNS) + [k for k in ENSEMBLE_COLUMNS if any(k in r for r in rows)]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def _f(v, digits: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def markdown(rows: list[dict], summaries: list[dict], title: str, level_key: str = "pot") -> str:
+    """The table a user reads: one line per held-out glass and model (seeds and ensembles as rows)."""
+    lines = [f"# {title}", "",
+             "Leave-one-glass-out: each row is a model trained without the held-out glass (validation glasses",
+             "in the `val` column, never the held-out one); r, R², MAE and Spearman are over that glass's atoms.",
+             "Pearson r is per glass here, not pooled over several glasses as in the paper's test number.", "",
+             f"| model | held out | mean {level_key} | val | seed | r | R² | MAE (eV) | Spearman | label mean | predicted mean |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["model"], r["level"] if math.isfinite(r["level"]) else 0, r["held_out"], str(r["seed"]))):
+        lines.append(f"| {r['model']} | {r['held_out']} | {_f(r['level'], 4)} | {r['val']} | {r['seed']} | **{_f(r['r'])}** | "
+                     f"{_f(r['r2'])} | {_f(r['mae'])} | {_f(r['spearman'])} | {_f(r['label_mean'])} | {_f(r['pred_mean'])} |")
+    lines += ["", "| model | folds | mean r | worst fold | mean R² |", "|---|---|---|---|---|"]
+    for s in summaries:
+        lines.append(f"| {s['model']} | {s['folds']} | **{_f(s['r_mean'])}** | {_f(s['r_worst'])} ({s['worst_fold']}) | {_f(s['r2_mean'])} |")
+    ens = [r for r in rows if r["seed"] == "ensemble"]
+    if ens:
+        lines += ["", "Ensembles (the mean of a fold's seeds; `eb_std` is the members' spread):", "",
+                  "| model | held out | members | r | best member r | Spearman(std, abs error) | top-10% overlap | within ±1σ | within ±2σ |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in ens:
+            lines.append(f"| {r['model']} | {r['held_out']} | {r['members']} | **{_f(r['r'])}** | {_f(r['best_member_r'])} | "
+                         f"{_f(r['spearman_std_abs_error'])} | {_f(r['top10_overlap'], 2)} | {_f(r['within_1std'], 2)} | {_f(r['within_2std'], 2)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, rows: list[dict], title: str, level_key: str = "pot") -> None:
+    """r per held-out glass (left) and its predicted against labelled mean (right), against the
+    glass's mean level, one series per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for i, model in enumerate(models):
+        mine = [r for r in rows if r["model"] == model and r["seed"] != "ensemble"]
+        folds = sorted({r["held_out"] for r in mine}, key=lambda h: next(r["level"] for r in mine if r["held_out"] == h))
+        x = np.array([next(r["level"] for r in mine if r["held_out"] == h) for h in folds])
+        if not np.all(np.isfinite(x)):
+            x = np.arange(len(folds), dtype=float)
+        r = np.array([np.mean([q["r"] for q in mine if q["held_out"] == h]) for h in folds])
+        pm = np.array([np.mean([q["pred_mean"] for q in mine if q["held_out"] == h]) for h in folds])
+        lm = np.array([next(q["label_mean"] for q in mine if q["held_out"] == h) for h in folds])
+        color = f"C{i}"
+        ax1.plot(x, r, "o-", color=color, label=model)
+        for xi, ri, h in zip(x, r, folds):
+            ax1.annotate(h, (xi, ri), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        ax2.plot(x, pm, "o--", color=color, label=f"{model}: predicted")
+        if i == 0:
+            ax2.plot(x, lm, "ks-", label="label")
+    ax1.set_xlabel(f"held-out glass: mean {level_key} (eV/atom)")
+    ax1.set_ylabel("Pearson r on the held-out glass")
+    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=8)
+    ax2.set_xlabel(f"held-out glass: mean {level_key} (eV/atom)")
+    ax2.set_ylabel("mean EB (eV)")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
