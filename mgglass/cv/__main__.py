@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--level_key", default="pot", help="per-atom array whose glass mean orders the glasses (default pot)")
     p.add_argument("--workers", default="auto", help="fits at once (int or auto)")
     p.add_argument("--devices_per_fold", type=int, default=1, help="devices per fit (DDP above 1)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per fit (default: the cores shared out among the workers)")
     p.add_argument("--accelerator", default="auto", choices=("auto", "gpu", "cpu"))
     p.add_argument("--reference", default="soap", choices=("soap", "none"), help="descriptor reference on the same folds")
     return p
@@ -123,6 +124,10 @@ def main(argv=None) -> int:
         from mgglass.workers import SlotError, plan_slots
 
         slots = plan_slots(args.accelerator, args.devices_per_fold, args.workers if args.workers == "auto" else _ints(args.workers, "workers")[0])
+        if args.threads < 0:
+            raise CVError(f"--threads: expected a positive number, not {args.threads}")
+        for s in slots:
+            s.threads = args.threads or s.threads
     except (CVError, FoldError, ConfigError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE
