@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export MGGLASS_DATA_DIR ?= $(if $(wildcard ../shared/data/cuzr/train0.pickle),$(abspath ../shared/data/cuzr),)
 PIP := $(PY) -m pip
 
-.PHONY: help install install-md install-docs test test-slow lint docs clean bench bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce
+.PHONY: help install install-md install-docs test test-slow lint docs clean bench bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce cv
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ sweep-best:  ## write the best trial of SWEEP's study as experiments/generated/<
 DASH_PORT ?= 8080
 sweep-dashboard:  ## optuna-dashboard on http://127.0.0.1:8080 over the study storage sqlite:///mlruns/optuna.db (DASH_PORT=...)
 	$(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port $(DASH_PORT) sqlite:///mlruns/optuna.db
+
+cv:  ## leave-one-glass-out cross-validation of CONFIG over train0-6 (docs/guide/cv.md); ARGS=--seeds 0,1,2 ... adds options
+	$(PY) -m mgglass.cv --config $(CONFIG) $(ARGS)
 
 KEEP ?= $(wildcard docs/results.md)
 report:  ## docs/results.md from the finished fits in mlruns/ (mean ± std over seeds, beside the paper's Table 1); keeps the page's rows of groups mlruns/ lacks (KEEP= for none)
