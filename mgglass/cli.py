@@ -62,7 +62,7 @@ class MGCLI(LightningCLI):
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.add_lightning_class_args(RecalibrateBatchNorm, "recalibrate_bn")
         # The checkpoint/early-stopping entries of experiments/base.yaml, for installs without that
-        # folder (a wheel): keep them equal to base.yaml, which README documents.
+        # folder (a wheel): keep them equal to base.yaml, which docs/configuration.md documents.
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val_r",

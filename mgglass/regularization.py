@@ -2,8 +2,9 @@
 
 :class:`LateDropout`: dropout off for the first epochs, then at the model's own rate ("late dropout",
 Liu et al., ICML 2023, "Dropout reduces underfitting"). With the paper's dropout 0.25 SymGNN predicts the
-mean for ~30 epochs before it starts to learn; without dropout it starts after ~8 but overfits (README,
-"Results"). Late dropout is meant to keep the early start and the regularisation.
+mean for ~30 epochs before it starts to learn; without dropout it starts after ~8 but overfits
+(docs/notes/recipe.md, the 130-epoch round). Late dropout is meant to keep the early start and the
+regularisation.
 """
 
 from __future__ import annotations

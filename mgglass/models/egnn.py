@@ -82,13 +82,13 @@ class EGNN(nn.Module):
         norm: bool = True,
     ):
         # norm: batch norm on each layer's summed messages; not in the reference (norm=False gives its
-        # layer), but without it training stays at the species-only r (README, "Reproduction table").
+        # layer), but without it training stays at the species-only r (docs/notes/reproduction.md).
         super().__init__()
         self.cutoff = cutoff
         # Divisor of the summed messages. 1 (a plain sum) as in the reference code: dividing by the
         # ~31 neighbours left randomly initialised features with little structure information (a ridge
         # probe on them: held-out r 0.10 against 0.36 with the sum) and one-glass training stuck at the
-        # species-only r (README, "Reproduction table").
+        # species-only r (docs/notes/reproduction.md).
         self.avg_neighbours = avg_neighbours
         self.embed = nn.Embedding(num_species, hidden)
         self.register_buffer("rbf_centres", torch.linspace(0.0, cutoff, num_rbf))

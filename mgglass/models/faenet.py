@@ -127,7 +127,7 @@ class FAENet(nn.Module):
         norm: bool = True,
         checkpoint: bool = True,
     ):
-        # avg_neighbours and norm as in EGNN/MGCN (README, "Reproduction table"): dividing the summed
+        # avg_neighbours and norm as in EGNN/MGCN (docs/notes/reproduction.md): dividing the summed
         # messages by 32 left the initial features nearly blind to structure (ridge probe r 0.02, summed
         # 0.14); a batch norm on each layer's summed messages (mgglass's addition; norm=False gives
         # the plain layer) lifts the structure signal above the species embedding.

@@ -72,7 +72,7 @@ class MGCN(nn.Module):
         norm: bool = True,
     ):
         # norm: batch norm on each layer's summed messages; not in the reference (norm=False gives its
-        # layer), but without it training stays at the species-only r (README, "Reproduction table").
+        # layer), but without it training stays at the species-only r (docs/notes/reproduction.md).
         super().__init__()
         self.num_species = num_species
         self.cutoff = cutoff

@@ -284,7 +284,7 @@ class SymGNN(nn.Module):
         self.node_encoder = nn.Sequential(nn.Embedding(num_species, hidden), mlp_block([hidden, hidden, hidden]))
         self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed, init_log_std)
         # Optional exactly invariant |x| branch added to the symmetrised encoding: EGAT on lengths alone
-        # learns far faster than the sampled φ(Qx) (README, "Reproduction table").
+        # learns far faster than the sampled φ(Qx) (docs/notes/reproduction.md).
         if length_basis and not edge_lengths:
             raise ValueError("length_basis expands the |x| branch: it needs edge_lengths=true")
         self.length_encoder = _length_encoder(hidden, length_basis, cutoff) if edge_lengths else None

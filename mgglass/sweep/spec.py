@@ -2,7 +2,7 @@
 
 A sweep file is data only; :func:`load_spec` reads and checks it (every problem is a
 :class:`SweepError`, one line naming the file and the field). ``FIELDS`` documents each field for
-``python -m mgglass.sweep --help`` and the README.
+``python -m mgglass.sweep --help`` and docs/guide/sweep.md.
 """
 
 from __future__ import annotations
