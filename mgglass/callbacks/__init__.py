@@ -1,1 +1,0 @@
-"""Lightning callbacks that change how a fit trains (configs put them in ``trainer.callbacks``)."""
