@@ -139,30 +139,54 @@ def test_propensity_is_reproducible_and_grows_with_time(cuzr_dir):
 
 
 @needs_lammps
-def test_a_saddle_found_on_a_small_glass_has_exactly_one_negative_curvature():
-    """ART-style dimer search on a 100-atom glass: the accepted saddle's finite-difference Hessian has
-    one negative eigenvalue (the minimum has none), and the barrier is the energy difference."""
+def test_a_saddle_found_on_a_small_glass_is_a_saddle_of_the_hessian():
+    """ART-style dimer search on a 100-atom glass: the minimum's finite-difference Hessian has no
+    negative eigenvalue; at the accepted saddle the forces vanish, the curvature the dimer reports is
+    the Hessian's along the dimer's own direction, the Hessian's lowest eigenvalue lies at or below
+    it (Rayleigh), and the barrier is the energy difference.
+
+    The glass differs from CPU to CPU (its melt-quench is chaotic), so every bound holds over glasses:
+    measured on 30 quench seeds (1 LAMMPS thread; the dimer's first accepted event of atoms 0-9):
+    |dimer curvature − Hessian along its mode| ≤ 0.007 eV/Å² (median 0.5%), lowest eigenvalue − that
+    curvature ≤ +0.0004, largest real force component at the saddle ≤ 0.0097 eV/Å, the minimum's
+    lowest non-translation eigenvalue ≥ 0.038, an event accepted within the first 7 atoms. The
+    dimer's curvature is *not* the lowest eigenvalue (it rotates at most 4 times a step: 21 % apart
+    on the AMD machine that failed the old assertion, 87 % on one seed), and 4 of the 30 accepted
+    saddles had a second negative eigenvalue (−0.004 to −0.16 eV/Å²): the search does not promise a
+    first-order saddle, so neither does this test."""
     from mgglass.md.engine import Engine
     from mgglass.md.quench import quench
     from mgglass.md.saddle import find_saddle, hessian_negative_modes, minimise
 
     glass, _, _ = quench("Cu64Zr36", 100, seed=2, quench_ps=2, melt_ps=1)
+    step = 1e-3
     with Engine(glass) as engine:
         minimum, e_min = minimise(engine)
         assert hessian_negative_modes(engine, minimum)[0] == 0
         rng = np.random.default_rng(0)
-        event = next(ev for ev in (find_saddle(engine, minimum, e_min, atom, rng) for atom in range(10)) if ev.accepted)
-        negative, eig = hessian_negative_modes(engine, event.positions)
+        event = next(ev for ev in (find_saddle(engine, minimum, e_min, atom, rng) for atom in range(20)) if ev.accepted)
+        negative, eig = hessian_negative_modes(engine, event.positions, step=step)
+        x, v = event.positions.reshape(-1), event.mode.reshape(-1) / np.linalg.norm(event.mode)
+        forces = []
+        for sign in (1, -1):  # the Hessian along the dimer's direction, by central differences of the forces
+            engine.set_positions((x + sign * step * v).reshape(-1, 3))
+            forces.append(engine.energy_forces()[1].reshape(-1))
+        along_mode = float(-(forces[0] - forces[1]) @ v / (2 * step))
         engine.set_positions(event.positions)
-        e_saddle, forces = engine.energy_forces()
-    assert negative == 1 and eig[0] == pytest.approx(event.curvature, rel=0.2)
-    assert np.abs(forces).max() < 0.02 and event.barrier == pytest.approx(e_saddle - e_min, abs=1e-6) and event.barrier > 0
+        e_saddle, f_saddle = engine.energy_forces()
+    assert event.curvature < 0 and negative >= 1
+    assert event.curvature == pytest.approx(along_mode, abs=0.03)
+    assert eig[0] <= along_mode + 0.01
+    assert np.abs(f_saddle).max() < 0.02 and event.barrier == pytest.approx(e_saddle - e_min, abs=1e-6) and event.barrier > 0
 
 
 @needs_lammps
 def test_barriers_csv_keeps_every_event_and_the_atoms_finished_before_a_failure(tmp_path, monkeypatch):
     """The CSV lists each atom's accepted barriers (so runs can be pooled) and is written atom by atom:
-    a run that dies on its second atom keeps the first atom's row."""
+    a run that dies on its second atom keeps the first atom's row. How many of the 6 events are
+    accepted depends on the glass, which differs from CPU to CPU (41 % per event over 30 quench
+    seeds; 1 to 5 of 6 accepted, none on 4 % of glasses by that rate), so the bookkeeping is checked
+    whatever was accepted; the arithmetic on known barriers is the next test's."""
     import csv
 
     from mgglass.md import __main__ as md_cli
@@ -174,7 +198,7 @@ def test_barriers_csv_keeps_every_event_and_the_atoms_finished_before_a_failure(
     args = ["barriers", "--glass", str(glass), "--atoms", "3,7", "--events", "3"]
     assert md_cli.main([*args, "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.read_text().splitlines()))
-    assert [r["atom"] for r in rows] == ["3", "7"] and sum(int(r["accepted"]) for r in rows) > 0
+    assert [r["atom"] for r in rows] == ["3", "7"]
     for r in rows:
         ev = [float(b) for b in r["eb_events"].split(";") if b]
         assert len(ev) == int(r["accepted"]) and len(r["rejected"].split(";") if r["rejected"] else []) == 3 - len(ev)
@@ -193,6 +217,33 @@ def test_barriers_csv_keeps_every_event_and_the_atoms_finished_before_a_failure(
     assert md_cli.main([*args, "--out", str(tmp_path / "b2.csv")]) == 2
     kept = list(csv.DictReader((tmp_path / "b2.csv").read_text().splitlines()))
     assert [r["atom"] for r in kept] == ["3"] and kept[0]["eb_events"] == rows[0]["eb_events"]
+
+
+@needs_lammps
+def test_barriers_rows_hold_the_accepted_events_of_known_searches(tmp_path, monkeypatch):
+    """With the searches replaced by events of known barriers (the LAMMPS minimisation still runs),
+    each row lists exactly the accepted barriers, their mean and minimum and the rejection reasons."""
+    import csv
+
+    from mgglass.md import __main__ as md_cli
+    from mgglass.md import saddle
+
+    glass, out = tmp_path / "g.extxyz", tmp_path / "b.csv"
+    assert md_cli.main(["quench", "--atoms", "100", "--seed", "2", "--quench-ps", "1", "--melt-ps", "1", "--out", str(glass)]) == 0
+    script = iter([0.5, None, 0.75, None, None, 1.25])  # atom 3: 0.5, rejected, 0.75; atom 7: two rejections, 1.25
+
+    def known(engine, minimum, e_min, atom, rng, **kw):
+        b = next(script)
+        return saddle.Event(atom, b if b is not None else float("nan"), b is not None, "saddle" if b is not None else "did not converge",
+                            -0.1, 0.5, 10, 0.01)
+
+    monkeypatch.setattr(saddle, "find_saddle", known)
+    assert md_cli.main(["barriers", "--glass", str(glass), "--atoms", "3,7", "--events", "3", "--out", str(out)]) == 0
+    rows = {r["atom"]: r for r in csv.DictReader(out.read_text().splitlines())}
+    assert rows["3"]["eb_events"] == "0.500000;0.750000" and rows["7"]["eb_events"] == "1.250000"
+    assert float(rows["3"]["eb_mean"]) == pytest.approx(0.625) and float(rows["3"]["eb_min"]) == pytest.approx(0.5)
+    assert rows["3"]["accepted"] == "2" and rows["7"]["rejected"] == "did not converge;did not converge"
+    assert int(rows["3"]["force_calls"]) == 30
 
 
 def _barriers_csv(path: Path, rows: list[tuple], header: str = "atom,eb_md,eb_mean,eb_min,accepted,events,force_calls,seconds,rejected,eb_events,eb_label_ev") -> str:
