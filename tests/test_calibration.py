@@ -132,3 +132,34 @@ def test_symmetriser_statistics_come_from_an_edge_subset(synthetic_batch, monkey
     with torch.no_grad():
         pa, pb = full.eval()(batch), sub.eval()(batch)
     assert float(torch.corrcoef(torch.stack([pa, pb]))[0, 1]) > 0.98
+
+
+def test_kept_checkpoints_are_recalibrated_over_every_training_glass(synthetic_batch, tmp_path):
+    """recalibrate_checkpoint writes the statistics of the saved weights over the glasses it is given
+    into the file, leaving the weights and the live net alone; the fit's last step does this over
+    every training glass where validation used fewer (which pulled every glass's mean towards the
+    first ones)."""
+    from mgglass.calibration import recalibrate_checkpoint
+
+    graphs = _graphs(synthetic_batch)
+    net = _net()
+    saved = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in saved.parameters():
+            p.add_(0.1)  # the checkpoint holds other (e.g. averaged) weights than the live net
+    path = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in saved.state_dict().items()}, "epoch": 3}, path)
+    live = copy.deepcopy(net.state_dict())
+    recalibrate_checkpoint(path, net, graphs)
+    ref = copy.deepcopy(saved)
+    recalibrate(ref, graphs)
+    one = copy.deepcopy(saved)
+    recalibrate(one, graphs[:1])
+    state = torch.load(path, weights_only=False)["state_dict"]
+    for name, buf in ref.named_buffers():
+        torch.testing.assert_close(state[f"net.{name}"], buf, msg=name)
+    for name, p in saved.named_parameters():
+        torch.testing.assert_close(state[f"net.{name}"], p.detach(), msg=name)
+    assert any((state[f"net.{n}"] - b).abs().max() > 1e-3 for n, b in one.named_buffers() if n.endswith("running_mean"))
+    for name, value in net.state_dict().items():
+        torch.testing.assert_close(value, live[name], msg=name)
