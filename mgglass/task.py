@@ -66,6 +66,17 @@ def pooled_metrics(y, p) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.compute().items()}
 
 
+def per_glass_r(pred: Tensor, target: Tensor, glass: Tensor | None) -> list[Tensor]:
+    """Pearson r of each glass in a batch (``glass``: atom -> glass index; None: one glass), float64."""
+    glass = torch.zeros_like(target, dtype=torch.long) if glass is None else glass
+    out = []
+    for g in torch.unique(glass):
+        p, y = pred[glass == g].double(), target[glass == g].double()
+        p, y = p - p.mean(), y - y.mean()
+        out.append((p * y).sum() / torch.sqrt((p * p).sum() * (y * y).sum()).clamp_min(1e-300))
+    return out
+
+
 class EBTask(L.LightningModule):
     """Wraps a registry model (``net``) for training, validation, test and prediction.
 
@@ -124,6 +135,9 @@ class EBTask(L.LightningModule):
         # ModuleDict keys become attributes, and "train" would shadow nn.Module.train: keys are "<split>_".
         self._losses = nn.ModuleDict({f"{s}_": MeanSquaredError() for s in SPLITS})
         self._metrics = nn.ModuleDict({f"{s}_": _metric_set() for s in SPLITS})
+        # Mean over glasses of each glass's own Pearson r (``<split>_r_glass``): with several validation
+        # glasses of different mean barriers, the pooled r also rewards getting their levels apart.
+        self._glass_r = nn.ModuleDict({f"{s}_": MeanMetric() for s in ("val", "test")})
         # epoch -> {"train_loss": ..., "val_r": ..., "lr": ...}: kept in checkpoints, so a resumed run
         # can re-log any epoch the tracker had not yet written (see mgglass.tracking).
         self.history: dict[int, dict[str, float]] = {}
@@ -177,6 +191,9 @@ class EBTask(L.LightningModule):
             loss = loss + self.aux_weight * aux_loss
         self.loss_metric(split).update(pred.detach(), target)
         self.metric_set(split).update(self.to_ev(pred.detach()), batch.y.float())
+        if split != "train":
+            for r in per_glass_r(pred.detach(), target, getattr(batch, "batch", None)):
+                self._glass_r[f"{split}_"].update(r)
         return loss
 
     def _with_aux(self, batch) -> tuple[Tensor, Tensor]:
@@ -225,6 +242,9 @@ class EBTask(L.LightningModule):
         out = {f"{split}_loss": float(self.loss_metric(split).compute())}
         for name, value in self.metric_set(split).compute().items():
             out[f"{split}_{name}"] = float(value)
+        if split != "train":
+            out[f"{split}_r_glass"] = float(self._glass_r[f"{split}_"].compute())
+            self._glass_r[f"{split}_"].reset()
         self.loss_metric(split).reset()
         self.metric_set(split).reset()
         self.last_metrics[split] = out
@@ -241,6 +261,7 @@ class EBTask(L.LightningModule):
         if self.trainer.sanity_checking:
             self.loss_metric("val").reset()
             self.metric_set("val").reset()
+            self._glass_r["val_"].reset()
             return
         self._compute("val")
 
