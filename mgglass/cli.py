@@ -322,28 +322,59 @@ def _pop_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
     return out, value
 
 
+def _pop_all(argv: list[str], name: str) -> tuple[list[str], list[str]]:
+    """``argv`` without every ``name`` option, and their values (``name=v``, ``name v [v ...]``)."""
+    out, values, taking = [], [], False
+    for a in argv:
+        if a == name:
+            taking = True
+        elif a.startswith(f"{name}="):
+            values.append(a.split("=", 1)[1])
+            taking = False
+        elif taking and not a.startswith("--"):
+            values.append(a)
+        else:
+            taking = False
+            out.append(a)
+    return out, values
+
+
 def evaluate_main(stage: str, argv=None) -> int:
-    """``python -m mgglass.validate|test --ckpt_path CKPT [--config FILE ...] [--out DIR]``: pooled metrics
-    (eV) of a checkpoint as one JSON line; without --config, the config.yaml the fit wrote beside it.
-    ``--out DIR`` also writes per-atom predictions (CSV, extxyz with ``eb_pred``) and a parity plot."""
+    """``python -m mgglass.validate|test (--ckpt_path CKPT [CKPT ...] | --run RUN_ID [...]) [--config FILE ...] [--out DIR]``:
+    pooled metrics (eV) of a checkpoint as one JSON line; without --config, the config.yaml the fit
+    wrote beside it. ``--out DIR`` also writes per-atom predictions (CSV, extxyz with ``eb_pred``) and
+    a parity plot. Several checkpoints, or the run of an ensemble, are scored as their ensemble
+    (mean prediction; ``eb_std`` the members' spread, with how it ranks the errors)."""
     prog = f"mgglass.{stage}"
     argv, out_dir = _pop_option(list(sys.argv[1:] if argv is None else argv), "--out")
-    ckpt = _option_value(argv, "--ckpt_path")
-    if not ckpt:
-        return fail(prog, "--ckpt_path CHECKPOINT is required")
-    if not Path(ckpt).is_file():
-        return fail(prog, f"ckpt_path: {ckpt}: no such checkpoint")
+    argv, ckpts = _pop_all(argv, "--ckpt_path")
+    argv, runs = _pop_all(argv, "--run")
+    if runs:
+        from mgglass.predict import PredictError, resolve_checkpoints
+
+        root = _option_value(argv, "--tracking.root") or "mlruns"
+        try:
+            ckpts += [str(c) for r in runs for c in resolve_checkpoints(r, root, _option_value(argv, "--tracking.tracking_uri"))]
+        except PredictError as e:
+            return fail(prog, str(e))
+    if not ckpts:
+        return fail(prog, "--ckpt_path CHECKPOINT (or --run RUN_ID) is required")
+    for ckpt in ckpts:
+        if not Path(ckpt).is_file():
+            return fail(prog, f"ckpt_path: {ckpt}: no such checkpoint")
     if not any(a == "--config" or a.startswith("--config=") for a in argv):
-        saved = Path(ckpt).parent / "config.yaml"
+        saved = Path(ckpts[0]).parent / "config.yaml"
         if not saved.is_file():
             return fail(prog, f"no --config given and no {saved} beside the checkpoint")
         argv = ["--config", str(saved), *argv]
     try:
         # Nothing is written: no MLflow, and the checkpoint callback points at the checkpoint's folder.
-        cli = build([*argv, "--tracking.enabled=false", f"--checkpoint.dirpath={Path(ckpt).parent}"])
+        cli = build([*argv, "--tracking.enabled=false", f"--checkpoint.dirpath={Path(ckpts[0]).parent}"])
         check_data(cli.datamodule)
+        if len(ckpts) > 1:
+            return _evaluate_ensemble(prog, stage, cli, ckpts, out_dir)
         run = cli.trainer.validate if stage == "validate" else cli.trainer.test
-        results = run(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
+        results = run(cli.model, datamodule=cli.datamodule, ckpt_path=ckpts[0], verbose=False)
     except ConfigError as e:
         return fail(prog, str(e))
     except GlassDataError as e:
@@ -353,7 +384,49 @@ def evaluate_main(stage: str, argv=None) -> int:
         if out_dir:
             write_split_predictions(cli, "val" if stage == "validate" else "test", Path(out_dir))
             metrics["out"] = str(out_dir)
-        print(json.dumps({"checkpoint": ckpt, **metrics}), flush=True)
+        print(json.dumps({"checkpoint": ckpts[0], **metrics}), flush=True)
+    return 0
+
+
+def _evaluate_ensemble(prog: str, stage: str, cli, ckpts: list[str], out_dir: str | None) -> int:
+    """The ensemble of ``ckpts`` on the configured split: its metrics, each member's r, and how the
+    members' spread ranks and covers the errors; ``out_dir`` gets the predictions with ``eb_std``."""
+    import numpy as np
+
+    from mgglass.ensemble import combine, uncertainty_scores
+    from mgglass.predict import (
+        PredictError,
+        load_models,
+        predict_glass,
+        to_atoms,
+        write_predictions,
+    )
+    from mgglass.task import pooled_metrics
+
+    split = "val" if stage == "validate" else "test"
+    try:
+        ensemble, _ = load_models([Path(c) for c in ckpts], "cpu")
+    except PredictError as e:
+        return fail(prog, str(e))
+    dm = cli.datamodule
+    dm.setup(stage)
+    graphs = [g for g in dm.graphs[split] if "y" in g]
+    if not graphs:
+        return fail(prog, f"the {split} split has no labelled glass to score")
+    per_member = [[predict_glass(m, g) for g in graphs] for m in ensemble.members]
+    combined = [combine([pm[i] for pm in per_member]) for i in range(len(graphs))]
+    y = np.concatenate([g.y.double().numpy() for g in graphs])
+    mean = np.concatenate([c[0] for c in combined])
+    std = np.concatenate([c[1] for c in combined])
+    member_r = [pooled_metrics(y, np.concatenate(pm))["r"] for pm in per_member]
+    out = {"checkpoints": list(ckpts), "members": len(ckpts), **{f"{split}_{k}": v for k, v in pooled_metrics(y, mean).items()},
+           f"member_{split}_r": member_r, f"best_member_{split}_r": max(member_r), "uncertainty": uncertainty_scores(y, mean, std)}
+    if out_dir:
+        species = list(cli.config.data.species)
+        frames = [to_atoms(g, species, {"eb": g.y.double().numpy(), "eb_pred": m, "eb_std": s}) for g, (m, s) in zip(graphs, combined)]
+        write_predictions(Path(out_dir) / "predictions.extxyz", frames)
+        out["out"] = str(out_dir)
+    print(json.dumps(out), flush=True)
     return 0
 
 

@@ -144,6 +144,7 @@ def main(argv=None, extra_callbacks=()) -> int:
         best = ckpt.best_model_path if ckpt is not None else ""
         last = ckpt.last_model_path if ckpt is not None else ""
         score = ckpt.best_model_score if ckpt is not None else None
+        epochs = len(task.history)  # before the test loads the best checkpoint, whose history is shorter
         pruned = reporter is not None and reporter.pruned
         if not pruned:  # a pruned trial's model is not worth a test
             trainer.test(task, datamodule=dm, ckpt_path=best or None, verbose=trainer.is_global_zero)
@@ -157,7 +158,7 @@ def main(argv=None, extra_callbacks=()) -> int:
             value=None if score is None else float(score),
             best_model_path=best,
             last_model_path=last,
-            epochs=len(task.history),
+            epochs=epochs,
             run_id=tracker.run_id if tracker is not None else None,
             test=task.last_metrics.get("test", {}) if not pruned else {},
         )
