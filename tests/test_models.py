@@ -160,7 +160,10 @@ def test_initial_features_carry_structure(name, floor, cuzr_dir):
     """A ridge probe on the randomly initialised features before the head predicts a held-out glass's
     EB: what training starts from. Dividing the summed messages by ~32 neighbours gave held-out r
     0.10 (EGNN), 0.11 (MGCN) and 0.02 (FAENet) and training stuck at the species-only r; the sum gives
-    0.36, 0.41 and 0.14 (SchNet's features: 0.44; eval mode, so the batch norms are still identities)."""
+    0.36, 0.41 and 0.14 (SchNet's features: 0.44; eval mode, so the batch norms are still identities).
+    The initial weights come from torch's seeded CPU generator, the same on every machine; with 1 or 2
+    threads and the avx512 or default ATen kernels r moved by < 1e-6 (0.3533, 0.4056, 0.1498), so the
+    floors' margins (0.10, 0.16, 0.07) are not eaten by rounding, only by a change of the initialisation."""
     from mgglass.data.dataset import load_graph
 
     graphs = [load_graph(cuzr_dir / f"train{i}.pickle", cache=False) for i in (0, 1)]
