@@ -132,6 +132,21 @@ class ProcessPool:
                 pass
 
 
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live mgglass process (a reused pid of another program does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a reused pid that is not a sweep does not keep a trial alive
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"mgglass" in cmdline
+
+
 def watch_parent(parent_pid: int | None = None, every_s: float = 1.0) -> None:
     """When the process that started this fit dies (``kill -9``), end this fit's whole process group
     (its DDP ranks too) rather than train on as an orphan. ``parent_pid`` defaults to

@@ -71,7 +71,8 @@ def cv(tmp_path_factory):
     base = tmp_path_factory.getbasetemp() / "cv"
     base.mkdir(exist_ok=True)
     root = base / "mlruns"
-    args = [*ARGS, f"--tracking.root={root}", "--reference", "none"]
+    # Epochs of >= 1.5 s (tests/_slow_epochs.py): the kill lands between a fold's first epoch and its end.
+    args = [*ARGS, f"--tracking.root={root}", "--reference", "none", "--trainer.callbacks+=_slow_epochs.SlowEpochs"]
     folds = root / "checkpoints" / "cv-smoke"
     proc = subprocess.Popen([sys.executable, "-m", "mgglass.cv", *args], cwd=ROOT, env=fit_env(base),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -257,7 +257,8 @@ def test_killed_sweep_continues_and_retries_the_interrupted_trial(tmp_path):
 
     path = sweep_file(tmp_path, study="killed", trials=3, workers=1, pruner={"name": "none"})
     root = tmp_path / "mlruns"
-    args = ["--config", str(path), f"--tracking.root={root}", "--trainer.max_epochs=12"]
+    # Epochs of >= 1.5 s (tests/_slow_epochs.py): the kill lands between trial 1's first epoch and its end.
+    args = ["--config", str(path), f"--tracking.root={root}", "--trainer.max_epochs=3", "--trainer.callbacks+=_slow_epochs.SlowEpochs"]
     log = root / "checkpoints" / "killed" / "trial-1.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mgglass.sweep", *args], cwd=ROOT, env=fit_env(tmp_path),
@@ -294,4 +295,6 @@ def test_killed_sweep_continues_and_retries_the_interrupted_trial(tmp_path):
     assert len(retries) == 1 and retries[0].params == trials[1].params and retries[0].state == TrialState.COMPLETE
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
     _, runs = runs_of(root)
-    assert sum(r.data.tags.get("mgglass_role") == "sweep" for r in runs) == 2  # one parent per invocation
+    parents = sorted((r for r in runs if r.data.tags.get("mgglass_role") == "sweep"), key=lambda r: r.info.start_time)
+    assert len(parents) == 2  # one parent per invocation; the killed one's is closed by the next
+    assert [r.info.status for r in parents] == ["KILLED", "FINISHED"]

@@ -183,6 +183,41 @@ def test_auxiliary_targets_add_their_weighted_mse_from_the_nets_features(synthet
     assert task._aux_loss.update_count == 1  # one training step counted, no validation step
 
 
+def test_auxiliary_head_learns_a_target_the_features_carry():
+    """The auxiliary loss trains: the synthetic first-shell count cn is a function of the edge
+    lengths, so 150 Adam steps on it alone bring the auxiliary MSE (standardised cn) well below its
+    start. Measured over 8 seeds x 1 and 2 threads: the last 10 steps' mean is 0.09-0.33 of the first
+    step's (bound 0.5). A 6-epoch smoke fit is too short for this: there the logged auxiliary loss
+    ended 0.78-0.98 of its start, so the fit test checks only that it is logged."""
+    from torch_geometric.data import Batch
+
+    from mgglass.data import glass_to_data, make_glass
+    from mgglass.models.symgnn import SymGNN
+
+    graphs = []
+    for n, seed in ((128, 1), (96, 2)):
+        g = make_glass(n, seed=seed)
+        d = glass_to_data(g)
+        d.y_norm = (d.y - 1.5) / 0.2
+        d.cn = torch.as_tensor(g.extras["cn"]).float()
+        graphs.append(d)
+    batch = Batch.from_data_list(graphs)
+    batch.aux = ((batch.cn - batch.cn.mean()) / batch.cn.std()).view(-1, 1)
+    torch.manual_seed(0)
+    task = EBTask(SymGNN(hidden=8, heads=(2, 1), dropout=0.0, k_train=1, k_eval=2, decoder_layers=2, edge_lengths=True),
+                  aux_targets=("cn",), aux_weight=1.0)
+    opt = torch.optim.Adam(task.parameters(), lr=1e-2)
+    task.train()
+    hist = []
+    for _ in range(150):
+        opt.zero_grad()
+        aux = nn.functional.mse_loss(task.aux_head(task.net.features(batch)), batch.aux)
+        aux.backward()
+        opt.step()
+        hist.append(float(aux.detach()))
+    assert np.mean(hist[-10:]) < 0.5 * hist[0], (hist[0], hist[-10:])
+
+
 def test_auxiliary_targets_need_a_net_with_features_and_a_batch_with_them(synthetic_batch):
     with pytest.raises(ValueError, match="SpeciesBias has no per-atom features"):
         EBTask(SpeciesBias(), aux_targets=("pot",))

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import socket
 import time
 from pathlib import Path
 
 import yaml
 
 from mgglass.sweep.spec import SweepSpec
+from mgglass.workers import process_alive
 
 PLOTS = ("plot_optimization_history", "plot_param_importances", "plot_parallel_coordinate", "plot_intermediate_values")
 
@@ -41,7 +44,10 @@ class ParentRun:
             "optuna_study": spec.study,
             "optuna_storage": redact(storage_url),
             "sweep_file": str(spec.path),
+            "sweep_host": socket.gethostname(),
+            "sweep_pid": str(os.getpid()),
         }
+        self.killed = close_dead_parents(self.client, exp, spec.study)
         run = self.client.create_run(exp, run_name=f"sweep-{spec.study}", tags=tags)
         self.run_id = run.info.run_id
         params = {
@@ -54,7 +60,8 @@ class ParentRun:
             "devices_per_trial": str(spec.devices_per_trial),
             "workers": str(spec.workers),
             **{f"space.{p.key}": _describe(p) for p in spec.space},
-            **{f"fixed.{k}": json.dumps(v) for k, v in spec.overrides.items()},
+            # MLflow keys take no '+': an appending override (trainer.callbacks+) is logged as '.append'.
+            **{f"fixed.{k[:-1] + '.append' if k.endswith('+') else k}": json.dumps(v) for k, v in spec.overrides.items()},
         }
         from mlflow.entities import Param
 
@@ -88,6 +95,21 @@ class ParentRun:
         for path in write_study_outputs(study, out_dir):
             self.client.log_artifact(self.run_id, str(path), "optuna")
         self.client.set_terminated(self.run_id, status=status)
+
+
+def close_dead_parents(client, experiment_id: str, study: str) -> list[str]:
+    """Mark KILLED the parent runs of earlier invocations of ``study`` on this host that are still
+    RUNNING although their sweep process is gone (a ``kill -9`` leaves them so); returns their ids."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.mgglass_role = 'sweep' and tags.optuna_study = '{study}' "
+                                                            "and attributes.status = 'RUNNING'")
+    killed = []
+    for run in runs:
+        tags = run.data.tags
+        pid = tags.get("sweep_pid", "")
+        if tags.get("sweep_host") == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            killed.append(run.info.run_id)
+    return killed
 
 
 def _describe(p) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from mgglass import workers
 from mgglass.sweep.spec import SweepSpec
 from mgglass.sweep.trial import ENV, TrialContext
-from mgglass.workers import ProcessPool, Slot, SlotError, read_result
+from mgglass.workers import ProcessPool, Slot, SlotError, process_alive, read_result
 
 
 class TrialFailed(Exception):
@@ -142,20 +142,6 @@ def finished_count(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a reused pid that is not a sweep does not keep a trial alive
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return b"mgglass" in cmdline
-
-
 def reap_dead_local_trials(study, max_retry: int) -> list[int]:
     """Fail the RUNNING trials whose sweep process on this host is gone, and queue each for a retry
     (Optuna's retry callback: same parameters, ``failed_trial`` attribute). Returns their numbers."""
@@ -167,7 +153,7 @@ def reap_dead_local_trials(study, max_retry: int) -> list[int]:
     host, reaped = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("sweep_pid")
-        if t.user_attrs.get("sweep_host") != host or not pid or pid == os.getpid() or _alive(int(pid)):
+        if t.user_attrs.get("sweep_host") != host or not pid or pid == os.getpid() or process_alive(int(pid)):
             continue
         if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
             with quiet_experimental():
