@@ -127,8 +127,17 @@ def test_peaks_are_found_where_the_histogram_peaks():
 
 def test_trained_model_explanations_find_the_atoms_own_bonds():
     """Synthetic labels depend only on each atom's own neighbours (its edges, weighted to the first
-    shell): a trained model's top-ranked edges must be the explained atom's own edges far more often
-    than random edges of its 2-hop neighbourhood are."""
+    shell): a trained model's top-ranked edges must be the explained atom's own edges, where the
+    same network untrained (the control, on the same neighbourhoods and explainer seeds) ranks them
+    no better than chance.
+
+    Measured over training seeds 0-9 x torch threads 1, 2 x ATen kernels avx512 (native), default
+    (40 runs; the old constant-LR recipe failed to learn in 3 of 30, r 0.21 to 0.57): held-out r
+    0.89-0.96; mean top-10 share of own edges over 16 atoms 0.58-0.99 trained, 0.031-0.038 untrained
+    (own edges are ~3 % of a 2-hop neighbourhood's). A given run's share moves by up to 0.25 with the
+    thread count, hence bounds well outside the spread rather than the 0.8 of before."""
+    import copy
+
     from mgglass.data import glass_to_data, make_glass
     from mgglass.explain.explainer import (
         ExplainableNet,
@@ -143,28 +152,32 @@ def test_trained_model_explanations_find_the_atoms_own_bonds():
     mean, std = ys.mean(), ys.std()
     torch.manual_seed(0)
     net = EGATLength(hidden=16, heads=(2, 1), dropout=0.0, decoder_layers=2)
+    untrained = copy.deepcopy(net).eval()
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=300, pct_start=0.1)
     batch = Batch.from_data_list(graphs[:3])
-    for _ in range(250):
+    for _ in range(300):
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(net(batch), (batch.y - mean) / std)
         loss.backward()
         opt.step()
+        sched.step()
     net.eval()
     test = graphs[3]
     with torch.no_grad():
         r = np.corrcoef(net(Batch.from_data_list([test])).numpy(), test.y.numpy())[0, 1]
     assert r > 0.8, f"the model did not learn the synthetic label (test r {r:.2f})"
-    model = ExplainableNet(net).eval()
-    top_share, base_share = [], []
-    for atom in range(0, 160, 20):
-        sub, c = neighbourhood(test, atom, 2)
-        imp, _ = explain_atom(model, sub, c, ExplainerSettings(epochs=150), seed=atom)
-        own = (sub.edge_index[1] == c).numpy()
-        top_share.append(own[np.argsort(-imp)[:10]].mean())
-        base_share.append(own.mean())
-    assert np.mean(top_share) > 0.8, top_share
-    assert np.mean(top_share) > 10 * np.mean(base_share)
+
+    def own_share(model) -> float:
+        shares = []
+        for atom in range(0, 160, 10):
+            sub, c = neighbourhood(test, atom, 2)
+            imp, _ = explain_atom(ExplainableNet(model).eval(), sub, c, ExplainerSettings(epochs=150), seed=atom)
+            shares.append((sub.edge_index[1] == c).numpy()[np.argsort(-imp)[:10]].mean())
+        return float(np.mean(shares))
+
+    trained, control = own_share(net), own_share(untrained)
+    assert trained > 0.4 and control < 0.15 and trained > control + 0.35, (trained, control)
 
 
 # -- the command on a smoke fit --------------------------------------------------------------------
@@ -186,12 +199,14 @@ def fitted(tmp_path_factory):
 def test_explain_writes_artifacts_and_a_child_run(fitted, tmp_path):
     out = tmp_path / "ex"
     args = ["--ckpt_path", str(fitted["ckpt"]), "--glass", str(fitted["glass"]), "--select", "centre", "--n", "3",
-            "--explainer.epochs", "30", "--analysis.group_size", "8", "--analysis.ph_radius", "7", "--out", str(out),
+            "--explainer.epochs", "30", "--analysis.group_size", "8", "--out", str(out),
             "--tracking_root", str(fitted["root"])]
     p = run_cli("mgglass.explain", args, fitted["root"])
     assert p.returncode == 0, p.stderr[-2000:]
     result = json.loads(p.stdout.strip().splitlines()[-1])
     summary = json.loads((out / "summary.json").read_text())
+    # the default 10-Å homology ball does not fit this 24.7-Å box: fitted to it and said so
+    assert "ph_radius 10.0 Å does not fit this glass" in p.stderr and summary["analysis"]["ph_radius"] < 8.3
     assert len(summary["atoms"]) == 3 and summary["seconds_per_atom"] > 0
     assert set(summary["cycles"]) >= {"top", "middle", "bottom", "random", "top_vs_random"}
     assert all(summary["cycles"][g]["n"] == 24 for g in ("top", "middle", "bottom", "random"))

@@ -114,7 +114,7 @@ def _explain(args) -> int:
     from .analysis import SELECTIONS, half_box_of, select_atoms
     from .artifacts import log_child_run, write_all
     from .explainer import ExplainerSettings
-    from .run import AnalysisSettings, explain_atoms, summarise
+    from .run import AnalysisSettings, explain_atoms, fit_to_glass, summarise
 
     if (args.run is None) == (args.ckpt_path is None):
         raise _Fail("give exactly one of --run and --ckpt_path")
@@ -135,7 +135,7 @@ def _explain(args) -> int:
         preds = predict_glass(task, data) if args.select in ("top", "bottom") else None
         atoms = select_atoms(data, args.select, args.n, preds, args.seed)
     settings = ExplainerSettings(**args.explainer.as_dict())
-    analysis = AnalysisSettings(**args.analysis.as_dict())
+    analysis = fit_to_glass(AnalysisSettings(**args.analysis.as_dict()), data)
     run_info = read_run_file(ckpt.parent) if args.mlflow else None
     name = (run_info or {}).get("run_name") or ckpt.parent.name
     out = Path(args.out) if args.out else Path(args.tracking_root) / "explanations" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 
@@ -62,6 +64,18 @@ class AtomExplanation:
         return out
 
 
+def fit_to_glass(analysis: AnalysisSettings, data) -> AnalysisSettings:
+    """``analysis`` with ``ph_radius`` below a third of the glass's box (a wider ball would meet its own
+    periodic images): 95 % of that bound where the setting is wider, said on stderr."""
+    limit = 2 * half_box_of(data) / 3
+    if analysis.ph_radius < limit:
+        return analysis
+    fitted = round(0.95 * limit, 2)
+    print(f"mgglass.explain: ph_radius {analysis.ph_radius} Å does not fit this glass (it must be below a third of "
+          f"its box, {limit:.2f} Å); cycles are counted within {fitted} Å", file=sys.stderr, flush=True)
+    return dataclasses.replace(analysis, ph_radius=fitted)
+
+
 def explain_atoms(task, data, atoms: list[int], settings: ExplainerSettings, analysis: AnalysisSettings,
                   seed: int = 0, progress=None) -> list[AtomExplanation]:
     """Explain ``atoms`` of ``data`` (a glass graph) with ``task``'s net; cycles counted per atom."""
@@ -70,9 +84,7 @@ def explain_atoms(task, data, atoms: list[int], settings: ExplainerSettings, ana
     hops = receptive_hops(task.net)
     if hops is None:
         raise ValueError(f"{type(task.net).__name__} does not state its message-passing depth (receptive_hops)")
-    half_box = half_box_of(data)
-    if analysis.ph_radius >= 2 * half_box / 3:
-        raise ValueError(f"ph_radius {analysis.ph_radius} Å: must be below a third of the box ({2 * half_box / 3:.1f} Å here)")
+    analysis = fit_to_glass(analysis, data)
     model = ExplainableNet(task.net).eval()
     rng = np.random.default_rng(seed)
     out = []
