@@ -27,6 +27,7 @@ def test_selected_model_is_the_best_validation_epoch_so_far():
     assert not summary(rows, 0.85)["reached"] and summary(rows, 0.85)["wall_s_to_threshold"] is None
 
 
+@pytest.mark.slow  # a benchmark's fit and curve: ~45 s on 2 cores
 def test_benchmark_is_the_plain_fit_plus_a_curve(tmp_path_factory):
     plain = smoke_fit(tmp_path_factory, "smoke-a")
     assert plain["rc"] == 0, plain["stderr"][-3000:]

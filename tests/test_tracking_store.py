@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import sys
 from mgglass.tracking import open_client
@@ -11,6 +13,7 @@ print(len(c.search_experiments()))
 """
 
 
+@pytest.mark.slow  # eight processes racing to create one store: ~17 s on 2 cores
 def test_parallel_first_opening_of_a_fresh_store(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
