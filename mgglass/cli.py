@@ -362,6 +362,12 @@ def evaluate_main(stage: str, argv=None) -> int:
     for ckpt in ckpts:
         if not Path(ckpt).is_file():
             return fail(prog, f"ckpt_path: {ckpt}: no such checkpoint")
+    split = "val" if stage == "validate" else "test"
+    explicit = _option_value(argv, f"--data.{split}") is not None or _option_value(argv, "--config") is not None
+    if len(ckpts) > 1 and not explicit and len({tuple(_saved_data(c).get(split) or ()) for c in ckpts}) > 1:
+        names = sorted({g for c in ckpts for g in _saved_data(c).get(split) or ()})
+        return fail(prog, f"the members were fitted with different data.{split} glasses ({', '.join(names)}); "
+                          f"name the glasses to score, e.g. --data.{split}=[test0.pickle]")
     if not any(a == "--config" or a.startswith("--config=") for a in argv):
         saved = Path(ckpts[0]).parent / "config.yaml"
         if not saved.is_file():
@@ -388,6 +394,14 @@ def evaluate_main(stage: str, argv=None) -> int:
     return 0
 
 
+def _saved_data(ckpt: str) -> dict:
+    """The ``data`` section of the config.yaml a fit saved beside ``ckpt`` ({} without one)."""
+    import yaml
+
+    saved = Path(ckpt).parent / "config.yaml"
+    return ((yaml.safe_load(saved.read_text()) or {}).get("data") or {}) if saved.is_file() else {}
+
+
 def _evaluate_ensemble(prog: str, stage: str, cli, ckpts: list[str], out_dir: str | None) -> int:
     """The ensemble of ``ckpts`` on the configured split: its metrics, each member's r, and how the
     members' spread ranks and covers the errors; ``out_dir`` gets the predictions with ``eb_std``."""
@@ -404,6 +418,12 @@ def _evaluate_ensemble(prog: str, stage: str, cli, ckpts: list[str], out_dir: st
     from mgglass.task import pooled_metrics
 
     split = "val" if stage == "validate" else "test"
+    # A cross-validation's fold fits trained on each other's held-out glasses: scoring them on one
+    # of those would report training fit as held-out accuracy.
+    trained = sorted(set(cli.config.data[split] or ()) & {g for c in ckpts for g in _saved_data(c).get("train") or ()})
+    if trained:
+        return fail(prog, f"data.{split}: {', '.join(trained)} trained some of the members; score glasses none of them "
+                          f"trained on, e.g. --data.{split}=[test0.pickle]")
     try:
         ensemble, _ = load_models([Path(c) for c in ckpts], "cpu")
     except PredictError as e:

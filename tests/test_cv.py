@@ -223,6 +223,10 @@ def test_predict_and_test_take_the_cv_run_as_an_ensemble(cv, tmp_path, monkeypat
     got = json.loads(t.stdout.strip().splitlines()[-1])
     assert got["members"] == 4 and len(got["member_test_r"]) == 4 and got["best_member_test_r"] == max(got["member_test_r"])
     assert -1 <= got["test_r"] <= 1 and 0 <= got["uncertainty"]["within_2std"] <= 1
+    # Each fold fit was tested on its own held-out glass, which the other folds trained on.
+    for extra, what in (([], "different data.test glasses"), (["--data.test=[train2.xyz]"], "train2.xyz trained some of the members")):
+        t = run_cli("mgglass.test", ["--run", parent.info.run_id, f"--tracking.root={cv['root']}", *extra], cv["base"])
+        assert t.returncode == 2 and len(t.stderr.strip().splitlines()) == 1 and what in t.stderr, t.stderr
 
 
 def test_ensemble_command_records_members_and_refuses_bad_ones(cv, tmp_path):
