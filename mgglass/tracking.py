@@ -235,6 +235,21 @@ class MLflowTracker(AfterCheckpoint):
             self.client.set_tag(self.run_id, "resumed", str(int(run.data.tags.get("resumed", "0")) + 1))
             return
         self._create_run()
+        self._log_glasses(trainer.datamodule)
+
+    def _log_glasses(self, datamodule) -> None:
+        """Each glass of the split as an MLflow dataset input of the run (the UI's "Datasets"), tagged
+        with its split as the context."""
+        # mlflow loads slowly: imported only when a run logs
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        digests = getattr(datamodule, "file_digests", None)
+        inputs = [DatasetInput(Dataset(name=path.name, digest=digest[:16], source_type="local",
+                                       source=json.dumps({"uri": str(Path(path).resolve())})),
+                               tags=[InputTag("mlflow.data.context", split)])
+                  for split, path, digest in (digests() if digests else [])]
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
     def _create_run(self, extra_tags: dict[str, str] | None = None) -> None:
         from mlflow.entities import Param

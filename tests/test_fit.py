@@ -110,6 +110,11 @@ def test_smoke_run_is_one_complete_mlflow_run(smoke):
     assert tags["model"] == "SymGNN" and tags["seed"] == "0"
     assert len(tags["data_hash"]) == 64 and len(tags["git_commit"]) in (40, 7) or tags["git_commit"] == "unknown"
     assert tags["data_files"].startswith("synthetic: train train0.xyz,")
+    # Every glass a run input (the UI's "Datasets"), its split as the context, its bytes' digest.
+    inputs = {(d.dataset.name, {t.key: t.value for t in d.tags}["mlflow.data.context"]): d.dataset for d in run.inputs.dataset_inputs}
+    cfg = yaml.safe_load((Path(smoke["root"]) / "checkpoints" / "smoke" / "config.yaml").read_text())["data"]
+    assert sorted(inputs) == sorted((n, split) for split in ("train", "val", "test") for n in cfg[split])
+    assert all(len(d.digest) == 16 and d.source_type == "local" for d in inputs.values())
     # A description for the UI's run page, and an experiment the UI opens as model training.
     assert tags["mlflow.note.content"].startswith("SymGNN (seed 0) on synthetic") and f"test r {run.data.metrics[ui_name('test_r')]:.3f}" in tags["mlflow.note.content"]
     assert c.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"

@@ -97,12 +97,15 @@ class GlassDataModule(L.LightningDataModule):
             return write_synthetic(folder, names, n_atoms=hp.synthetic_atoms, seed=hp.synthetic_seed)
         return resolve_files(names, hp.root, hp.base_url)
 
+    def file_digests(self) -> list[tuple[str, Path, str]]:
+        """(split, file, SHA-256 of its bytes) for every glass of every split."""
+        return [(split, path, sha256_file(path)) for split in ("train", "val", "test") for path in self.files(split)]
+
     def content_hash(self) -> str:
         """SHA-256 over every split's file names and bytes: the dataset tag of a run."""
         h = hashlib.sha256()
-        for split in ("train", "val", "test"):
-            for path in self.files(split):
-                h.update(f"{split}:{path.name}:{sha256_file(path)}\n".encode())
+        for split, path, digest in self.file_digests():
+            h.update(f"{split}:{path.name}:{digest}\n".encode())
         return h.hexdigest()
 
     def prepare_data(self) -> None:
