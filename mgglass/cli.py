@@ -363,11 +363,9 @@ def evaluate_main(stage: str, argv=None) -> int:
         if not Path(ckpt).is_file():
             return fail(prog, f"ckpt_path: {ckpt}: no such checkpoint")
     split = "val" if stage == "validate" else "test"
-    explicit = _option_value(argv, f"--data.{split}") is not None or _option_value(argv, "--config") is not None
-    if len(ckpts) > 1 and not explicit and len({tuple(_saved_data(c).get(split) or ()) for c in ckpts}) > 1:
-        names = sorted({g for c in ckpts for g in _saved_data(c).get(split) or ()})
-        return fail(prog, f"the members were fitted with different data.{split} glasses ({', '.join(names)}); "
-                          f"name the glasses to score, e.g. --data.{split}=[test0.pickle]")
+    problem = _ensemble_split_problem(argv, ckpts, split) if len(ckpts) > 1 else None
+    if problem:
+        return fail(prog, problem)
     if not any(a == "--config" or a.startswith("--config=") for a in argv):
         saved = Path(ckpts[0]).parent / "config.yaml"
         if not saved.is_file():
@@ -402,6 +400,36 @@ def _saved_data(ckpt: str) -> dict:
     return ((yaml.safe_load(saved.read_text()) or {}).get("data") or {}) if saved.is_file() else {}
 
 
+def _ensemble_split_problem(argv: list[str], ckpts: list[str], split: str) -> str | None:
+    """Why several checkpoints cannot be scored on the ``split`` the command line gives them (None if
+    they can). A cross-validation's fold fits were each tested on their own glass, which the other
+    folds trained on: scored there, training fit would read as held-out accuracy."""
+    import yaml
+
+    saved = [_saved_data(c) for c in ckpts]
+    given = _option_value(argv, f"--data.{split}")
+    if given is not None:
+        glasses = yaml.safe_load(given)
+        glasses = [glasses] if isinstance(glasses, str) else list(glasses or ())
+    elif _option_value(argv, "--config") is not None:
+        return None  # the config names the split: checked once it is built
+    elif len({tuple(d.get(split) or ()) for d in saved}) > 1:
+        names = sorted({g for d in saved for g in d.get(split) or ()})
+        return (f"the members were fitted with different data.{split} glasses ({', '.join(names)}); "
+                f"name the glasses to score, e.g. --data.{split}=[test0.pickle]")
+    else:
+        glasses = list(saved[0].get(split) or ())
+    return _trained_on(glasses, saved, split)
+
+
+def _trained_on(glasses, saved: list[dict], split: str) -> str | None:
+    trained = sorted(set(glasses) & {g for d in saved for g in d.get("train") or ()})
+    if trained:
+        return (f"data.{split}: {', '.join(trained)} trained some of the members; score glasses none of them "
+                f"trained on, e.g. --data.{split}=[test0.pickle]")
+    return None
+
+
 def _evaluate_ensemble(prog: str, stage: str, cli, ckpts: list[str], out_dir: str | None) -> int:
     """The ensemble of ``ckpts`` on the configured split: its metrics, each member's r, and how the
     members' spread ranks and covers the errors; ``out_dir`` gets the predictions with ``eb_std``."""
@@ -418,12 +446,9 @@ def _evaluate_ensemble(prog: str, stage: str, cli, ckpts: list[str], out_dir: st
     from mgglass.task import pooled_metrics
 
     split = "val" if stage == "validate" else "test"
-    # A cross-validation's fold fits trained on each other's held-out glasses: scoring them on one
-    # of those would report training fit as held-out accuracy.
-    trained = sorted(set(cli.config.data[split] or ()) & {g for c in ckpts for g in _saved_data(c).get("train") or ()})
-    if trained:
-        return fail(prog, f"data.{split}: {', '.join(trained)} trained some of the members; score glasses none of them "
-                          f"trained on, e.g. --data.{split}=[test0.pickle]")
+    problem = _trained_on(cli.config.data[split] or (), [_saved_data(c) for c in ckpts], split)  # a --config's split
+    if problem:
+        return fail(prog, problem)
     try:
         ensemble, _ = load_models([Path(c) for c in ckpts], "cpu")
     except PredictError as e:
