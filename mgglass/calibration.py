@@ -101,7 +101,7 @@ class RecalibrateBatchNorm(L.Callback):
 
     @staticmethod
     def _ema_metrics(pl_module, graphs) -> dict[str, float]:
-        from mgglass.predict import predict_pooled
+        from mgglass.inference import predict_pooled
         from mgglass.task import pooled_metrics
 
         stats = pooled_metrics(*predict_pooled(pl_module, graphs))

@@ -350,7 +350,7 @@ def evaluate_main(stage: str, argv=None) -> int:
     argv, ckpts = _pop_all(argv, "--ckpt_path")
     argv, runs = _pop_all(argv, "--run")
     if runs:
-        from mgglass.predict import PredictError, resolve_checkpoints
+        from mgglass.runs import PredictError, resolve_checkpoints
 
         root = _option_value(argv, "--tracking.root") or "mlruns"
         try:
@@ -435,14 +435,10 @@ def _evaluate_ensemble(prog: str, stage: str, cli, ckpts: list[str], out_dir: st
     members' spread ranks and covers the errors; ``out_dir`` gets the predictions with ``eb_std``."""
     import numpy as np
 
-    from mgglass.ensemble import combine, uncertainty_scores
-    from mgglass.predict import (
-        PredictError,
-        load_models,
-        predict_glass,
-        to_atoms,
-        write_predictions,
-    )
+    from mgglass.ensemble import combine, load_models, uncertainty_scores
+    from mgglass.inference import predict_glass
+    from mgglass.outputs import to_atoms, write_predictions
+    from mgglass.runs import PredictError
     from mgglass.task import pooled_metrics
 
     split = "val" if stage == "validate" else "test"
@@ -478,7 +474,7 @@ def _evaluate_ensemble(prog: str, stage: str, cli, ckpts: list[str], out_dir: st
 def write_split_predictions(cli, split: str, out: Path) -> None:
     """Per-atom predictions of the loaded checkpoint on ``split``: predictions.csv, predictions.extxyz
     (``eb``/``eb_pred`` arrays) and parity.png under ``out``."""
-    from mgglass.predict import write_split_outputs
+    from mgglass.outputs import write_split_outputs
 
     model = cli.config.model.net.class_path.rsplit(".", 1)[-1]
     write_split_outputs(out, cli.model, cli.datamodule.graphs[split], list(cli.config.data.species), model)

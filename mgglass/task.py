@@ -25,6 +25,8 @@ from torchmetrics.regression import (
     SpearmanCorrCoef,
 )
 
+from mgglass.inference import predict_glass, transform_spread
+
 SPLITS = ("train", "val", "test")
 
 
@@ -230,8 +232,6 @@ class EBTask(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
         """One glass -> per-atom eV arrays: ``eb_pred`` (and ``eb_std`` with ``predict_samples``)."""
-        from mgglass.predict import predict_glass, transform_spread
-
         out = {"eb_pred": predict_glass(self, batch, self.predict_chunk_atoms)}
         if self.predict_samples:
             out["eb_std"] = transform_spread(self, batch, self.predict_samples, self.predict_chunk_atoms)

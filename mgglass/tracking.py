@@ -373,7 +373,7 @@ class MLflowTracker(AfterCheckpoint):
         dm = trainer.datamodule
         if dm is None or "test" not in getattr(dm, "graphs", {}):
             return
-        from mgglass.predict import write_split_outputs
+        from mgglass.outputs import write_split_outputs
 
         out = self.ckpt_dir / "test"
         write_split_outputs(out, pl_module, dm.graphs["test"], self.species, self.tags.get("model", ""))

@@ -34,7 +34,7 @@ def small_task():
 
 def test_chunked_prediction_equals_whole_glass(small_task):
     from mgglass.data import glass_to_data, make_glass
-    from mgglass.predict import _subgraph, predict_glass, spatial_cells
+    from mgglass.inference import _subgraph, predict_glass, spatial_cells
 
     data = glass_to_data(make_glass(1500, seed=3))
     whole = predict_glass(small_task, data)
@@ -56,7 +56,7 @@ def test_chunked_prediction_equals_whole_glass(small_task):
 
 def test_spatial_order_renumbers_atoms_and_keeps_the_predictions(small_task):
     from mgglass.data import glass_to_data, make_glass
-    from mgglass.predict import predict_glass, spatially_ordered
+    from mgglass.inference import predict_glass, spatially_ordered
 
     data = glass_to_data(make_glass(1500, seed=4))
     ordered, perm = spatially_ordered(data)

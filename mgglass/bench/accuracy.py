@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mgglass.predict import predict_pooled
+from mgglass.inference import predict_pooled
 from mgglass.task import pooled_metrics
 from mgglass.tracking import AfterCheckpoint, read_run_file
 

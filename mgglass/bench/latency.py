@@ -19,7 +19,8 @@ from pathlib import Path
 def main(argv=None) -> int:
     import torch
 
-    from mgglass.predict import load_task, predict_glass, read_graph
+    from mgglass.inference import predict_glass
+    from mgglass.runs import load_task, read_graph
     from mgglass.runtime import keep_freed_memory
 
     p = argparse.ArgumentParser(prog="mgglass.bench latency", description=__doc__.split("\n\n")[1])

@@ -30,7 +30,8 @@ def worker(ckpt: str, source: str, reps: int, chunk_atoms: int, threads: int) ->
     import torch
 
     from mgglass.data import Glass, glass_to_data, read_glass
-    from mgglass.predict import graph_settings, load_task, predict_glass
+    from mgglass.inference import predict_glass
+    from mgglass.runs import graph_settings, load_task
     from mgglass.runtime import keep_freed_memory
 
     keep_freed_memory()
@@ -113,7 +114,7 @@ def run(ckpt: str, sizes: list[int], reps: int, chunk_atoms: int, threads: int, 
 
 
 def main(argv=None) -> int:
-    from mgglass.predict import CHUNK_ATOMS
+    from mgglass.inference import CHUNK_ATOMS
 
     p = argparse.ArgumentParser(prog="python -m mgglass.bench scaling", description=__doc__.split("\n\n")[2])
     p.add_argument("--ckpt_path", required=True)

@@ -131,7 +131,7 @@ def render(sections: dict, meta: dict) -> str:
 def main(argv=None) -> int:
     import torch
 
-    from mgglass.predict import CHUNK_ATOMS
+    from mgglass.inference import CHUNK_ATOMS
     from mgglass.tracking import git_commit
 
     p = argparse.ArgumentParser(prog="python -m mgglass.bench all", description=__doc__.split("\n\n")[1])

@@ -10,10 +10,14 @@ or checkpoints as one MLflow run (members as params), so ``mgglass.predict --run
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 from scipy.stats import spearmanr
 from torch import nn
+
+from mgglass.runs import PredictError, graph_settings, load_task
 
 
 class EnsembleError(ValueError):
@@ -78,3 +82,16 @@ class EnsembleTask(L.LightningModule):
     def predict_step(self, batch, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
         mean, std = combine([m.predict_step(batch, batch_idx)["eb_pred"] for m in self.members])
         return {"eb_pred": mean, "eb_std": std}
+
+
+def load_models(ckpts: list[Path], device: str):
+    """(one task, or an :class:`mgglass.ensemble.EnsembleTask` of several; the data settings they share)."""
+    loaded = [load_task(c, device) for c in ckpts]
+    if len(loaded) == 1:
+        return loaded[0]
+    settings = [dict(zip(("species", "cutoff", "self_loops"), graph_settings(hp))) for _, hp in loaded]
+    try:
+        check_members(settings, [str(c) for c in ckpts])
+    except EnsembleError as e:
+        raise PredictError(str(e)) from None
+    return EnsembleTask([t for t, _ in loaded]).eval(), loaded[0][1]

@@ -18,12 +18,8 @@ PROG = "mgglass.ensemble"
 
 
 def main(argv=None) -> int:
-    from mgglass.predict import (
-        PredictError,
-        checkpoints_of,
-        load_models,
-        resolve_checkpoints,
-    )
+    from mgglass.ensemble import load_models
+    from mgglass.runs import PredictError, checkpoints_of, resolve_checkpoints
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n", 1)[1])
     src = p.add_mutually_exclusive_group(required=True)

@@ -86,7 +86,7 @@ def _atoms(args, n_atoms: int) -> list[int] | None:
 
 def _glass(args, hp: dict):
     from mgglass.data import GlassDataModule, load_graph
-    from mgglass.predict import graph_settings, read_graph
+    from mgglass.runs import graph_settings, read_graph
 
     species, cutoff, self_loops = graph_settings(hp)
     if args.glass:
@@ -102,13 +102,8 @@ def _glass(args, hp: dict):
 def _explain(args) -> int:
     from tqdm import tqdm
 
-    from mgglass.predict import (
-        _device,
-        graph_settings,
-        load_task,
-        predict_glass,
-        resolve_run,
-    )
+    from mgglass.inference import predict_glass
+    from mgglass.runs import graph_settings, load_task, resolve_device, resolve_run
     from mgglass.tracking import read_run_file
 
     from .analysis import SELECTIONS, half_box_of, select_atoms
@@ -126,7 +121,7 @@ def _explain(args) -> int:
     ckpt = resolve_run(args.run, args.tracking_root, args.tracking_uri) if args.run else Path(args.ckpt_path)
     if not ckpt.is_file():
         raise _Fail(f"ckpt_path: {ckpt}: no such checkpoint")
-    task, hp = load_task(ckpt, _device(args.device))
+    task, hp = load_task(ckpt, resolve_device(args.device))
     species = graph_settings(hp)[0]
     glass_path, data = _glass(args, hp)
     data = data.to(task.device) if task.device.type != "cpu" else data

@@ -79,7 +79,7 @@ def fit_to_glass(analysis: AnalysisSettings, data) -> AnalysisSettings:
 def explain_atoms(task, data, atoms: list[int], settings: ExplainerSettings, analysis: AnalysisSettings,
                   seed: int = 0, progress=None) -> list[AtomExplanation]:
     """Explain ``atoms`` of ``data`` (a glass graph) with ``task``'s net; cycles counted per atom."""
-    from mgglass.predict import receptive_hops
+    from mgglass.inference import receptive_hops
 
     hops = receptive_hops(task.net)
     if hops is None:

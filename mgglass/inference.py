@@ -1,0 +1,140 @@
+"""Eval-mode prediction of whole glasses, the library under the task, ``predict``, ``explain`` and
+the benchmarks: ``predict_glass`` (one glass, whole or in chunks of spatial cells, each predicted on
+its k-hop subgraph so the result equals the whole-glass prediction), SymGNN's spread over sampled
+transforms, and pooled predictions over several glasses."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch
+
+from mgglass.models.symgnn import SAMPLED
+
+# Glasses above this many atoms are predicted in chunks: ~50 MB per 1000 atoms in eval, so a chunk's
+# subgraph (centres + 20-Å halo, ≤ ~3× the centres) stays under ~15 GB, and a 64,000-atom glass goes whole.
+CHUNK_ATOMS = 100_000
+
+
+def receptive_hops(net) -> int | None:
+    """Message-passing depth: an atom's prediction depends on atoms at most this many edges away."""
+    hops = getattr(net, "receptive_hops", None)
+    return int(hops() if callable(hops) else hops) if hops is not None else None
+
+
+def _grid_cell_ids(data, grid: torch.Tensor) -> torch.Tensor:
+    """Each atom's cell (row-major id) in a grid[0]×grid[1]×grid[2] division of the periodic cell,
+    in fractional coordinates."""
+    frac = data.pos.double() @ torch.linalg.inv(data.cell[0].double())
+    ijk = torch.minimum(torch.floor((frac % 1.0) * grid).long(), grid - 1)
+    return (ijk[:, 0] * grid[1] + ijk[:, 1]) * grid[2] + ijk[:, 2]
+
+
+def spatial_cells(data, chunk_atoms: int) -> list[torch.Tensor]:
+    """Atom indices grouped into an n×n×n grid of the cell (fractional coordinates), n chosen so a
+    grid cell holds about ``chunk_atoms`` atoms; empty cells are dropped."""
+    n = max(1, math.ceil((data.num_nodes / max(chunk_atoms, 1)) ** (1 / 3)))
+    cell_id = _grid_cell_ids(data, torch.full((3,), n))
+    order = torch.argsort(cell_id, stable=True)
+    counts = torch.bincount(cell_id, minlength=n**3)
+    return [c for c in torch.split(order, counts.tolist()) if c.numel()]
+
+
+def _subgraph(data, centres: torch.Tensor, hops: int):
+    """The k-hop in-neighbourhood of ``centres`` as a graph, and where the centres sit in it."""
+    from torch_geometric.data import Data
+    from torch_geometric.utils import k_hop_subgraph
+
+    subset, edge_index, mapping, edge_mask = k_hop_subgraph(
+        centres, hops, data.edge_index, relabel_nodes=True, num_nodes=data.num_nodes, flow="source_to_target"
+    )
+    sub = Data(species=data.species[subset], pos=data.pos[subset], cell=data.cell, edge_index=edge_index, edge_vec=data.edge_vec[edge_mask])
+    return sub, mapping
+
+
+def spatially_ordered(data, cell_size: float = 5.0):
+    """(the glass renumbered cell by cell of a ``cell_size``-Å grid, with its edges re-sorted by dst;
+    the permutation: new atom j is old atom perm[j]). Neighbours then sit close in memory, so the
+    message passing's gathers hit cache: whole 64,000-atom glass 73 → 32 s on one core, same predictions."""
+    from torch_geometric.data import Data
+
+    n, e = data.num_nodes, data.edge_index.shape[1]
+    grid = torch.clamp((data.cell[0].double().norm(dim=1) / cell_size).floor().long(), min=1)
+    perm = torch.argsort(_grid_cell_ids(data, grid), stable=True)
+    new_id = torch.empty_like(perm)
+    new_id[perm] = torch.arange(n)
+    edge_index = new_id[data.edge_index]
+    order = torch.argsort(edge_index[1] * n + edge_index[0])
+    out = Data(edge_index=edge_index[:, order])
+    for key, value in data.items():
+        if key != "edge_index":
+            is_tensor = torch.is_tensor(value) and value.dim() > 0
+            out[key] = value[order] if is_tensor and value.shape[0] == e else value[perm] if is_tensor and value.shape[0] == n else value
+    return out, perm
+
+
+@torch.no_grad()
+def predict_glass(task, data, chunk_atoms: int | None = None, reorder_above: int = 2048) -> np.ndarray:
+    """Per-atom eV predictions of ``task`` (eval mode) on one glass graph; in chunks of about
+    ``chunk_atoms`` centre atoms with their k-hop halo when the glass is larger than that. Glasses
+    of more than ``reorder_above`` atoms are predicted in spatial order (:func:`spatially_ordered`)."""
+    perm = None
+    if data.num_nodes > reorder_above and not isinstance(data, Batch):
+        data, perm = spatially_ordered(data)
+    pred = _predict_as_numbered(task, data, chunk_atoms)
+    if perm is None:
+        return pred
+    out = np.empty_like(pred)
+    out[perm.numpy()] = pred
+    return out
+
+
+def _predict_as_numbered(task, data, chunk_atoms: int | None) -> np.ndarray:
+    was_training = task.training
+    task.eval()
+    try:
+        hops = receptive_hops(task.net)  # None: the model does not say, so it is predicted whole
+        if not chunk_atoms or data.num_nodes <= chunk_atoms or hops is None:
+            whole = data if isinstance(data, Batch) else Batch.from_data_list([data])
+            return task.predict_ev(whole.to(task.device)).cpu().double().numpy()
+        out = np.empty(data.num_nodes)
+        for centres in spatial_cells(data, chunk_atoms):
+            sub, mapping = _subgraph(data, centres, hops)
+            pred = task.predict_ev(Batch.from_data_list([sub]).to(task.device))
+            out[centres.numpy()] = pred[mapping.to(pred.device)].cpu().double().numpy()
+        return out
+    finally:
+        task.train(was_training)
+
+
+def sampling_encoder(task):
+    """SymGNN's edge encoder when its distribution draws transforms at random; else ValueError."""
+    enc = getattr(task.net, "edge_encoder", None)
+    if getattr(enc, "distribution", None) not in SAMPLED:
+        raise ValueError(f"--samples needs a SymGNN whose distribution samples transforms ({', '.join(SAMPLED)})")
+    return enc
+
+
+@torch.no_grad()
+def transform_spread(task, data, samples: int, chunk_atoms: int | None = None) -> np.ndarray:
+    """Per-atom std (eV) of the prediction over ``samples`` passes, each encoding the edges with one
+    transform drawn from SymGNN's distribution (seeds 1..K; the usual prediction uses seed 0)."""
+    enc = sampling_encoder(task)
+    saved = enc.k_eval, enc.eval_seed
+    try:
+        enc.k_eval = 1
+        preds = []
+        for s in range(1, samples + 1):
+            enc.eval_seed = saved[1] + s
+            preds.append(predict_glass(task, data, chunk_atoms))
+    finally:
+        enc.k_eval, enc.eval_seed = saved
+    return np.std(np.stack(preds), axis=0)
+
+
+def predict_pooled(task, graphs) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, eV predictions) over whole labelled glasses, pooled."""
+    ps = [predict_glass(task, g) for g in graphs]
+    return np.concatenate([g.y.double().numpy() for g in graphs]), np.concatenate(ps)
