@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from mgglass.cli import ConfigError, build, check_data, fail
 from mgglass.data import GlassDataError
-from mgglass.sweep.trial import OptunaReporter, TrialContext
 from mgglass.workers import RESULT_FILE, watch_parent, write_result
 
 PROG = "mgglass.fit"
-# The run folder of the latest main() in this process (for benchmarks that wrap a fit).
-LAST_RUN: dict[str, str] = {}
+
+
+@dataclass
+class FitResult:
+    """What :func:`run` gives back to a caller that wraps a fit (a sweep trial, a benchmark)."""
+
+    code: int  # the exit code of ``python -m mgglass.fit``
+    ckpt_dir: Path | None = None  # the run folder: checkpoints, config.yaml, result.json
+    run_id: str | None = None  # the MLflow run, when tracking is on
 
 
 def _global_rank() -> int:
@@ -92,25 +99,28 @@ def run_tags(cfg, data_hash: str, argv: list[str] = ()) -> dict[str, str]:
     }
 
 
-def main(argv=None, extra_callbacks=()) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # A sweep trial (mgglass.sweep) is this same fit, told its study and trial by the environment.
-    trial = TrialContext.from_env()
-    reporter = OptunaReporter(trial) if trial else None
+def main(argv=None) -> int:
+    return run(list(sys.argv[1:] if argv is None else argv)).code
+
+
+def run(argv: list[str], callbacks=(), tags: dict[str, str] | None = None) -> FitResult:
+    """``python -m mgglass.fit`` with ``argv``, plus ``callbacks`` on the Trainer and ``tags`` on the
+    MLflow run: the hook a sweep trial or a benchmark wraps the fit with. A callback whose ``pruned``
+    is true when training ends marks the fit PRUNED (no test); a callback's ``final_tags()`` are
+    added to the run when it finishes."""
     watch_parent()  # a fit started by a sweep or a cross-validation ends when its parent dies
     try:
-        cli = build(argv, extra_callbacks=[*extra_callbacks, *([reporter] if reporter else [])])
+        cli = build(argv, extra_callbacks=list(callbacks))
         cfg, trainer, task, dm = cli.config, cli.trainer, cli.model, cli.datamodule
         # Rank 0 checks (and generates/downloads) the files; other ranks get them through
         # Lightning's prepare_data + barrier, so concurrent ranks never write the same file.
         data_hash = check_data(dm) if _global_rank() == 0 else ""
         ckpt_dir = Path(cfg.checkpoint.dirpath)
-        LAST_RUN["ckpt_dir"] = str(ckpt_dir)
         ckpt_path = resolve_ckpt(cfg.ckpt_path, ckpt_dir)
     except ConfigError as e:
-        return fail(PROG, str(e))
+        return FitResult(fail(PROG, str(e)))
     except GlassDataError as e:
-        return fail(PROG, str(e), 1)
+        return FitResult(fail(PROG, str(e), 1))
 
     from mgglass.tracking import MLflowTracker, flatten
 
@@ -131,25 +141,25 @@ def main(argv=None, extra_callbacks=()) -> int:
             resume=resume,
             params=params,
             config_yaml=config_yaml,
-            tags={**run_tags(cfg, data_hash, argv), **(trial.tags() if trial else {})},
+            tags={**run_tags(cfg, data_hash, argv), **(tags or {})},
             species=list(cfg.data.species),
         )
         trainer.callbacks.append(tracker)
     try:
         trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
         if trainer.interrupted:
-            return 130
+            return FitResult(130, ckpt_dir)
         ckpt = trainer.checkpoint_callback
         # Read both before testing: restoring the best checkpoint also restores the callback's state.
         best = ckpt.best_model_path if ckpt is not None else ""
         last = ckpt.last_model_path if ckpt is not None else ""
         score = ckpt.best_model_score if ckpt is not None else None
         epochs = len(task.history)  # before the test loads the best checkpoint, whose history is shorter
-        pruned = reporter is not None and reporter.pruned
+        pruned = any(getattr(cb, "pruned", False) for cb in callbacks)
         if not pruned:  # a pruned trial's model is not worth a test
             trainer.test(task, datamodule=dm, ckpt_path=best or None, verbose=trainer.is_global_zero)
     except GlassDataError as e:
-        return fail(PROG, str(e), 1)
+        return FitResult(fail(PROG, str(e), 1), ckpt_dir)
     if trainer.is_global_zero:  # what a sweep or cross-validation reads back (mgglass.workers)
         write_result(
             ckpt_dir,
@@ -163,9 +173,9 @@ def main(argv=None, extra_callbacks=()) -> int:
             test=task.last_metrics.get("test", {}) if not pruned else {},
         )
     if tracker is not None:
-        extra = {"optuna_state": "PRUNED" if pruned else "COMPLETE"} if trial else {}
+        extra = {k: v for cb in callbacks if hasattr(cb, "final_tags") for k, v in cb.final_tags().items()}
         tracker.finish([best, last], tags=extra)
-    return 0
+    return FitResult(0, ckpt_dir, tracker.run_id if tracker is not None else None)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Running a study's trials: each one a ``python -m mgglass.fit`` subprocess on its own devices.
+"""Running a study's trials: each one a ``python -m mgglass.sweep.trial`` subprocess (a fit with the
+trial's reporter) on its own devices.
 
 Workers are threads of the sweep process, each holding one device slot (a group of
 ``devices_per_trial`` GPUs, or a share of the CPU cores), driving Optuna's own ``optimize`` loop
@@ -66,7 +67,7 @@ class Runner:
 
     # -- one trial ----------------------------------------------------------------------------
     def command(self, values: dict, number: int, slot: Slot) -> list[str]:
-        args = [sys.executable, "-m", "mgglass.fit"]
+        args = [sys.executable, "-m", "mgglass.sweep.trial"]  # mgglass.fit's arguments, with the trial's reporter
         for c in self.spec.configs:
             args += ["--config", c]
         args += dotted_args(self.spec.overrides)

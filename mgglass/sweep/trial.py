@@ -1,5 +1,6 @@
-"""The fit's side of a sweep trial: a trial is a plain ``python -m mgglass.fit`` whose environment
-names its study and trial (``MGGLASS_SWEEP_TRIAL``, set by :mod:`mgglass.sweep.runner`).
+"""The fit's side of a sweep trial: ``python -m mgglass.sweep.trial`` takes the arguments of
+``python -m mgglass.fit`` and runs that fit (:func:`mgglass.fit.run`) with a reporter, its
+environment naming the study and trial (``MGGLASS_SWEEP_TRIAL``, set by :mod:`mgglass.sweep.runner`).
 
 Rank 0 reports the objective's validation value after every epoch and asks the pruner; the decision
 is broadcast so every DDP rank stops together (Optuna's Lightning callback cannot do that: under
@@ -13,8 +14,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 
+from mgglass import fit
 from mgglass.tracking import AfterCheckpoint
 
 ENV = "MGGLASS_SWEEP_TRIAL"
@@ -68,6 +71,9 @@ class OptunaReporter(AfterCheckpoint):
         )
         self._trial = optuna.trial.Trial(study, self.ctx.trial_id)
 
+    def final_tags(self) -> dict[str, str]:
+        return {"optuna_state": "PRUNED" if self.pruned else "COMPLETE"}
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         prune = False
         if trainer.is_global_zero and self._trial is not None:
@@ -81,3 +87,16 @@ class OptunaReporter(AfterCheckpoint):
         if prune:
             self.pruned = True
             trainer.should_stop = True
+
+
+def main(argv=None) -> int:
+    ctx = TrialContext.from_env()
+    if ctx is None:
+        print(f"mgglass.sweep.trial: error: no {ENV} in the environment (trials are started by python -m mgglass.sweep)",
+              file=sys.stderr, flush=True)
+        return 2
+    return fit.run(list(sys.argv[1:] if argv is None else argv), callbacks=[OptunaReporter(ctx)], tags=ctx.tags()).code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
