@@ -235,7 +235,7 @@ class MLflowTracker(AfterCheckpoint):
             self.client.set_tag(self.run_id, "resumed", str(int(run.data.tags.get("resumed", "0")) + 1))
             return
         self._create_run()
-        self._log_glasses(trainer.datamodule)
+        self._log_glasses(getattr(trainer, "datamodule", None))  # None: a Trainer fitted without a datamodule
 
     def _log_glasses(self, datamodule) -> None:
         """Each glass of the split as an MLflow dataset input of the run (the UI's "Datasets"), tagged
