@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,45 @@ def fit_env(base: Path) -> dict:
     # Test-only callbacks (tests/_slow_epochs.py) importable by the fits the tests start.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")]))
     return env
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of the processes whose command line contains ``marker``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker.encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+def kill_when_logged(module: str, args: list[str], base: Path, log: Path, child: str) -> bool:
+    """Start ``python -m module args``, SIGKILL it once its child's ``log`` shows epoch 0, then give the
+    orphaned child (command line containing ``child``) 10 s to notice and end itself; returns whether
+    it is still running."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=fit_env(base),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if log.is_file() and "epoch   0" in log.read_text():
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"{log.name}: the child fit never trained")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for _ in range(20):
+        if not processes_with(child):
+            break
+        time.sleep(0.5)
+    return bool(processes_with(child))
 
 
 def run_cli(module: str, args: list[str], base: Path, timeout: int = 300) -> subprocess.CompletedProcess:

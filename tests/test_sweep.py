@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from test_fit import ROOT, artifact_paths, client_for, fit_env, run_cli
+from test_fit import (
+    ROOT,
+    artifact_paths,
+    client_for,
+    kill_when_logged,
+    run_cli,
+)
 
 from mgglass.tracking import ui_name
 
@@ -240,18 +241,6 @@ def test_ddp_trial_is_pruned_on_every_rank(tmp_path):
 
 
 # -- kill -9 and continue --------------------------------------------------------------------------
-def _trial_processes(marker: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker.encode() in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
-    return pids
-
-
 def test_killed_sweep_continues_and_retries_the_interrupted_trial(tmp_path):
     from optuna.trial import TrialState
 
@@ -260,29 +249,9 @@ def test_killed_sweep_continues_and_retries_the_interrupted_trial(tmp_path):
     # Epochs of >= 1.5 s (tests/_slow_epochs.py): the kill lands between trial 1's first epoch and its end.
     args = ["--config", str(path), f"--tracking.root={root}", "--trainer.max_epochs=3", "--trainer.callbacks+=_slow_epochs.SlowEpochs"]
     log = root / "checkpoints" / "killed" / "trial-1.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mgglass.sweep", *args], cwd=ROOT, env=fit_env(tmp_path),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:  # kill once trial 1 has trained an epoch (trial 0 is done)
-            if log.is_file() and "epoch   0" in log.read_text():
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("trial 1 never trained")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    marker = str(root / "checkpoints" / "killed" / "trial-1")
-    for _ in range(20):  # the orphaned trial notices its sweep is gone and ends its process group
-        if not _trial_processes(marker):
-            break
-        time.sleep(0.5)
-    assert not _trial_processes(marker), "the killed sweep's trial kept training"
+    # Killed once trial 1 has trained an epoch (trial 0 is done); its trial notices and ends its process group.
+    orphan = kill_when_logged("mgglass.sweep", args, tmp_path, log, str(root / "checkpoints" / "killed" / "trial-1"))
+    assert not orphan, "the killed sweep's trial kept training"
     states = [t.state for t in load(root, "killed").get_trials()]
     assert states == [TrialState.COMPLETE, TrialState.RUNNING]
 
