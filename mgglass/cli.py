@@ -363,7 +363,8 @@ def evaluate_main(stage: str, argv=None) -> int:
         if not Path(ckpt).is_file():
             return fail(prog, f"ckpt_path: {ckpt}: no such checkpoint")
     split = "val" if stage == "validate" else "test"
-    problem = _ensemble_split_problem(argv, ckpts, split) if len(ckpts) > 1 else None
+    member_data = [_saved_data(c) for c in ckpts] if len(ckpts) > 1 else []  # the members' own data sections
+    problem = _ensemble_split_problem(argv, member_data, split) if member_data else None
     if problem:
         return fail(prog, problem)
     if not any(a == "--config" or a.startswith("--config=") for a in argv):
@@ -376,7 +377,7 @@ def evaluate_main(stage: str, argv=None) -> int:
         cli = build([*argv, "--tracking.enabled=false", f"--checkpoint.dirpath={Path(ckpts[0]).parent}"])
         check_data(cli.datamodule)
         if len(ckpts) > 1:
-            return _evaluate_ensemble(prog, stage, cli, ckpts, out_dir)
+            return _evaluate_ensemble(prog, split, cli, ckpts, member_data, out_dir)
         run = cli.trainer.validate if stage == "validate" else cli.trainer.test
         results = run(cli.model, datamodule=cli.datamodule, ckpt_path=ckpts[0], verbose=False)
     except ConfigError as e:
@@ -386,7 +387,7 @@ def evaluate_main(stage: str, argv=None) -> int:
     if cli.trainer.is_global_zero:
         metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
         if out_dir:
-            write_split_predictions(cli, "val" if stage == "validate" else "test", Path(out_dir))
+            write_split_predictions(cli, split, Path(out_dir))
             metrics["out"] = str(out_dir)
         print(json.dumps({"checkpoint": ckpts[0], **metrics}), flush=True)
     return 0
@@ -400,13 +401,12 @@ def _saved_data(ckpt: str) -> dict:
     return ((yaml.safe_load(saved.read_text()) or {}).get("data") or {}) if saved.is_file() else {}
 
 
-def _ensemble_split_problem(argv: list[str], ckpts: list[str], split: str) -> str | None:
-    """Why several checkpoints cannot be scored on the ``split`` the command line gives them (None if
-    they can). A cross-validation's fold fits were each tested on their own glass, which the other
+def _ensemble_split_problem(argv: list[str], saved: list[dict], split: str) -> str | None:
+    """Why several checkpoints (``saved``: each one's saved data section) cannot be scored on the
+    ``split`` the command line gives them (None if they can). A cross-validation's fold fits were each tested on their own glass, which the other
     folds trained on: scored there, training fit would read as held-out accuracy."""
     import yaml
 
-    saved = [_saved_data(c) for c in ckpts]
     given = _option_value(argv, f"--data.{split}")
     if given is not None:
         glasses = yaml.safe_load(given)
@@ -430,19 +430,18 @@ def _trained_on(glasses, saved: list[dict], split: str) -> str | None:
     return None
 
 
-def _evaluate_ensemble(prog: str, stage: str, cli, ckpts: list[str], out_dir: str | None) -> int:
+def _evaluate_ensemble(prog: str, split: str, cli, ckpts: list[str], saved: list[dict], out_dir: str | None) -> int:
     """The ensemble of ``ckpts`` on the configured split: its metrics, each member's r, and how the
     members' spread ranks and covers the errors; ``out_dir`` gets the predictions with ``eb_std``."""
     import numpy as np
 
-    from mgglass.ensemble import combine, load_models, uncertainty_scores
+    from mgglass.ensemble import load_models, score_members
     from mgglass.inference import predict_glass
     from mgglass.outputs import to_atoms, write_predictions
     from mgglass.runs import PredictError
     from mgglass.task import pooled_metrics
 
-    split = "val" if stage == "validate" else "test"
-    problem = _trained_on(cli.config.data[split] or (), [_saved_data(c) for c in ckpts], split)  # a --config's split
+    problem = _trained_on(cli.config.data[split] or (), saved, split)  # a --config's split
     if problem:
         return fail(prog, problem)
     try:
@@ -450,21 +449,21 @@ def _evaluate_ensemble(prog: str, stage: str, cli, ckpts: list[str], out_dir: st
     except PredictError as e:
         return fail(prog, str(e))
     dm = cli.datamodule
-    dm.setup(stage)
+    dm.setup()  # every split
     graphs = [g for g in dm.graphs[split] if "y" in g]
     if not graphs:
         return fail(prog, f"the {split} split has no labelled glass to score")
-    per_member = [[predict_glass(m, g) for g in graphs] for m in ensemble.members]
-    combined = [combine([pm[i] for pm in per_member]) for i in range(len(graphs))]
+    members = [np.concatenate([predict_glass(m, g) for g in graphs]) for m in ensemble.members]
     y = np.concatenate([g.y.double().numpy() for g in graphs])
-    mean = np.concatenate([c[0] for c in combined])
-    std = np.concatenate([c[1] for c in combined])
-    member_r = [pooled_metrics(y, np.concatenate(pm))["r"] for pm in per_member]
+    mean, std, scores = score_members(y, members)
     out = {"checkpoints": list(ckpts), "members": len(ckpts), **{f"{split}_{k}": v for k, v in pooled_metrics(y, mean).items()},
-           f"member_{split}_r": member_r, f"best_member_{split}_r": max(member_r), "uncertainty": uncertainty_scores(y, mean, std)}
+           f"member_{split}_r": scores["member_r"], f"best_member_{split}_r": scores["best_member_r"],
+           "uncertainty": scores["uncertainty"]}
     if out_dir:
         species = list(cli.config.data.species)
-        frames = [to_atoms(g, species, {"eb": g.y.double().numpy(), "eb_pred": m, "eb_std": s}) for g, (m, s) in zip(graphs, combined)]
+        cuts = np.cumsum([g.num_nodes for g in graphs])[:-1]  # the pooled atoms back to their glasses
+        frames = [to_atoms(g, species, {"eb": g.y.double().numpy(), "eb_pred": m, "eb_std": s})
+                  for g, m, s in zip(graphs, np.split(mean, cuts), np.split(std, cuts))]
         write_predictions(Path(out_dir) / "predictions.extxyz", frames)
         out["out"] = str(out_dir)
     print(json.dumps(out), flush=True)

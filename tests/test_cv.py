@@ -6,17 +6,12 @@ members' mean and spread exactly, and bad inputs are one-line errors."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_fit import ROOT, SMOKE, client_for, fit_env, run_cli
+from test_fit import SMOKE, client_for, kill_when_logged, run_cli
 
 GLASSES = "train0.xyz,train1.xyz,train2.xyz,val0.xyz"  # the smoke config's synthetic names
 ARGS = ["--config", SMOKE, "--glasses", GLASSES, "--level_key", "cn", "--workers", "1", "--trainer.max_epochs=3"]
@@ -52,18 +47,6 @@ def test_folds_hold_every_glass_out_once_and_never_train_on_it():
 
 
 # -- a cross-validation killed with -9, then run again ---------------------------------------------
-def _fits_of(marker: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker.encode() in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
-    return pids
-
-
 @pytest.fixture(scope="module")
 def cv(tmp_path_factory):
     """4 synthetic glasses, one worker: killed (-9) once the second fold has trained an epoch, then
@@ -74,27 +57,7 @@ def cv(tmp_path_factory):
     # Epochs of >= 1.5 s (tests/_slow_epochs.py): the kill lands between a fold's first epoch and its end.
     args = [*ARGS, f"--tracking.root={root}", "--reference", "none", "--trainer.callbacks+=_slow_epochs.SlowEpochs"]
     folds = root / "checkpoints" / "cv-smoke"
-    proc = subprocess.Popen([sys.executable, "-m", "mgglass.cv", *args], cwd=ROOT, env=fit_env(base),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            log = folds / "train1-s0.log"
-            if log.is_file() and "epoch   0" in log.read_text():
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the second fold never trained")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    for _ in range(20):  # the orphaned fold fit notices and ends itself
-        if not _fits_of(str(folds / "train1-s0")):
-            break
-        time.sleep(0.5)
-    orphan = bool(_fits_of(str(folds / "train1-s0")))
+    orphan = kill_when_logged("mgglass.cv", args, base, folds / "train1-s0.log", str(folds / "train1-s0"))
     first = json.loads((folds / "train0-s0" / "result.json").read_text())
     first_mtime = (folds / "train0-s0" / "result.json").stat().st_mtime
     interrupted = (folds / "train1-s0" / "result.json").is_file()
@@ -228,6 +191,10 @@ def test_predict_and_test_take_the_cv_run_as_an_ensemble(cv, tmp_path, monkeypat
     for extra, what in (([], "different data.test glasses"), (["--data.test=[train2.xyz]"], "train2.xyz trained some of the members")):
         t = run_cli("mgglass.test", ["--run", parent.info.run_id, f"--tracking.root={cv['root']}", *extra], cv["base"])
         assert t.returncode == 2 and len(t.stderr.strip().splitlines()) == 1 and what in t.stderr, t.stderr
+    # Without --config: the members' saved configs, scored on a glass none of them trained on.
+    t = run_cli("mgglass.test", ["--run", parent.info.run_id, f"--tracking.root={cv['root']}", "--data.test=[test0.xyz]"], cv["base"])
+    assert t.returncode == 0, t.stderr[-2000:]
+    assert json.loads(t.stdout.strip().splitlines()[-1])["members"] == 4
 
 
 def test_ensemble_command_records_members_and_refuses_bad_ones(cv, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgglass.ensemble import combine, uncertainty_scores
+from mgglass.ensemble import score_members
 from mgglass.task import pooled_metrics
 
 COLUMNS = ("model", "held_out", "val", "seed", "atoms", "level", "label_mean", "pred_mean", "r", "r2", "mae", "spearman")
@@ -28,10 +28,9 @@ def fold_row(model: str, held_out: str, val: str, seed: str, y: np.ndarray, p: n
 def ensemble_row(model: str, held_out: str, val: str, y: np.ndarray, members: list[np.ndarray], level: float) -> dict:
     """The row of the members' mean on one held-out glass, with its best member and how the members'
     spread ranks and covers the errors."""
-    mean, std = combine(members)
+    mean, _, scores = score_members(y, members)
     row = fold_row(model, held_out, val, "ensemble", y, mean, level)
-    row.update(members=len(members), best_member_r=max(pooled_metrics(y, p)["r"] for p in members),
-               **uncertainty_scores(y, mean, std))
+    row.update(members=len(members), best_member_r=scores["best_member_r"], **scores["uncertainty"])
     return row
 
 

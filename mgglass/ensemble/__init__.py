@@ -18,6 +18,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from mgglass.runs import PredictError, graph_settings, load_task
+from mgglass.task import pooled_metrics
 
 
 class EnsembleError(ValueError):
@@ -43,6 +44,14 @@ def uncertainty_scores(y: np.ndarray, p: np.ndarray, std: np.ndarray, top: float
     rho = float(spearmanr(std, err).statistic) if np.ptp(std) > 0 else float("nan")
     return {"spearman_std_abs_error": rho, f"top{round(top * 100)}_overlap": hit, "chance": top,
             "within_1std": float(np.mean(err <= std)), "within_2std": float(np.mean(err <= 2 * std))}
+
+
+def score_members(y: np.ndarray, members: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(mean, spread, scores) of members' per-atom predictions against labels ``y``: scores are each
+    member's r, the best member's r and :func:`uncertainty_scores` of the spread."""
+    mean, std = combine(members)
+    member_r = [pooled_metrics(y, p)["r"] for p in members]
+    return mean, std, {"member_r": member_r, "best_member_r": max(member_r), "uncertainty": uncertainty_scores(y, mean, std)}
 
 
 def check_members(settings: list[dict], names: list[str]) -> None:
