@@ -140,7 +140,7 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a reused pid that is not a sweep does not keep a trial alive
+    try:  # a reused pid of another program is not ours
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True

@@ -136,10 +136,10 @@ def main(argv=None) -> int:
     if not any(a.startswith("--tracking.run_name") for a in fit_args):
         fit_args.append("--tracking.run_name=bench-accuracy")
     curve = TestCurve()
-    result = fit.run(fit_args, callbacks=[curve])
-    if result.code != 0 or not curve.rows:
-        return result.code or 1
-    out = result.ckpt_dir
+    fitted = fit.run(fit_args, callbacks=[curve])
+    if fitted.code != 0 or not curve.rows:
+        return fitted.code or 1
+    out = fitted.ckpt_dir
     result = {**summary(curve.rows, args.threshold), "fit_args": fit_args}
     (out / "accuracy.json").write_text(json.dumps({"summary": result, "rows": selected_curve(curve.rows)}, indent=1))
     title = " ".join(a for a in fit_args if not a.startswith("--tracking"))

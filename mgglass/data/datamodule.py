@@ -87,6 +87,7 @@ class GlassDataModule(L.LightningDataModule):
         self.y_mean: float | None = None
         self.y_std: float | None = None
         self.graphs: dict[str, list] = {}
+        self._digests: list[tuple[str, Path, str]] | None = None  # see file_digests
 
     # -- files ---------------------------------------------------------------------------------
     def files(self, split: str) -> list[Path]:
@@ -98,8 +99,11 @@ class GlassDataModule(L.LightningDataModule):
         return resolve_files(names, hp.root, hp.base_url)
 
     def file_digests(self) -> list[tuple[str, Path, str]]:
-        """(split, file, SHA-256 of its bytes) for every glass of every split."""
-        return [(split, path, sha256_file(path)) for split in ("train", "val", "test") for path in self.files(split)]
+        """(split, file, SHA-256 of its bytes) for every glass of every split; read once (the fit's
+        data hash and the run's dataset inputs both use them)."""
+        if self._digests is None:
+            self._digests = [(split, path, sha256_file(path)) for split in ("train", "val", "test") for path in self.files(split)]
+        return self._digests
 
     def content_hash(self) -> str:
         """SHA-256 over every split's file names and bytes: the dataset tag of a run."""
