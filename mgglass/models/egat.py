@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch_scatter import gather_csr, segment_csr
 
 from .dropout import Dropout
+from .fused import MLPBlock
 
 warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
 
@@ -242,6 +243,35 @@ class _EdgeBlock(torch.autograd.Function):
         return grad_src, grad_dst, grad_e, grad_w, None, None, None, None, None, *param_grads, None
 
 
+@torch.no_grad()
+def _edge_block_eval(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: int | None, norm: nn.BatchNorm1d,
+                     lin: nn.Linear, extra_w: Tensor) -> tuple[Tensor, Tensor]:
+    """``_EdgeBlock``'s forward with the norm's running statistics (evaluation, no gradient), edge chunk
+    by edge chunk: each chunk's f goes straight into the projection while in cache, so the [E, H·C]
+    edge features are never materialised (266 MB per 8000-atom glass at 8 heads, 2 GB at 64,000)."""
+    invstd = torch.rsqrt(norm.running_var + norm.eps)
+    scale = norm.weight * invstd
+    shift = norm.bias - norm.running_mean * scale
+    w_cat = torch.cat([lin.weight * scale, extra_w]).t()
+    b_cat = torch.cat([lin.bias + lin.weight @ shift, lin.bias.new_zeros(extra_w.shape[0])])
+    num_edges, hc, k = e.shape[0], w_e.shape[0], lin.weight.shape[0]
+    step = max(1, (chunk_floats or _EdgeTransform.chunk_floats) // hc)
+    y, z = e.new_empty(num_edges, k), e.new_empty(num_edges, extra_w.shape[0])
+    buf, buf2 = e.new_empty(2, min(step, num_edges), hc)
+    out = e.new_empty(min(step, num_edges), w_cat.shape[1])
+    w_t = w_e.t()
+    for s in range(0, num_edges, step):
+        sl = slice(s, s + step)
+        rows = e[sl].shape[0]
+        b, b2, o = buf[:rows], buf2[:rows], out[:rows]
+        torch.index_select(p_src, 0, src[sl], out=b)
+        torch.index_select(p_dst, 0, dst[sl], out=b2)
+        f = F.leaky_relu_(torch.addmm(b.add_(b2), e[sl], w_t, out=b2), slope)
+        torch.addmm(b_cat, f, w_cat, out=o)
+        y[sl], z[sl] = o[:, :k], o[:, k:]
+    return y, z
+
+
 def _cat_grads(gy: Tensor | None, gz: Tensor | None, x: Tensor, lin_w: Tensor, w_cat: Tensor) -> Tensor:
     """[∂y ‖ ∂z] with zeros for an output that got no gradient."""
     n, k = x.shape[0], lin_w.shape[0]
@@ -347,6 +377,8 @@ class EGATLayer(nn.Module):
     of an unnormalised sum of messages added to the attention-weighted mean (module docstring).
     """
 
+    fused_eval = True  # evaluation: edge features and their projection chunk by chunk (_edge_block_eval)
+
     def __init__(
         self,
         node_dim: int = 32,
@@ -399,7 +431,9 @@ class EGATLayer(nn.Module):
         # edge head reads f itself, the same product also gives the edge projection.
         attn = torch.block_diag(*self.attn.unsqueeze(1))
         fe = None
-        if self.update_edges and self.concat:
+        if self.update_edges and self.concat and self.fused_eval and not torch.is_grad_enabled() and not _uses_batch_stats(self.edge_norm):
+            fe, logits = _edge_block_eval(*edge_args, self.edge_norm, self.edge_proj, attn)
+        elif self.update_edges and self.concat:
             norm, proj = self.edge_norm, self.edge_proj
             fe, logits = _EdgeBlock.apply(
                 *edge_args, norm, norm.weight, norm.bias, proj.weight, proj.bias, attn, self.recompute_edges
@@ -426,7 +460,8 @@ class EGATLayer(nn.Module):
 
 
 def mlp_block(dims: list[int]) -> nn.Sequential:
-    """(Linear, BatchNorm, ReLU) for each consecutive pair of ``dims``.
+    """(Linear, BatchNorm, ReLU) for each consecutive pair of ``dims`` (an :class:`~mgglass.models.fused.MLPBlock`:
+    two such blocks on many rows run fused).
 
     The ReLU works in place: batch norm's backward needs only its input, so autograd then keeps one
     activation per block instead of two (it matters on [K·E, hidden] edge inputs).
@@ -434,7 +469,7 @@ def mlp_block(dims: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, o in itertools.pairwise(dims):
         layers += [nn.Linear(i, o), nn.BatchNorm1d(o), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
+    return MLPBlock(*layers)
 
 
 class PredictionModule(nn.Module):
