@@ -11,11 +11,15 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch
 
+from mgglass.data.order import grid_cell_ids, spatially_ordered
 from mgglass.models.symgnn import SAMPLED
 
-# Glasses above this many atoms are predicted in chunks: ~50 MB per 1000 atoms in eval, so a chunk's
-# subgraph (centres + 20-Å halo, ≤ ~3× the centres) stays under ~15 GB, and a 64,000-atom glass goes whole.
+# Glasses above this many atoms are predicted in parts. SymGNN and its EGAT variants go layer by
+# layer over ranges of at most DST_RANGE atoms (exact, no halo; ~8 KB per atom held); other models in
+# spatial chunks of about CHUNK_ATOMS centre atoms with their k-hop halo (20 Å: ~2.4× the centres at
+# 100,000), a chunk's subgraph at ~50 MB per 1000 atoms.
 CHUNK_ATOMS = 100_000
+DST_RANGE = 16_384
 
 
 def receptive_hops(net) -> int | None:
@@ -24,19 +28,11 @@ def receptive_hops(net) -> int | None:
     return int(hops() if callable(hops) else hops) if hops is not None else None
 
 
-def _grid_cell_ids(data, grid: torch.Tensor) -> torch.Tensor:
-    """Each atom's cell (row-major id) in a grid[0]×grid[1]×grid[2] division of the periodic cell,
-    in fractional coordinates."""
-    frac = data.pos.double() @ torch.linalg.inv(data.cell[0].double())
-    ijk = torch.minimum(torch.floor((frac % 1.0) * grid).long(), grid - 1)
-    return (ijk[:, 0] * grid[1] + ijk[:, 1]) * grid[2] + ijk[:, 2]
-
-
 def spatial_cells(data, chunk_atoms: int) -> list[torch.Tensor]:
     """Atom indices grouped into an n×n×n grid of the cell (fractional coordinates), n chosen so a
     grid cell holds about ``chunk_atoms`` atoms; empty cells are dropped."""
     n = max(1, math.ceil((data.num_nodes / max(chunk_atoms, 1)) ** (1 / 3)))
-    cell_id = _grid_cell_ids(data, torch.full((3,), n))
+    cell_id = grid_cell_ids(data, torch.full((3,), n))
     order = torch.argsort(cell_id, stable=True)
     counts = torch.bincount(cell_id, minlength=n**3)
     return [c for c in torch.split(order, counts.tolist()) if c.numel()]
@@ -54,32 +50,13 @@ def _subgraph(data, centres: torch.Tensor, hops: int):
     return sub, mapping
 
 
-def spatially_ordered(data, cell_size: float = 5.0):
-    """(the glass renumbered cell by cell of a ``cell_size``-Å grid, with its edges re-sorted by dst;
-    the permutation: new atom j is old atom perm[j]). Neighbours then sit close in memory, so the
-    message passing's gathers hit cache: whole 64,000-atom glass 73 → 32 s on one core, same predictions."""
-    from torch_geometric.data import Data
-
-    n, e = data.num_nodes, data.edge_index.shape[1]
-    grid = torch.clamp((data.cell[0].double().norm(dim=1) / cell_size).floor().long(), min=1)
-    perm = torch.argsort(_grid_cell_ids(data, grid), stable=True)
-    new_id = torch.empty_like(perm)
-    new_id[perm] = torch.arange(n)
-    edge_index = new_id[data.edge_index]
-    order = torch.argsort(edge_index[1] * n + edge_index[0])
-    out = Data(edge_index=edge_index[:, order])
-    for key, value in data.items():
-        if key != "edge_index":
-            is_tensor = torch.is_tensor(value) and value.dim() > 0
-            out[key] = value[order] if is_tensor and value.shape[0] == e else value[perm] if is_tensor and value.shape[0] == n else value
-    return out, perm
-
-
 @torch.no_grad()
 def predict_glass(task, data, chunk_atoms: int | None = None, reorder_above: int = 2048) -> np.ndarray:
-    """Per-atom eV predictions of ``task`` (eval mode) on one glass graph; in chunks of about
-    ``chunk_atoms`` centre atoms with their k-hop halo when the glass is larger than that. Glasses
-    of more than ``reorder_above`` atoms are predicted in spatial order (:func:`spatially_ordered`)."""
+    """Per-atom eV predictions of ``task`` (eval mode) on one glass graph. Glasses larger than
+    ``chunk_atoms`` (None or 0: never) go in parts: SymGNN-family nets layer by layer over ranges of
+    min(``chunk_atoms``, ``DST_RANGE``) atoms (``predict_by_dst``, also for any glass above that range),
+    others in chunks of about ``chunk_atoms`` centre atoms with their k-hop halo. Glasses of more than
+    ``reorder_above`` atoms are predicted in spatial order (:func:`spatially_ordered`)."""
     perm = None
     if data.num_nodes > reorder_above and not isinstance(data, Batch):
         data, perm = spatially_ordered(data)
@@ -96,6 +73,10 @@ def _predict_as_numbered(task, data, chunk_atoms: int | None) -> np.ndarray:
     task.eval()
     try:
         hops = receptive_hops(task.net)  # None: the model does not say, so it is predicted whole
+        by_dst = getattr(task.net, "predict_by_dst", None)
+        dst_range = min(chunk_atoms or 0, DST_RANGE)
+        if by_dst is not None and dst_range and data.num_nodes > dst_range and not isinstance(data, Batch):
+            return task.to_ev(by_dst(Batch.from_data_list([data]).to(task.device), dst_range)).cpu().double().numpy()
         if not chunk_atoms or data.num_nodes <= chunk_atoms or hops is None:
             whole = data if isinstance(data, Batch) else Batch.from_data_list([data])
             return task.predict_ev(whole.to(task.device)).cpu().double().numpy()

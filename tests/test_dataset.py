@@ -186,3 +186,24 @@ def test_auxiliary_targets_are_part_of_the_cache_key(tmp_path):
     assert with_aux.aux.shape == (32, 1)
     torch.testing.assert_close(again.aux, with_aux.aux)
     assert len(list(cache.glob("*.pt"))) == 2
+
+
+def test_training_glasses_are_held_in_spatial_order_with_their_labels(tmp_path):
+    from mgglass.data import load_graph
+    from mgglass.data.order import grid_cell_ids
+
+    dm = GlassDataModule(root="synthetic", train=["a.extxyz"], val=["v.extxyz"], test=["t.extxyz"], synthetic_atoms=400,
+                         cache=str(tmp_path))
+    dm.setup("fit")
+    train, val = dm.graphs["train"][0], dm.graphs["val"][0]
+    raw = load_graph(dm.files("train")[0], cache=False)
+    grid = torch.clamp((train.cell[0].double().norm(dim=1) / 5.0).floor().long(), min=1)
+    cells = grid_cell_ids(train, grid)
+    assert bool((cells[1:] >= cells[:-1]).all()) and not torch.equal(train.pos, raw.pos)  # renumbered by cell
+    # the same atoms with their labels and the same edges (dst-sorted) under the renumbering
+    perm = torch.cdist(train.pos.double(), raw.pos.double()).argmin(1)
+    assert torch.equal(perm.sort().values, torch.arange(raw.num_nodes))
+    assert torch.equal(train.y, raw.y[perm]) and torch.equal(train.species, raw.species[perm])
+    assert bool((train.edge_index[1][1:] >= train.edge_index[1][:-1]).all())
+    assert sorted(map(tuple, perm[train.edge_index].t().tolist())) == sorted(map(tuple, raw.edge_index.t().tolist()))
+    assert torch.equal(val.pos, load_graph(dm.files("val")[0], cache=False).pos)  # validation keeps the file's order

@@ -32,13 +32,22 @@ def small_task():
     return task.eval()
 
 
-def test_chunked_prediction_equals_whole_glass(small_task):
+@pytest.mark.parametrize("path", ["by_dst", "halo"])
+def test_chunked_prediction_equals_whole_glass(small_task, path, monkeypatch):
     from mgglass.data import glass_to_data, make_glass
     from mgglass.inference import _subgraph, predict_glass, spatial_cells
+    from mgglass.models.symgnn import SymGNN
 
     data = glass_to_data(make_glass(1500, seed=3))
     whole = predict_glass(small_task, data)
+    calls = []
+    if path == "halo":  # what models without predict_by_dst get
+        monkeypatch.setattr(SymGNN, "predict_by_dst", None)
+    else:  # SymGNN: layer by layer over 25 ranges of 60 atoms
+        by_dst = SymGNN.predict_by_dst
+        monkeypatch.setattr(SymGNN, "predict_by_dst", lambda self, b, n: calls.append(n) or by_dst(self, b, n))
     chunked = predict_glass(small_task, data, chunk_atoms=60)
+    assert calls == ([60] if path == "by_dst" else [])
     cells = spatial_cells(data, 60)
     assert len(cells) > 8 and sum(len(c) for c in cells) == data.num_nodes
     assert len(torch.unique(torch.cat(cells))) == data.num_nodes  # every atom predicted once

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch_scatter import gather_csr, segment_csr
 
 from .dropout import Dropout
-from .fused import MLPBlock
+from .fused import MLPBlock, chunk_floats_for
 
 warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
 
@@ -49,14 +49,25 @@ class EdgePlan:
             src, dst = src[self.order], dst[self.order]
         self.src, self.dst = src, dst  # in dst order
         self.ptr = torch.cat([dst.new_zeros(1), torch.bincount(dst, minlength=num_nodes).cumsum(0)])
+        self.num_src, self.edges = num_nodes, slice(0, self.num_edges)
+
+    def dst_range(self, d0: int, d1: int) -> EdgePlan:
+        """The plan of the edges into atoms d0..d1-1 (``edges``: their slice here; ``dst`` counted from
+        d0, ``src`` among all atoms). Needs edges already in dst order."""
+        if self.order is not None:
+            raise ValueError("dst_range needs edges sorted by dst")
+        e0, e1 = int(self.ptr[d0]), int(self.ptr[d1])
+        sub = EdgePlan.__new__(EdgePlan)
+        sub.num_nodes, sub.num_src, sub.num_edges, sub.order, sub.edges = d1 - d0, self.num_src, e1 - e0, None, slice(e0, e1)
+        sub.src, sub.dst, sub.ptr = self.src[e0:e1], self.dst[e0:e1] - d0, self.ptr[d0 : d1 + 1] - e0
+        return sub
 
     def to_dst_order(self, x: Tensor) -> Tensor:
         return x if self.order is None else x.index_select(0, self.order)
 
     def matrix(self, values: Tensor) -> Tensor:
-        """[N, N] CSR with ``values`` [E] (dst order) at (dst, src)."""
-        n = self.num_nodes
-        return torch.sparse_csr_tensor(self.ptr, self.src, values, (n, n), check_invariants=False)
+        """[dst atoms, src atoms] CSR with ``values`` [E] (dst order) at (dst, src)."""
+        return torch.sparse_csr_tensor(self.ptr, self.src, values, (self.num_nodes, self.num_src), check_invariants=False)
 
 
 class _GatherWeightScatter(torch.autograd.Function):
@@ -73,7 +84,7 @@ class _GatherWeightScatter(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, a: Tensor, plan: EdgePlan, chunk_floats: int | None = None) -> Tensor:
         ctx.save_for_backward(x, a)
-        ctx.plan, ctx.chunk_floats = plan, chunk_floats or _GatherWeightScatter.chunk_floats
+        ctx.plan, ctx.chunk_floats = plan, chunk_floats or chunk_floats_for(x, _GatherWeightScatter.chunk_floats)
         return torch.stack([plan.matrix(a[:, k]) @ x[:, k] for k in range(x.shape[1])], 1)
 
     @staticmethod
@@ -135,7 +146,7 @@ class _EdgeTransform(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: int | None = None):
-        f, _ = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, chunk_floats or _EdgeTransform.chunk_floats)
+        f, _ = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, chunk_floats or chunk_floats_for(e, _EdgeTransform.chunk_floats))
         ctx.save_for_backward(e, w_e, f, src, dst)
         ctx.num_nodes, ctx.slope = p_src.shape[0], slope
         return f
@@ -204,7 +215,7 @@ class _EdgeBlock(torch.autograd.Function):
     def forward(ctx, p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: int | None, norm: nn.BatchNorm1d,
                 norm_w, norm_b, lin_w, lin_b, extra_w, recompute: bool):
         # chunk_floats None: each pass its own default; a number: every pass (tests use tiny chunks)
-        ctx.chunks = (chunk_floats or _EdgeTransform.chunk_floats, chunk_floats or _EdgeBlock.chunk_floats)
+        ctx.chunks = (chunk_floats or chunk_floats_for(e, _EdgeTransform.chunk_floats), chunk_floats or chunk_floats_for(e, _EdgeBlock.chunk_floats))
         f, sums = _edge_features(p_src, p_dst, e, w_e, src, dst, slope, ctx.chunks[0], _uses_batch_stats(norm))
         mean, var, batch_stats = _batch_stats(f, norm, sums)
         bnl = _Ctx()
@@ -255,7 +266,7 @@ def _edge_block_eval(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats:
     w_cat = torch.cat([lin.weight * scale, extra_w]).t()
     b_cat = torch.cat([lin.bias + lin.weight @ shift, lin.bias.new_zeros(extra_w.shape[0])])
     num_edges, hc, k = e.shape[0], w_e.shape[0], lin.weight.shape[0]
-    step = max(1, (chunk_floats or _EdgeTransform.chunk_floats) // hc)
+    step = max(1, (chunk_floats or chunk_floats_for(e, _EdgeTransform.chunk_floats)) // hc)
     y, z = e.new_empty(num_edges, k), e.new_empty(num_edges, extra_w.shape[0])
     buf, buf2 = e.new_empty(2, min(step, num_edges), hc)
     out = e.new_empty(min(step, num_edges), w_cat.shape[1])
@@ -422,11 +433,18 @@ class EGATLayer(nn.Module):
         nn.init.xavier_normal_(self.attn.view(1, *self.attn.shape), gain=gain)
 
     def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None, plan: EdgePlan | None = None):
-        n, hc = h.shape[0], self.heads * self.head_dim
-        plan = EdgePlan(edge_index, n) if plan is None else plan
+        plan = EdgePlan(edge_index, h.shape[0]) if plan is None else plan
+        return self.update(h, self.fc_src(h), self.fc_node(h), e, edge_index[0], edge_index[1], plan, edge_mask)
+
+    def update(self, h_dst: Tensor, p_src: Tensor, v_src: Tensor, e: Tensor, src: Tensor, dst: Tensor, plan: EdgePlan,
+               edge_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The layer for ``plan``'s dst atoms (all, or a range: :meth:`EdgePlan.dst_range`) from the
+        per-atom parts of every atom, ``p_src = fc_src(h)`` and ``v_src = fc_node(h)``; ``h_dst``: the dst
+        atoms' rows of h, ``e``, ``src``, ``dst``: their edges (``dst`` counted among them)."""
+        n, hc = h_dst.shape[0], self.heads * self.head_dim
         # W[h_s ‖ e ‖ h_d] + b as per-atom parts (the bias rides on the dst part) plus the edge part.
-        p_src, p_dst = self.fc_src(h), F.linear(h, self.fc_dst.weight, self.fc_edge.bias)
-        edge_args = (p_src, p_dst, e, self.fc_edge.weight, edge_index[0], edge_index[1], self.negative_slope, self.chunk_floats)
+        p_dst = F.linear(h_dst, self.fc_dst.weight, self.fc_edge.bias)
+        edge_args = (p_src, p_dst, e, self.fc_edge.weight, src, dst, self.negative_slope, self.chunk_floats)
         # <attn_k, f_k> for all heads as one product with the block-diagonal [H, H·C] matrix; where the
         # edge head reads f itself, the same product also gives the edge projection.
         attn = torch.block_diag(*self.attn.unsqueeze(1))
@@ -450,10 +468,9 @@ class EGATLayer(nn.Module):
             a = masked_attention(a, mask, plan)
         if self.cardinality:  # a masked edge leaves the sum as it leaves the mean
             a = a + self.cardinality * (1.0 if mask is None else mask.unsqueeze(-1))
-        v = self.fc_node(h).view(n, self.heads, self.head_dim)
-        hn = gather_weight_scatter(v, a, plan, self.chunk_floats)
+        hn = gather_weight_scatter(v_src.view(-1, self.heads, self.head_dim), a, plan, self.chunk_floats)
         hn = self.node_proj(self.node_norm(hn.reshape(n, hc) if self.concat else hn.mean(1)))
-        hn = hn + h if self.residual else hn
+        hn = hn + h_dst if self.residual else hn
         if fe is None:
             return hn, e
         return hn, (fe + e if self.residual else fe)
@@ -502,6 +519,32 @@ class PredictionModule(nn.Module):
             # As in the released code: dropout after every layer (edges: only where still read).
             h = self.dropout(h)
             e = self.dropout(e) if layer.update_edges else e
+        return h
+
+    @torch.no_grad()
+    def features_by_dst(self, h: Tensor, encode_edges, edge_index: Tensor, dst_chunk: int) -> Tensor:
+        """:meth:`features` in evaluation, layer by layer over ranges of ``dst_chunk`` dst atoms: each range
+        gets its edges' encodings from ``encode_edges(slice of edges)`` in the first layer and their
+        updates from a buffer after, so a glass of any size is computed once, with no halo, holding
+        per edge only its features (hidden floats). Needs edges sorted by dst; same numbers as
+        :meth:`features` (float rounding)."""
+        n = h.shape[0]
+        plan = EdgePlan(edge_index, n)
+        edges = None  # [E, hidden] edge features between layers, updated range by range in place
+        for i, layer in enumerate(self.layers):
+            p_src, v_src = layer.fc_src(h), layer.fc_node(h)
+            out = torch.empty_like(h)
+            keep = layer.update_edges and i + 1 < len(self.layers)
+            for d0 in range(0, n, dst_chunk):
+                sub = plan.dst_range(d0, min(d0 + dst_chunk, n))
+                e = encode_edges(sub.edges) if i == 0 else edges[sub.edges]
+                out[d0 : d0 + sub.num_nodes], e_new = layer.update(h[d0 : d0 + sub.num_nodes], p_src, v_src, e, sub.src, sub.dst, sub)
+                if keep:
+                    if edges is None:
+                        edges = h.new_empty(plan.num_edges, e_new.shape[1])
+                    edges[sub.edges] = e_new  # its own edges only: no later range reads them in this layer
+            h = self.dropout(out)
+            del p_src, v_src
         return h
 
     def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None) -> Tensor:

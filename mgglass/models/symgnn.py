@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .egat import PredictionModule, mlp_block
-from .fused import fused_mlp2, uses_batch_stats
+from .fused import chunk_floats_for, fused_mlp2, uses_batch_stats
 from .recompute import checkpoint_once
 
 DISTRIBUTIONS = ("learned", "fixed", "haar", "none", "mixture")
@@ -145,7 +145,7 @@ class Symmetrizer(nn.Module):
         m1 = (q @ w1.t()).permute(1, 0, 2).reshape(3, k * hidden)
         b1, w2t, w = b1.repeat(k), w2.t().contiguous(), w.view(1, 1, k)
         out = x.new_empty(x.shape[0], hidden)
-        step = max(1, self.chunk_rows // k)
+        step = max(1, chunk_floats_for(x, self.chunk_rows * hidden) // (k * hidden))
         for s in range(0, x.shape[0], step):
             z = torch.relu_(torch.addmm(b1, x[s : s + step], m1)).view(-1, hidden)
             z = torch.relu_(torch.addmm(b2, z, w2t)).view(-1, k, hidden)
@@ -307,10 +307,22 @@ class SymGNN(nn.Module):
         return describe() if callable(describe) else {}
 
     def encode_edges(self, batch) -> Tensor:
-        e = self.edge_encoder(batch.edge_vec)
+        return self.encode_vectors(batch.edge_vec)
+
+    def encode_vectors(self, vec: Tensor) -> Tensor:
+        """Edge encodings [E, hidden] of edge vectors [E, 3]."""
+        e = self.edge_encoder(vec)
         if self.length_encoder is not None:
-            e = e + self.length_encoder(batch.edge_vec.norm(dim=-1, keepdim=True))
+            e = e + self.length_encoder(vec.norm(dim=-1, keepdim=True))
         return e
+
+    @torch.no_grad()
+    def predict_by_dst(self, batch, dst_chunk: int) -> Tensor:
+        """``forward`` in evaluation for a glass of any size, layer by layer over ranges of ``dst_chunk``
+        atoms (:meth:`~mgglass.models.egat.PredictionModule.features_by_dst`): no halo, and per edge only
+        its features are held between layers. Edges must be sorted by dst."""
+        h = self.node_encoder(batch.species)
+        return self.head(self.gnn.features_by_dst(h, lambda edges: self.encode_vectors(batch.edge_vec[edges]), batch.edge_index, dst_chunk))
 
     def features(self, batch, edge_mask: Tensor | None = None) -> Tensor:
         """Per-atom features [N, feature_dim] after message passing; ``head`` turns them into the prediction
@@ -372,5 +384,5 @@ class EGATLength(SymGNN):
     def _edge_encoder(self, hidden, *_) -> nn.Module:
         return mlp_block([1, hidden, hidden])
 
-    def encode_edges(self, batch) -> Tensor:
-        return self.edge_encoder(batch.edge_vec.norm(dim=-1, keepdim=True))
+    def encode_vectors(self, vec: Tensor) -> Tensor:
+        return self.edge_encoder(vec.norm(dim=-1, keepdim=True))
