@@ -76,7 +76,8 @@ def _predict_as_numbered(task, data, chunk_atoms: int | None) -> np.ndarray:
         by_dst = getattr(task.net, "predict_by_dst", None)
         dst_range = min(chunk_atoms or 0, DST_RANGE)
         if by_dst is not None and dst_range and data.num_nodes > dst_range and not isinstance(data, Batch):
-            return task.to_ev(by_dst(Batch.from_data_list([data]).to(task.device), dst_range)).cpu().double().numpy()
+            # the glass itself, not a Batch of it: Batch.from_data_list copies every edge tensor
+            return task.to_ev(by_dst(data.to(task.device), dst_range)).cpu().double().numpy()
         if not chunk_atoms or data.num_nodes <= chunk_atoms or hops is None:
             whole = data if isinstance(data, Batch) else Batch.from_data_list([data])
             return task.predict_ev(whole.to(task.device)).cpu().double().numpy()
