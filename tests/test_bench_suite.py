@@ -35,10 +35,27 @@ def test_page_holds_the_measured_numbers():
             {"glass": "train0x8", "atoms": 64000, "edges": 2078704, "graph_s": 1.0, "predict_s": 11.0, "total_s": 12.0, "peak_mb": 4096, "chunk_atoms": 50000}]
     page = render({"latency": {"atoms": 3000, "edges": 97530, "end_to_end_s": 0.234, "model_only_s": 0.2},
                    "scaling": rows, "scaling_fit": {"slope_total_s": 0.98, "slope_predict_s": 0.99, "slope_peak_mb": 0.45},
-                   "models": models, "graph": "radius graphs ..."},
+                   "models": models, "graph": "radius graphs ...",
+                   "levers": [{"bench": "train step", "config": "before", "atoms": 8000, "edges": 259838, "threads": 2, "reps": 7,
+                               "median_s": 1.2, "min_s": 1.1, "vs_before": 1.0},
+                              {"bench": "train step", "config": "fused edge encoders", "atoms": 8000, "edges": 259838, "threads": 2,
+                               "reps": 7, "median_s": 0.9, "min_s": 0.85, "vs_before": 0.75}]},
                   {"date": "2026-12-02", "commit": "abc1234", "machine": "Some CPU, 2 cores", "torch": "2.13.0", "threads": 2,
                    "ckpt": "c.ckpt", "chunk_atoms": 50000})
     assert "| 3000 | 97530 | 0.234 | 0.200 |" in page
     assert "| 64,000 | 2,078,704 | 1.00 | 11.00 | 12.00 | 188 | 4.00 |" in page
     assert "total time 0.98" in page and "Some CPU, 2 cores" in page and "`abc1234`" in page
     assert "| symgnn | cpu | 8000 |" in page
+    assert "| train step | fused edge encoders | 0.900 | 0.850 | 0.75 |" in page
+
+
+def test_bench_options_are_checked_in_one_line(capsys, tmp_path):
+    from mgglass.bench import levers, models
+
+    assert models.main(["--init_args", "[1]"]) == 2
+    assert "--init_args must be a JSON object" in capsys.readouterr().err
+    assert models.main(["--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    assert models._config_net("experiments/symgnn.yaml")["init_args"]["cardinality"] == 0.03
+    assert levers.main(["--ckpt_path", str(tmp_path / "x.ckpt")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err

@@ -1,11 +1,12 @@
-"""python -m mgglass.bench {graph,models,fit,accuracy,invariance,latency,scaling,all} [options]: each subcommand lives in its own module."""
+"""python -m mgglass.bench {graph,models,fit,accuracy,invariance,latency,scaling,levers,all} [options]: each subcommand lives in its own module."""
 
 import importlib
 import sys
 
 COMMANDS = {"graph": "mgglass.bench.graph", "models": "mgglass.bench.models", "fit": "mgglass.bench.fit",
             "accuracy": "mgglass.bench.accuracy", "invariance": "mgglass.bench.invariance",
-            "latency": "mgglass.bench.latency", "scaling": "mgglass.bench.scaling", "all": "mgglass.bench.suite"}
+            "latency": "mgglass.bench.latency", "scaling": "mgglass.bench.scaling", "levers": "mgglass.bench.levers",
+            "all": "mgglass.bench.suite"}
 
 
 def main(argv=None) -> int:

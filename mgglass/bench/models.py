@@ -1,6 +1,8 @@
 """python -m mgglass.bench models: forward+backward time and peak memory per 8000-atom training glass.
 
-Each (model, device) runs in a fresh subprocess so peak memory is its own: on CPU the process's peak
+``--config experiments/symgnn.yaml`` times the network a fit of that config builds (``model.net``:
+class and init args) instead of the registry's bare defaults; ``--init_args '{"k_train": 4}'`` overrides
+init args of every model timed. Each (model, device) runs in a fresh subprocess so peak memory is its own: on CPU the process's peak
 resident set (``getrusage`` max RSS) and that peak minus the RSS just before the first forward (the
 data and the interpreter excluded); on GPU ``torch.cuda.max_memory_allocated``. Time is the median of
 ``--reps`` training steps (forward, MSE to y_norm, backward) after one warm-up step.
@@ -16,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from mgglass.bench import DEFAULT_DATA
 
@@ -25,7 +28,7 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def worker(name: str, device: str, data_path: str, reps: int, threads: int) -> dict:
+def worker(name: str, device: str, data_path: str, reps: int, threads: int, init: dict | None = None) -> dict:
     import torch
     from torch_geometric.data import Batch
 
@@ -39,7 +42,7 @@ def worker(name: str, device: str, data_path: str, reps: int, threads: int) -> d
     data = load_graph(data_path)
     data.y_norm = (data.y - data.y.mean()) / data.y.std()
     batch = Batch.from_data_list([data]).to(device)
-    model = build_model(name).to(device).train()
+    model = build_model(name, **(init or {})).to(device).train()
     cuda = device.startswith("cuda")
 
     def step():
@@ -78,12 +81,30 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cpu, plus cuda when available)")
     p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--config", help="a fit config: time its model.net (class and init args) instead of --models")
+    p.add_argument("--init_args", default="{}", help='JSON init args for every model timed, e.g. \'{"k_train": 4}\'')
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    try:
+        init = json.loads(args.init_args)
+    except ValueError as e:
+        init = f"not JSON ({e})"
+    if not isinstance(init, dict):
+        print(f"mgglass.bench models: --init_args must be a JSON object: {init}", file=sys.stderr)
+        return 2
 
     if args.worker:
-        print(json.dumps(worker(args.worker, args.device, args.data, args.reps, args.threads)))
+        print(json.dumps(worker(args.worker, args.device, args.data, args.reps, args.threads, init)))
         return 0
+    labels = {}
+    if args.config:
+        try:
+            net = _config_net(args.config)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"mgglass.bench models: {args.config}: {e}", file=sys.stderr)
+            return 2
+        args.models, init = net["class_path"], {**net.get("init_args", {}), **init}
+        labels[net["class_path"]] = Path(args.config).stem
 
     devices = [args.device]
     if args.device == "auto":
@@ -97,25 +118,36 @@ def main(argv=None) -> int:
     failed = 0
     for name in args.models.split(","):
         for dev in devices:
-            cmd = [sys.executable, "-m", "mgglass.bench", "models", "--worker", name, "--device", dev,
-                   "--data", args.data, "--reps", str(args.reps), "--threads", str(args.threads)]
+            cmd = [sys.executable, "-m", "mgglass.bench", "models", "--worker", name, "--device", dev, "--data", args.data,
+                   "--reps", str(args.reps), "--threads", str(args.threads), "--init_args", json.dumps(init)]
+            label = labels.get(name, name)
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             try:
                 res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=args.timeout, env=env)
             except subprocess.TimeoutExpired:
-                print(f"{name:<12} {dev:<6} timed out after {args.timeout:.0f} s")
+                print(f"{label:<12} {dev:<6} timed out after {args.timeout:.0f} s")
                 failed += 1
                 continue
             if res.returncode != 0:
                 reason = (res.stderr.strip().splitlines() or ["?"])[-1]
-                print(f"{name:<12} {dev:<6} failed: {reason}")
+                print(f"{label:<12} {dev:<6} failed: {reason}")
                 failed += 1
                 continue
             r = json.loads(res.stdout.strip().splitlines()[-1])
             delta = f"{r['peak_minus_base_mb']:8.0f}" if "peak_minus_base_mb" in r else f"{'':>8}"
-            print(f"{name:<12} {dev:<6} {r['atoms']:>6} {r['edges']:>8} {r['params']:>9,} "
+            print(f"{label:<12} {dev:<6} {r['atoms']:>6} {r['edges']:>8} {r['params']:>9,} "
                   f"{r['time_s']:>10.3f} {r['peak_mb']:>9.0f} {delta}", flush=True)
     return 1 if failed else 0
+
+
+def _config_net(path: str) -> dict:
+    """``model.net`` of a fit config: {"class_path": ..., "init_args": {...}}."""
+    import yaml
+
+    net = (yaml.safe_load(Path(path).read_text()) or {})["model"]["net"]
+    if not isinstance(net, dict) or "class_path" not in net:
+        raise ValueError("model.net has no class_path")
+    return net
 
 
 if __name__ == "__main__":

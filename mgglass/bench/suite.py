@@ -4,8 +4,10 @@
 
 Runs, each as its own subprocess (``python -m mgglass.bench <name>``), on this machine: inference
 latency on test0 (end to end and model only), prediction time and peak memory against glass size
-(with a log-log plot beside the page), training-step time of every model on one 8000-atom glass
-(× 6 = the training glasses of an epoch, validation not counted), and the neighbour-list table.
+(with a log-log plot beside the page), each speed lever against the path it replaced (side by side
+in one process), training-step time of every model on one 8000-atom glass (× 6 = the training
+glasses of an epoch, validation not counted) and of the default config's network, and the
+neighbour-list table.
 The page names the machine, torch, threads, commit and date; every figure is one run's, never a
 timed test. Quiet machines only: another process on the cores slows every number.
 """
@@ -80,6 +82,12 @@ def models_table(text: str) -> list[str]:
     return rows
 
 
+def levers_table(rows: list[dict]) -> list[str]:
+    from mgglass.bench.levers import table
+
+    return table(rows)
+
+
 def render(sections: dict, meta: dict) -> str:
     lat, scal, fit = sections["latency"], sections["scaling"], sections["scaling_fit"]
     lines = [
@@ -105,9 +113,11 @@ def render(sections: dict, meta: dict) -> str:
     lines += ["", "## Prediction against glass size", ""]
     if scal:
         lines += [
-            ("train0 replicated n×n×n (test0 for 3k); each size in a fresh process; glasses above "
-            f"{scal[-1].get('chunk_atoms') or meta['chunk_atoms']} atoms are predicted in spatial chunks with their k-hop halo "
-            "(identical predictions, `tests/test_predict.py`). Peak memory is the process's peak resident set."),
+            ("train0 replicated n×n×n (test0 for 3k); each size in a fresh process. SymGNN predicts glasses above "
+            f"{meta.get('dst_range', 16384):,} atoms layer by layer over ranges of atoms, with no halo (other models: "
+            f"spatial chunks of {meta['chunk_atoms']:,} atoms with their k-hop halo); the same predictions as whole "
+            "(`tests/test_predict.py`). Time is the best of the repeats; peak memory the process's peak resident set, "
+            "graph building included."),
             "",
             "| atoms | edges | graph (s) | model (s) | total (s) | µs per atom | peak RSS (GiB) |",
             "|---|---|---|---|---|---|---|",
@@ -120,10 +130,22 @@ def render(sections: dict, meta: dict) -> str:
                       f"peak memory {fit['slope_peak_mb']:.2f} (1 = linear). ![scaling](performance_scaling.png)")]
     else:
         lines.append(f"Failed: {sections['scaling_raw']}")
+    lines += ["", "## Speed levers, side by side", ""]
+    if sections.get("levers"):
+        r0 = sections["levers"][0]
+        lines += [(f"{r0['atoms']:,}-atom glass ({r0['edges']:,} edges), the checkpoint's network, {r0['threads']} threads: each "
+                   f"lever switched on after the last, the configurations taking turns in each of {r0['reps']} rounds "
+                   "(median; × before < 1 is faster). Same numbers either way (`tests/test_fused.py`)."), ""]
+        lines += levers_table(sections["levers"])
+    else:
+        lines.append(f"Failed: {sections.get('levers_raw', 'not run')}")
     lines += ["", "## Training: one step per model", "",
               ("Forward, MSE and backward on train0 (8000 atoms) in a fresh process, median of 3 after a warm-up; "
               f"an epoch is {GLASSES_PER_EPOCH} such steps (validation and recalibration not counted)."), ""]
     lines += models_table(sections["models"]) if sections["models"] else ["Failed."]
+    if sections.get("models_config"):
+        lines += ["", "The default config's network (`experiments/symgnn.yaml`: cardinality, the |x| branch), as a fit builds it:", ""]
+        lines += models_table(sections["models_config"])
     lines += ["", "## Neighbour lists", "", "Median of 7 calls per library and structure.", "", "```", sections["graph"], "```", ""]
     return "\n".join(lines)
 
@@ -131,7 +153,7 @@ def render(sections: dict, meta: dict) -> str:
 def main(argv=None) -> int:
     import torch
 
-    from mgglass.inference import CHUNK_ATOMS
+    from mgglass.inference import CHUNK_ATOMS, DST_RANGE
     from mgglass.tracking import git_commit
 
     p = argparse.ArgumentParser(prog="python -m mgglass.bench all", description=__doc__.split("\n\n")[1])
@@ -159,15 +181,23 @@ def main(argv=None) -> int:
     sections["scaling"] = [r for r in rows if "atoms" in r and "glass" in r]
     sections["scaling_fit"] = next((r for r in rows if "slope_total_s" in r), None)
     sections["scaling_raw"] = text
+    text, secs, rc = bench("levers", ["--ckpt_path", args.ckpt_path, "--threads", t], args.threads, args.timeout)
+    print(f"levers ({secs:.0f} s):\n{text}", flush=True)
+    sections["levers"] = [r for r in json_lines(text) if "config" in r] if rc == 0 else None
+    sections["levers_raw"] = text
     text, secs, rc = bench("models", ["--threads", t] + (["--models", args.models] if args.models else []), args.threads, args.timeout)
     print(f"models ({secs:.0f} s):\n{text}", flush=True)
     sections["models"] = text
+    text, secs, rc = bench("models", ["--threads", t, "--config", "experiments/symgnn.yaml"], args.threads, args.timeout)
+    print(f"models, experiments/symgnn.yaml ({secs:.0f} s):\n{text}", flush=True)
+    sections["models_config"] = text
     # 7 repeats, not the graph benchmark's 31: ase takes seconds per call on the 64k-atom glass
     text, secs, rc = bench("graph", ["--threads", t, "--reps", "7"], args.threads, args.timeout)
     print(f"graph ({secs:.0f} s):\n{text}", flush=True)
     sections["graph"] = text
     meta = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit()[:7], "machine": machine(), "torch": torch.__version__,
-            "threads": args.threads, "ckpt": args.ckpt_path, "chunk_atoms": args.chunk_atoms}
+            "threads": args.threads, "ckpt": args.ckpt_path, "chunk_atoms": args.chunk_atoms,
+            "dst_range": min(args.chunk_atoms, DST_RANGE)}
     out.write_text(render(sections, meta))
     print(f"wrote {out}", flush=True)
     return 0 if sections["latency"] and sections["scaling"] else 1
