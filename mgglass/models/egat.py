@@ -163,15 +163,16 @@ def _edge_features(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: i
     num_edges, hc = e.shape[0], w_e.shape[0]
     f = e.new_empty(num_edges, hc)
     step = max(1, chunk_floats // hc)
-    buf, buf2 = e.new_empty(2, min(step, num_edges), hc)
+    buf = e.new_empty(min(step, num_edges), hc)
     w_t = w_e.t()
     s1, s2 = e.new_zeros(2, hc, dtype=torch.float64) if sums else (None, None)
     for s in range(0, num_edges, step):
         sl = slice(s, s + step)
-        b, b2 = buf[: f[sl].shape[0]], buf2[: f[sl].shape[0]]
-        torch.index_select(p_src, 0, src[sl], out=b)
-        torch.index_select(p_dst, 0, dst[sl], out=b2)
-        fc = F.leaky_relu_(torch.addmm(b.add_(b2), e[sl], w_t, out=f[sl]), slope)  # while the chunk is in cache
+        fc, b = f[sl], buf[: f[sl].shape[0]]
+        # built in place in f's chunk while it is in cache (addmm with out= would first copy its addend there)
+        torch.index_select(p_src, 0, src[sl], out=fc)
+        fc.add_(torch.index_select(p_dst, 0, dst[sl], out=b)).addmm_(e[sl], w_t)
+        F.leaky_relu_(fc, slope)
         if sums:
             s1 += fc.sum(0)
             s2 += torch.mul(fc, fc, out=b).sum(0)
@@ -277,7 +278,7 @@ def _edge_block_eval(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats:
         b, b2, o = buf[:rows], buf2[:rows], out[:rows]
         torch.index_select(p_src, 0, src[sl], out=b)
         torch.index_select(p_dst, 0, dst[sl], out=b2)
-        f = F.leaky_relu_(torch.addmm(b.add_(b2), e[sl], w_t, out=b2), slope)
+        f = F.leaky_relu_(b.add_(b2).addmm_(e[sl], w_t), slope)
         torch.addmm(b_cat, f, w_cat, out=o)
         y[sl], z[sl] = o[:, :k], o[:, k:]
     return y, z
