@@ -19,7 +19,16 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from torch_geometric.data import Batch
+
 from mgglass.bench import DEFAULT_DATA
+from mgglass.data import glass_to_data, read_glass
+from mgglass.data.order import spatially_ordered
+from mgglass.inference import predict_glass
+from mgglass.models import egat, fused, symgnn
+from mgglass.runs import graph_settings, load_task
+from mgglass.runtime import keep_freed_memory
 
 # (benchmark, configuration, {switch: on}); switches are class attributes (see _switch)
 CONFIGS = [
@@ -33,8 +42,6 @@ CONFIGS = [
 
 
 def _switch(on: dict) -> None:
-    from mgglass.models import egat, fused, symgnn
-
     if "encoders" in on:
         symgnn.Symmetrizer.fused = fused.MLPBlock.fused = on["encoders"]
     if "edge_block" in on:
@@ -42,15 +49,6 @@ def _switch(on: dict) -> None:
 
 
 def run(ckpt: str, glass: str, reps: int, threads: int) -> list[dict]:
-    import torch
-    from torch_geometric.data import Batch
-
-    from mgglass.data import glass_to_data, read_glass
-    from mgglass.data.order import spatially_ordered
-    from mgglass.inference import predict_glass
-    from mgglass.runs import graph_settings, load_task
-    from mgglass.runtime import keep_freed_memory
-
     keep_freed_memory()  # as the entry points do
     torch.set_num_threads(threads)
     task, hp = load_task(Path(ckpt), "cpu")
