@@ -15,7 +15,7 @@ from mgglass.data.order import grid_cell_ids, spatially_ordered
 from mgglass.models.symgnn import SAMPLED
 
 # Glasses above this many atoms are predicted in parts. SymGNN and its EGAT variants go layer by
-# layer over ranges of at most DST_RANGE atoms (exact, no halo; ~8 KB per atom held); other models in
+# layer over ranges of at most DST_RANGE atoms (exact, no halo; ~4 KB per atom held); other models in
 # spatial chunks of about CHUNK_ATOMS centre atoms with their k-hop halo (20 Å: ~2.4× the centres at
 # 100,000), a chunk's subgraph at ~50 MB per 1000 atoms.
 CHUNK_ATOMS = 100_000

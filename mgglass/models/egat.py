@@ -533,19 +533,24 @@ class PredictionModule(nn.Module):
         plan = EdgePlan(edge_index, n)
         edges = None  # [E, hidden] edge features between layers, updated range by range in place
         for i, layer in enumerate(self.layers):
-            p_src, v_src = layer.fc_src(h), layer.fc_node(h)
             out = torch.empty_like(h)
             keep = layer.update_edges and i + 1 < len(self.layers)
             for d0 in range(0, n, dst_chunk):
                 sub = plan.dst_range(d0, min(d0 + dst_chunk, n))
+                # the per-atom parts of this range's src atoms only ([N, H·C] each for all atoms would be
+                # 2 GB per million atoms in the first layer; a range's src atoms are ~2.5× its own)
+                src_atoms, sub.src = torch.unique(sub.src, return_inverse=True)
+                sub.num_src = src_atoms.numel()
+                h_src = h.index_select(0, src_atoms)
                 e = encode_edges(sub.edges) if i == 0 else edges[sub.edges]
-                out[d0 : d0 + sub.num_nodes], e_new = layer.update(h[d0 : d0 + sub.num_nodes], p_src, v_src, e, sub.src, sub.dst, sub)
+                out[d0 : d0 + sub.num_nodes], e_new = layer.update(
+                    h[d0 : d0 + sub.num_nodes], layer.fc_src(h_src), layer.fc_node(h_src), e, sub.src, sub.dst, sub
+                )
                 if keep:
                     if edges is None:
                         edges = h.new_empty(plan.num_edges, e_new.shape[1])
                     edges[sub.edges] = e_new  # its own edges only: no later range reads them in this layer
             h = self.dropout(out)
-            del p_src, v_src
         return h
 
     def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None) -> Tensor:
