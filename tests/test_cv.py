@@ -46,6 +46,30 @@ def test_folds_hold_every_glass_out_once_and_never_train_on_it():
                 plan_folds(*bad)
 
 
+def test_groups_leave_a_glass_twins_out_of_its_fold():
+    from mgglass.cv.folds import FoldError, parse_groups, plan_folds
+    from mgglass.cv.run import Plan
+
+    glasses = [f"train{i}.pickle" for i in range(7)]
+    levels = dict(zip(glasses, [-4.4828, -4.4828, -4.4779, -4.4733, -4.4666, -4.4627, -4.4598]))
+    groups = parse_groups("train0+train1, train5.pickle+train6", glasses)
+    assert groups == [("train0.pickle", "train1.pickle"), ("train5.pickle", "train6.pickle")]
+    folds = {f.name: f for f in plan_folds(glasses, "least-relaxed", levels, groups=groups)}
+    assert len(folds) == 7
+    assert folds["train0"].left_out == ("train1.pickle",) and "train1.pickle" not in folds["train0"].train + folds["train0"].val
+    assert folds["train6"].left_out == ("train5.pickle",) and folds["train6"].val == ("train4.pickle",)  # next least relaxed
+    assert folds["train5"].val == ("train4.pickle",) and "train6.pickle" not in folds["train5"].train
+    assert folds["train3"].left_out == () and folds["train3"].val == ("train6.pickle",)
+    for f in folds.values():
+        assert sorted([*f.train, *f.val, *f.left_out, f.held_out]) == sorted(glasses)
+    plan = Plan("x", [], [], list(folds.values()), [0], None, Path("."))
+    assert plan.identity()["left_out"]["train1"] == ["train0.pickle"]
+    assert "left_out" not in Plan("x", [], [], plan_folds(glasses, "least-relaxed", levels), [0], None, Path(".")).identity()
+    for text, match in [("train0", "two glasses or more"), ("train0+train9", "not among"), ("train0+train1,train1+train2", "in two groups")]:
+        with pytest.raises(FoldError, match=match):
+            parse_groups(text, glasses)
+
+
 # -- a cross-validation killed with -9, then run again ---------------------------------------------
 @pytest.fixture(scope="module")
 def cv(tmp_path_factory):

@@ -24,7 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mgglass.cv.folds import OFFICIAL_GLASSES, RULES, FoldError, glass_stem, plan_folds
+from mgglass.cv.folds import (
+    OFFICIAL_GLASSES,
+    RULES,
+    FoldError,
+    glass_stem,
+    parse_groups,
+    plan_folds,
+)
 from mgglass.cv.run import (
     PROG,
     CVError,
@@ -45,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the cross-validation's name: run names, folders (default: cv-<last config's stem>)")
     p.add_argument("--glasses", default=",".join(OFFICIAL_GLASSES), help="the labelled glasses (comma-separated; default train0-6)")
     p.add_argument("--folds", help="held-out glasses to run (default: every glass)")
+    p.add_argument("--groups", help="glasses held out together, e.g. train0+train1,train5+train6: a glass's fold "
+                   "leaves its whole group out of training and validation (default: none)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds: one fit per fold and seed (default 0)")
     p.add_argument("--val", default="least-relaxed",
                    help=f"validation glasses of each fold: {' | '.join(RULES)} | NAME[,NAME] (never the held-out glass)")
@@ -118,7 +127,8 @@ def main(argv=None) -> int:
                              synthetic_atoms=d.synthetic_atoms, synthetic_seed=d.synthetic_seed, label_key=d.label_key)
         files = dict(zip(glasses, dm.files("train")))
         levels = levels_of(files, args.level_key, tuple(d.species))
-        folds = plan_folds(glasses, args.val, levels, [f.strip() for f in args.folds.split(",")] if args.folds else None)
+        folds = plan_folds(glasses, args.val, levels, [f.strip() for f in args.folds.split(",")] if args.folds else None,
+                           parse_groups(args.groups, glasses))
         plan = Plan(name, configs, overrides, folds, seeds, d.root, Path(cfg.tracking.root), levels, args.level_key, args.reference)
         check_same_plan(plan)
         from mgglass.workers import SlotError, plan_slots

@@ -10,6 +10,12 @@ potential energy (``pot``; lower is more relaxed):
 * ``ends``: the least and the most relaxed remaining glasses validate together (selection then sees
   both ends of the series, scored by ``checkpoint.monitor``);
 * a comma-separated list of glass names: those that are not held out.
+
+Groups (``--groups train0+train1,train5+train6``) name glasses that must not inform each other's
+score: the fold of a glass of a group leaves the whole group out of training and validation (each
+glass still gets its own fold and score). train0 and train1 are one structure with two ARTn
+labellings, train6 is train5 deformed (docs/notes/new-glasses.md): without groups their
+folds train on the held-out atoms' twins.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class Fold:
     held_out: str
     train: tuple[str, ...]
     val: tuple[str, ...]
+    left_out: tuple[str, ...] = ()  # the held-out glass's group (--groups): in neither train nor val
 
     @property
     def name(self) -> str:
@@ -62,10 +69,32 @@ def validation_for(held_out: str, rest: list[str], rule: str, levels: dict[str, 
     return val
 
 
+def parse_groups(text: str | None, glasses: list[str]) -> list[tuple[str, ...]]:
+    """``a+b,c+d`` (file names or stems) -> [(a, b), (c, d)] as file names of ``glasses``."""
+    if not text:
+        return []
+    stems = {glass_stem(g): g for g in glasses}
+    groups, seen = [], set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        names = [n.strip() for n in part.split("+") if n.strip()]
+        unknown = [n for n in names if n not in glasses and n not in stems]
+        if unknown:
+            raise FoldError(f"--groups {part}: {', '.join(unknown)} not among the glasses ({', '.join(stems)})")
+        group = tuple(dict.fromkeys(n if n in glasses else stems[n] for n in names))
+        if len(group) < 2:
+            raise FoldError(f"--groups {part}: a group needs two glasses or more (glass+glass)")
+        if seen & set(group):
+            raise FoldError(f"--groups: {', '.join(sorted(seen & set(group)))} in two groups")
+        seen |= set(group)
+        groups.append(group)
+    return groups
+
+
 def plan_folds(glasses: list[str], rule: str = "least-relaxed", levels: dict[str, float] | None = None,
-               only: list[str] | None = None) -> list[Fold]:
+               only: list[str] | None = None, groups: list[tuple[str, ...]] | None = None) -> list[Fold]:
     """One fold per glass of ``glasses`` (or per glass of ``only``, named by file or stem): the others
-    minus the fold's validation glasses train."""
+    minus the fold's validation glasses train; with ``groups`` (:func:`parse_groups`), minus the held-out
+    glass's group too."""
     if len(set(glasses)) != len(glasses):
         raise FoldError(f"a glass is named twice in {', '.join(glasses)}")
     if len(glasses) < 3:
@@ -79,10 +108,11 @@ def plan_folds(glasses: list[str], rule: str = "least-relaxed", levels: dict[str
         held = [g for g in glasses if g in only or glass_stem(g) in only]
     folds = []
     for g in held:
-        rest = [x for x in glasses if x != g]
+        out = next((set(grp) for grp in groups or () if g in grp), {g})
+        rest = [x for x in glasses if x not in out]
         val = validation_for(g, rest, rule, levels)
         train = tuple(x for x in rest if x not in val)
         if not train:
             raise FoldError(f"the fold that holds {g} out has no training glass left (validation: {', '.join(val)})")
-        folds.append(Fold(g, train, val))
+        folds.append(Fold(g, train, val, tuple(x for x in glasses if x in out and x != g)))
     return folds

@@ -57,8 +57,11 @@ class Plan:
 
     def identity(self) -> dict:
         """The settings a rerun must share (folds may be added by --folds; seeds likewise)."""
-        return {"configs": self.configs, "overrides": self.overrides, "data_root": self.data_root,
-                "validation": {f.name: list(f.val) for f in self.folds}}
+        ident = {"configs": self.configs, "overrides": self.overrides, "data_root": self.data_root,
+                 "validation": {f.name: list(f.val) for f in self.folds}}
+        if any(f.left_out for f in self.folds):  # only with --groups, so plans from before it still resume
+            ident["left_out"] = {f.name: list(f.left_out) for f in self.folds}
+        return ident
 
 
 def fold_command(plan: Plan, fold: Fold, seed: int, slot: Slot, parent_run_id: str | None) -> list[str]:
