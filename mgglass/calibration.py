@@ -34,9 +34,11 @@ import torch
 from torch import nn
 from torch_geometric.data import Batch
 
+from mgglass.models.recompute import BATCH_NORMS
 
-def batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+def batch_norms(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
 
 
 @contextlib.contextmanager

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 
+from mgglass.compat import save_last_checkpoint, saves_on_train_epoch_end
+
 
 class ModelCheckpoint(_LightningModelCheckpoint):
     """``lightning.pytorch.callbacks.ModelCheckpoint`` plus a ``last.ckpt`` after every epoch."""
@@ -17,15 +19,15 @@ class ModelCheckpoint(_LightningModelCheckpoint):
     def _save_last_every_epoch(self, trainer) -> None:
         # Lightning's own hook ran first; it records the step it saved at, so a top-k save that already
         # wrote last.ckpt this step makes this a no-op.
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self.save_last:
+            save_last_checkpoint(self, trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
+        if saves_on_train_epoch_end(self, trainer):
             self._save_last_every_epoch(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
+        if not saves_on_train_epoch_end(self, trainer):
             self._save_last_every_epoch(trainer)

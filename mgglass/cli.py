@@ -43,7 +43,9 @@ class MGCLI(LightningCLI):
 
     def __init__(self, args=None, progress: bool | None = None, extra_callbacks=()):
         self._progress = want_progress_bar() if progress is None else progress
-        self._extra_callbacks = list(extra_callbacks)
+        # LightningCLI appends trainer_defaults' callbacks after the config's and the checkpoint's, so
+        # callbacks that report a checkpointed epoch (AfterCheckpoint) come after the ModelCheckpoint.
+        callbacks = [*extra_callbacks, *([] if self._progress else [PlainProgress()])]
         defaults = [str(BASE_CONFIG)] if BASE_CONFIG.is_file() else []
         super().__init__(
             EBTask,
@@ -53,7 +55,7 @@ class MGCLI(LightningCLI):
             save_config_callback=None,  # the tracker logs each run's own config.yaml
             seed_everything_default=0,
             parser_kwargs={"exit_on_error": False, "allow_abbrev": False, "default_config_files": defaults},
-            trainer_defaults={"use_distributed_sampler": False, "logger": False},
+            trainer_defaults={"use_distributed_sampler": False, "logger": False, "callbacks": callbacks},
             auto_configure_optimizers=False,
         )
 
@@ -109,12 +111,6 @@ class MGCLI(LightningCLI):
             cfg.tracking.run_name = run_name_from(cfg)
         if not cfg.checkpoint.dirpath:
             cfg.checkpoint.dirpath = str(Path(cfg.tracking.root) / "checkpoints" / cfg.tracking.run_name)
-
-    def _instantiate_trainer(self, config, callbacks):
-        callbacks = [*callbacks, *self._extra_callbacks]
-        if not self._progress:
-            callbacks = [*callbacks, PlainProgress()]
-        return super()._instantiate_trainer(config, callbacks)
 
 
 class _ParseOnlyCLI(MGCLI):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import lightning as L
 from torch import nn
 
+from mgglass.models.dropout import DROPOUTS
+
 
 class LateDropout(L.Callback):
     """Sets every dropout module's rate to 0 before ``start_epoch`` and to its configured rate from then on.
@@ -31,7 +33,7 @@ class LateDropout(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit" and not self._rates:
-            self._rates = {m: m.p for m in pl_module.modules() if isinstance(m, nn.modules.dropout._DropoutNd)}
+            self._rates = {m: m.p for m in pl_module.modules() if isinstance(m, DROPOUTS)}
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         on = trainer.current_epoch >= self.start_epoch

@@ -25,6 +25,7 @@ from torchmetrics.regression import (
     SpearmanCorrCoef,
 )
 
+from mgglass.compat import cli_instantiating
 from mgglass.inference import predict_glass, transform_spread
 
 SPLITS = ("train", "val", "test")
@@ -33,13 +34,6 @@ SPLITS = ("train", "val", "test")
 def paper_adam(params: Iterable) -> torch.optim.Optimizer:
     """The paper's optimiser: Adam with amsgrad, lr 1e-4."""
     return torch.optim.Adam(params, lr=1e-4, amsgrad=True)
-
-
-def _from_cli() -> bool:
-    """True while LightningCLI instantiates the task (it hands the config over as the hyperparameters)."""
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-
-    return _given_hyperparameters.get() is not None
 
 
 def _metric_set(**kwargs) -> MetricCollection:
@@ -118,7 +112,7 @@ class EBTask(L.LightningModule):
         super().__init__()
         # Under LightningCLI the hyperparameters are saved as the config (class paths + init args), so
         # `EBTask.load_from_checkpoint(path)` rebuilds the net with nothing else given.
-        self.save_hyperparameters(ignore=[] if _from_cli() else ["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=[] if cli_instantiating() else ["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_fn = optimizer
         self.scheduler_fn = scheduler

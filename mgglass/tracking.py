@@ -26,6 +26,8 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Checkpoint
 
+from mgglass.compat import SystemMetrics
+
 RUN_FILE = "mlflow_run.json"
 DEFAULT_ROOT = "mlruns"
 
@@ -277,27 +279,14 @@ class MLflowTracker(AfterCheckpoint):
     def _start_monitor(self) -> None:
         if self.client is None or not self.cfg.system_metrics or self._monitor is not None:
             return
-        import logging
-
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter
-        self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.cfg.system_metrics,
-                                             resume_logging=self.resume, tracking_uri=self.uri)
-        self._monitor_first_step = self._monitor._logging_step
+        self._monitor = SystemMetrics(self.run_id, self.cfg.system_metrics, self.resume, self.uri)
         self._monitor.start()
 
     def _stop_monitor(self) -> None:
         monitor, self._monitor = self._monitor, None
         if monitor is None:
             return
-        monitor.finish()
-        # MLflow's monitor publishes only after a full interval and drops what it sampled when the run
-        # stops sooner (a short fit, or a failed status check): publish that sample so the tab is never empty.
-        if monitor._logging_step == self._monitor_first_step:
-            monitor.collect_metrics()
-            monitor.publish_metrics(monitor.aggregate_metrics())
-            monitor.mlflow_logger.flush()
+        monitor.finish()  # publishes what it sampled even when the run was shorter than an interval
 
     def _supersede_stale_history(self, pl_module) -> None:
         # A resume from a checkpoint older than what the run already logged (e.g. a best checkpoint,

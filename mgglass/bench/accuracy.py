@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgglass.compat import averaged_module
 from mgglass.inference import predict_pooled
 from mgglass.task import pooled_metrics
 from mgglass.tracking import AfterCheckpoint, read_run_file
@@ -66,9 +67,9 @@ def validated_module(trainer, pl_module):
     from lightning.pytorch.callbacks import WeightAveraging
 
     for cb in trainer.callbacks:
-        averaged = getattr(cb, "_average_model", None) if isinstance(cb, WeightAveraging) else None
+        averaged = averaged_module(cb) if isinstance(cb, WeightAveraging) else None
         if averaged is not None:
-            return averaged.module
+            return averaged
     return pl_module
 
 

@@ -18,6 +18,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 from mgglass import fit
+from mgglass.compat import trial_by_id
 from mgglass.tracking import AfterCheckpoint
 
 ENV = "MGGLASS_SWEEP_TRIAL"
@@ -69,7 +70,7 @@ class OptunaReporter(AfterCheckpoint):
         study = optuna.load_study(
             study_name=self.ctx.study, storage=open_storage(self.ctx.storage, heartbeat=False), pruner=build_pruner(self.ctx.pruner)
         )
-        self._trial = optuna.trial.Trial(study, self.ctx.trial_id)
+        self._trial = trial_by_id(study, self.ctx.trial_id)
 
     def final_tags(self) -> dict[str, str]:
         return {"optuna_state": "PRUNED" if self.pruned else "COMPLETE"}
