@@ -4,7 +4,7 @@ Configs are YAML files layered on ``experiments/base.yaml`` (loaded first, as de
 ``--config FILE`` in order, then dotted overrides (``--trainer.max_epochs=5``). Sections:
 ``model`` (:class:`mgglass.task.EBTask`: ``net`` class path + init args, optimizer, scheduler),
 ``data`` (:class:`mgglass.data.GlassDataModule`), ``trainer``, ``checkpoint`` (ModelCheckpoint),
-``early_stopping`` (EarlyStopping), ``recalibrate_bn`` (:class:`mgglass.calibration.RecalibrateBatchNorm`), ``tracking`` (:class:`mgglass.tracking.TrackingConfig`),
+``early_stopping`` (EarlyStopping), ``recalibrate_bn`` (:class:`mgglass.callbacks.RecalibrateBatchNorm`), ``tracking`` (:class:`mgglass.tracking.TrackingConfig`),
 ``seed_everything`` and ``ckpt_path``.
 
 Errors in the config (unknown model, misspelled key, bad value, missing data file) are printed as
@@ -23,10 +23,9 @@ from pathlib import Path
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from mgglass.calibration import RecalibrateBatchNorm
-from mgglass.checkpoint import ModelCheckpoint
+from mgglass.callbacks import ModelCheckpoint, PlainProgress, RecalibrateBatchNorm
+from mgglass.callbacks.progress import want_progress_bar
 from mgglass.data import GlassDataError, GlassDataModule
-from mgglass.progress import PlainProgress, want_progress_bar
 from mgglass.runtime import keep_freed_memory, quiet_warnings
 from mgglass.task import EBTask
 from mgglass.tracking import TrackingConfig

@@ -5,7 +5,7 @@ what is written and when:
 
 * per-epoch metrics are keyed by ``step = epoch``. The task keeps an epoch history inside every
   checkpoint; the tracker writes each epoch once, right after the checkpoint that contains it was
-  saved (:class:`AfterCheckpoint`), and a resumed fit back-fills epochs the killed process had
+  saved (:class:`mgglass.callbacks.AfterCheckpoint`), and a resumed fit back-fills epochs the killed process had
   checkpointed but not yet written — so no epoch is lost or duplicated.
 * the run id lives in ``<checkpoint dir>/mlflow_run.json``; resuming from a checkpoint in that
   folder reopens the same run.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import Checkpoint
 
+from mgglass.callbacks import AfterCheckpoint
 from mgglass.compat import SystemMetrics
 
 RUN_FILE = "mlflow_run.json"
@@ -52,13 +52,6 @@ def stored_metric(metrics: dict, key: str, default=None):
 def stored_history(client, run_id: str, key: str) -> list:
     """A run's metric history by the task's name, under either spelling (see :func:`stored_metric`)."""
     return [m for name in dict.fromkeys((ui_name(key), key)) for m in client.get_metric_history(run_id, name)]
-
-
-class AfterCheckpoint(Checkpoint):
-    """Base of callbacks that report an epoch once it is checkpointed. Lightning calls the
-    ``on_train_epoch_end`` of Checkpoint (and EarlyStopping) callbacks after the LightningModule's
-    own hook and in list order, so a subclass placed after the ModelCheckpoint sees the epoch's
-    metrics and its saved checkpoint (``checkpoint.save_on_train_epoch_end`` is on). Saves nothing."""
 
 
 @dataclass

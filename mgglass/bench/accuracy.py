@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgglass.callbacks import AfterCheckpoint
 from mgglass.compat import averaged_module
 from mgglass.inference import predict_pooled
 from mgglass.task import pooled_metrics
-from mgglass.tracking import AfterCheckpoint, read_run_file
+from mgglass.tracking import read_run_file
 
 
 class TestCurve(AfterCheckpoint):

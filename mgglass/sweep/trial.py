@@ -18,8 +18,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 from mgglass import fit
+from mgglass.callbacks import AfterCheckpoint
 from mgglass.compat import trial_by_id
-from mgglass.tracking import AfterCheckpoint
 
 ENV = "MGGLASS_SWEEP_TRIAL"
 
