@@ -454,7 +454,7 @@ def test_a_source_naming_another_net_class_starts_that_net_afresh(tmp_path, caps
 
 
 def test_overrides_tag_keeps_what_changes_the_training_and_drops_bookkeeping():
-    from mgglass.fit import config_overrides
+    from mgglass.cli.fitting import config_overrides
 
     argv = ["--config", "experiments/symgnn.yaml", "--model.offset_weight=0.1", "--seed_everything=2",
             "--tracking.run_name", "x-s2", "--trainer.max_epochs", "5", "--ckpt_path=last", "--checkpoint.dirpath=/tmp/c",

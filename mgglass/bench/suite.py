@@ -21,6 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from mgglass.inference import CHUNK_ATOMS
+from mgglass.tracking import git_commit
+
 GLASSES_PER_EPOCH = 6
 
 
@@ -129,11 +134,6 @@ def render(sections: dict, meta: dict) -> str:
 
 
 def main(argv=None) -> int:
-    import torch
-
-    from mgglass.inference import CHUNK_ATOMS
-    from mgglass.tracking import git_commit
-
     p = argparse.ArgumentParser(prog="python -m mgglass.bench all", description=__doc__.split("\n\n")[1])
     p.add_argument("--ckpt_path", required=True, help="a SymGNN checkpoint (latency and scaling)")
     p.add_argument("--out", default="docs/performance.md")

@@ -34,6 +34,8 @@ import torch
 from torch import nn
 from torch_geometric.data import Batch
 
+from mgglass.inference import predict_pooled
+from mgglass.metrics import pooled_metrics
 from mgglass.models.recompute import BATCH_NORMS
 
 
@@ -103,9 +105,6 @@ class RecalibrateBatchNorm(L.Callback):
 
     @staticmethod
     def _ema_metrics(pl_module, graphs) -> dict[str, float]:
-        from mgglass.inference import predict_pooled
-        from mgglass.task import pooled_metrics
-
         stats = pooled_metrics(*predict_pooled(pl_module, graphs))
         return {"val_r_ema": stats["r"], "val_mae_ema": stats["mae"]}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mgglass import workers
 from mgglass.compat import fail_trial, frozen_trial, trial_id
-from mgglass.sweep.spec import SweepSpec
+from mgglass.sweep.spec import SweepSpec, quiet_experimental
 from mgglass.sweep.trial import ENV, TrialContext
 from mgglass.workers import ProcessPool, Slot, SlotError, process_alive, read_result
 
@@ -149,8 +149,6 @@ def reap_dead_local_trials(study, max_retry: int) -> list[int]:
     (Optuna's retry callback: same parameters, ``failed_trial`` attribute). Returns their numbers."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
-
-    from mgglass.sweep.spec import quiet_experimental
 
     host, reaped = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
