@@ -15,6 +15,7 @@ what is written and when:
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from mgglass.callbacks import AfterCheckpoint
 from mgglass.compat import SystemMetrics
-from mgglass.outputs import write_split_outputs
+from mgglass.outputs import to_atoms, write_split_outputs
 from mgglass.plots import symmetry_plot
 from mgglass.tracking.store import (
     RUN_FILE,
@@ -201,9 +202,11 @@ class MLflowTracker(AfterCheckpoint):
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        step = int(max(pl_module.history, default=0))
+        step = int(max(pl_module.history, default=0))  # the tested checkpoint's epoch
         test = pl_module.last_metrics.get("test", {})
-        self.client.log_batch(self.run_id, metrics=[Metric(ui_name(k), float(v), ts, step) for k, v in test.items()])
+        model_id = self._log_model(getattr(trainer, "ckpt_path", None), getattr(trainer, "datamodule", None), step)
+        # Linked to the logged model too, so the UI's "Logged models" table shows its test metrics.
+        self.client.log_batch(self.run_id, metrics=[Metric(ui_name(k), float(v), ts, step, model_id=model_id) for k, v in test.items()])
         # The run's description in the UI: what was trained on what, and what it reached.
         val_r = pl_module.history.get(step, {}).get("val_r", float("nan"))
         self.client.set_tag(self.run_id, "mlflow.note.content", (
@@ -225,6 +228,33 @@ class MLflowTracker(AfterCheckpoint):
             path = self.ckpt_dir / "symmetry_angles.png"
             symmetry_plot(path, encoder)
             self.client.log_artifact(self.run_id, str(path), "symmetry")
+
+    def _log_model(self, ckpt_path, datamodule, step: int) -> str | None:
+        """The tested (validation-selected) checkpoint as an MLflow logged model of the run, for the UI's
+        "Logged models": the checkpoint file itself (no re-pickling), its ``config.yaml`` and an input
+        example, the first test glass as extxyz (what ``mgglass.predict --input`` reads). Returns its
+        id; None when the test ran on no checkpoint file."""
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return None
+        from ase.io import write
+        from mlflow.entities import LoggedModelOutput
+
+        experiment = self.client.get_run(self.run_id).info.experiment_id
+        model = self.client.create_logged_model(
+            experiment, name=self.cfg.run_name or self.tags.get("model") or "model", source_run_id=self.run_id,
+            params={"model": self.tags.get("model", ""), "selected_epoch": str(step), "checkpoint": Path(ckpt_path).name},
+            model_type="mgglass checkpoint")
+        self.client.log_model_artifact(model.model_id, str(ckpt_path))
+        with tempfile.TemporaryDirectory() as tmp:
+            if self.config_yaml:
+                (Path(tmp) / "config.yaml").write_text(self.config_yaml)
+            glasses = getattr(datamodule, "graphs", {}).get("test") or []
+            if glasses:
+                write(Path(tmp) / "input_example.extxyz", to_atoms(glasses[0], self.species, {}), format="extxyz")
+            self.client.log_model_artifacts(model.model_id, tmp)
+        self.client.finalize_logged_model(model.model_id, "READY")
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step)])  # the run page's "Logged models"
+        return model.model_id
 
     def finish(self, checkpoint_paths: list[str | Path] = (), status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
         """Log the best/last checkpoints, set ``tags`` and close the run (rank 0; no-op elsewhere)."""
