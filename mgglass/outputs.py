@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mgglass.inference import predict_glass
-from mgglass.task import pooled_metrics
+from mgglass.metrics import pooled_metrics
 
 
 def to_atoms(data, species: list[str], arrays: dict[str, np.ndarray]):

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgglass.models.symgnn import rotation_angles
+
 
 @torch.no_grad()
 def symmetry_plot(path: Path, symmetrizer, n: int = 20000) -> None:
@@ -16,8 +18,6 @@ def symmetry_plot(path: Path, symmetrizer, n: int = 20000) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from mgglass.models.symgnn import rotation_angles
 
     q = symmetrizer.sample(n, torch.Generator().manual_seed(0))
     angle, reflected = (t.cpu().numpy() for t in rotation_angles(q))

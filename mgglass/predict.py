@@ -16,7 +16,7 @@ result equals the whole-glass prediction (up to float summation order).
 The command runs ``Trainer.predict`` over the files (one glass per step, read when its turn comes;
 ``EBTask.predict_step``) with a ``BasePredictionWriter`` that writes them. The library beneath it:
 :mod:`mgglass.inference` (``predict_glass``, chunked or whole), :mod:`mgglass.outputs` (writers, parity
-plot) and :mod:`mgglass.runs` (run lookup, loading a checkpoint).
+plot), :mod:`mgglass.task` (loading a checkpoint, ensembles) and :mod:`mgglass.tracking` (run lookup).
 """
 
 from __future__ import annotations
@@ -31,18 +31,19 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from mgglass.data import GlassDataError
-from mgglass.ensemble import load_models, uncertainty_scores
 from mgglass.inference import CHUNK_ATOMS, sampling_encoder
+from mgglass.metrics import pooled_metrics
 from mgglass.outputs import to_atoms, write_predictions
-from mgglass.runs import (
+from mgglass.runtime import keep_freed_memory, quiet_warnings
+from mgglass.task import (
     PredictError,
-    checkpoints_of,
     graph_settings,
+    load_models,
     read_graph,
     resolve_device,
+    uncertainty_scores,
 )
-from mgglass.runtime import keep_freed_memory, quiet_warnings
-from mgglass.task import pooled_metrics
+from mgglass.tracking import checkpoints_of
 
 PROG = "mgglass.predict"
 READABLE = (".pickle", ".pkl", ".extxyz", ".xyz", ".cfg", ".data", ".dump", ".lammpstrj", ".vasp", ".cif", ".traj")

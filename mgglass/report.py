@@ -20,6 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mgglass.data import glass_to_data, read_glass
+from mgglass.data.safe_pickle import safe_load
+from mgglass.models import model_class
+from mgglass.tracking import git_commit, open_client, stored_history, stored_metric
+
 PROG = "mgglass.report"
 # Li et al., ICML 2024, Table 1, Cu64Zr36: test Pearson r, mean ± std.
 PAPER = {
@@ -58,8 +63,6 @@ def count_parameters(params: dict[str, str]) -> int | None:
     """Trainable parameters of the model a run's params describe (rebuilt, not loaded)."""
     import yaml
 
-    from mgglass.models import model_class
-
     path = params.get("model.net.class_path")
     if not path:
         return None
@@ -88,8 +91,6 @@ def symgnn_variant(params: dict) -> str:
 
 def collect(client, experiment_ids: list[str], filter_string: str = "") -> list[dict]:
     """One record per finished, tested stand-alone fit (not sweeps, cross-validations or their children)."""
-    from mgglass.tracking import stored_history, stored_metric
-
     runs = client.search_runs(experiment_ids, filter_string=filter_string, max_results=5000)
     out = []
     for run in runs:
@@ -157,9 +158,6 @@ def table_rows(records: list[dict]) -> list[dict]:
 
 def physical_baselines(data_dir: Path, files=("test0.pickle",)) -> list[tuple[str, float]]:
     """Pearson r of the EB with per-atom quantities that need no learning, pooled over ``files``."""
-    from mgglass.data import glass_to_data, read_glass
-    from mgglass.data.safe_pickle import safe_load
-
     columns: dict[str, list[np.ndarray]] = {}
     for name in files:
         path = data_dir / name
@@ -370,8 +368,6 @@ def render(rows: list[dict], physical, source: str, n_runs: int, commit: str, md
 
 def main(argv=None) -> int:
     import argparse
-
-    from mgglass.tracking import git_commit, open_client
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n", 1)[1])
     p.add_argument("--experiment", action="append", help="MLflow experiment name(s) (default: mgglass)")

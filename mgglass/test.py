@@ -2,7 +2,7 @@
 
 import sys
 
-from mgglass.cli import evaluate_main as _main
+from mgglass.cli.evaluate import evaluate_main as _main
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""EMA of the weights (mgglass.averaging.EMA) and late dropout (mgglass.regularization.LateDropout):
+"""EMA of the weights (mgglass.callbacks.EMA) and late dropout (mgglass.callbacks.LateDropout):
 validation, checkpoints and the test after a fit all score the averaged weights with their own
 batch-norm statistics; dropout is off before its start epoch and at its rate after."""
 
@@ -13,8 +13,8 @@ from torch import nn
 
 
 def test_late_dropout_follows_the_epoch():
+    from mgglass.callbacks import LateDropout
     from mgglass.models.dropout import Dropout
-    from mgglass.regularization import LateDropout
 
     module = nn.Sequential(nn.Linear(2, 2), Dropout(0.25), nn.Dropout(0.1))
     cb = LateDropout(start_epoch=3)
@@ -28,16 +28,32 @@ def test_late_dropout_follows_the_epoch():
         LateDropout(start_epoch=-1)
 
 
+def test_configs_naming_the_callbacks_old_paths_still_load(tmp_path):
+    # Saved run configs (mlruns/**/config.yaml) and users' configs name the callbacks by the paths
+    # they had before mgglass/callbacks/.
+    from test_fit import SMOKE
+
+    from mgglass.callbacks import EMA, LateDropout
+    from mgglass.cli import build
+
+    cfg = tmp_path / "old.yaml"
+    cfg.write_text("trainer:\n  callbacks:\n    - class_path: mgglass.averaging.EMA\n      init_args: {decay: 0.8}\n"
+                   "    - class_path: mgglass.regularization.LateDropout\n      init_args: {start_epoch: 2}\n")
+    cli = build(["--config", SMOKE, "--config", str(cfg), f"--tracking.root={tmp_path}", "--tracking.enabled=false"])
+    kinds = {type(cb): cb for cb in cli.trainer.callbacks}
+    assert EMA in kinds and kinds[LateDropout].start_epoch == 2
+
+
 def test_ema_checkpoint_holds_averaged_weights_with_their_own_statistics(tmp_path):
     from test_fit import SMOKE, metrics_of, run_cli
 
-    from mgglass.calibration import batch_norms, recalibrate
+    from mgglass.callbacks.calibration import batch_norms, recalibrate
     from mgglass.data import GlassDataModule
     from mgglass.task import EBTask
 
     cfg = tmp_path / "ema.yaml"
-    cfg.write_text("trainer:\n  callbacks:\n    - class_path: mgglass.averaging.EMA\n      init_args: {decay: 0.8}\n"
-                   "    - class_path: mgglass.regularization.LateDropout\n      init_args: {start_epoch: 2}\n")
+    cfg.write_text("trainer:\n  callbacks:\n    - class_path: mgglass.callbacks.EMA\n      init_args: {decay: 0.8}\n"
+                   "    - class_path: mgglass.callbacks.LateDropout\n      init_args: {start_epoch: 2}\n")
     p = run_cli("mgglass.fit", ["--config", SMOKE, "--config", str(cfg), f"--tracking.root={tmp_path}",
                                 "--tracking.run_name=ema"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]

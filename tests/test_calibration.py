@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
-from mgglass.calibration import batch_norms, recalibrate
+from mgglass.callbacks.calibration import batch_norms, recalibrate
 from mgglass.models.symgnn import SymGNN
 from mgglass.tracking import ui_name
 
@@ -139,7 +139,7 @@ def test_kept_checkpoints_are_recalibrated_over_every_training_glass(synthetic_b
     into the file, leaving the weights and the live net alone; the fit's last step does this over
     every training glass where validation used fewer (which pulled every glass's mean towards the
     first ones)."""
-    from mgglass.calibration import recalibrate_checkpoint
+    from mgglass.callbacks.calibration import recalibrate_checkpoint
 
     graphs = _graphs(synthetic_batch)
     net = _net()

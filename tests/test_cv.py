@@ -170,8 +170,8 @@ def test_ensemble_prediction_is_the_members_mean_and_spread(cv, monkeypatch):
     from torch_geometric.data import Batch
 
     from mgglass.data import glass_to_data, make_glass
-    from mgglass.ensemble import load_models
     from mgglass.inference import predict_glass
+    from mgglass.task import load_models
 
     monkeypatch.setenv("MGGLASS_CACHE_DIR", str(cv["base"].parent / "cache"))
     ckpts = [_best(cv, f) for f in ("train0", "train1", "train2")]

@@ -191,6 +191,23 @@ def test_smoke_run_is_one_complete_mlflow_run(smoke):
     assert torch.load(ckpt_dir / "last.ckpt", weights_only=False, map_location="cpu")["epoch"] == EPOCHS - 1
     for a in ("test/parity.png", "test/predictions.csv", "test/predictions.extxyz"):
         assert a in arts
+    # The tested (validation-selected) checkpoint as the run's one MLflow logged model (the UI's "Logged
+    # models"), with its config, an input example and the test metrics.
+    models = [lm for lm in c.search_logged_models([run.info.experiment_id]) if lm.source_run_id == rid]
+    assert len(models) == 1 and str(models[0].status) == "READY", models
+    lm = models[0]
+    files = {f.path for f in c.list_logged_model_artifacts(lm.model_id)}
+    best = next(ckpt_dir.glob("best-epoch=*.ckpt")).name
+    assert files == {best, "config.yaml", "input_example.extxyz"}, files
+    assert lm.params["checkpoint"] == best and lm.params["selected_epoch"] == str(int(best[len("best-epoch="):-len(".ckpt")]))
+    assert [o.model_id for o in run.outputs.model_outputs] == [lm.model_id]
+    assert {m.key: m.value for m in lm.metrics}[ui_name("test_r")] == m[ui_name("test_r")]
+    from ase.io import read
+    from mlflow.artifacts import download_artifacts
+
+    tested = read(ckpt_dir / "test" / "predictions.extxyz", index=0)  # the first test glass
+    given = read(download_artifacts(artifact_uri=f"{lm.artifact_location}/input_example.extxyz", dst_path=str(smoke["root"])))
+    assert len(given) == len(tested) and (given.numbers == tested.numbers).all() and "eb" not in given.arrays
 
 
 def test_predictions_artifacts_match_test_metrics(smoke):
@@ -454,7 +471,7 @@ def test_a_source_naming_another_net_class_starts_that_net_afresh(tmp_path, caps
 
 
 def test_overrides_tag_keeps_what_changes_the_training_and_drops_bookkeeping():
-    from mgglass.fit import config_overrides
+    from mgglass.cli.fitting import config_overrides
 
     argv = ["--config", "experiments/symgnn.yaml", "--model.offset_weight=0.1", "--seed_everything=2",
             "--tracking.run_name", "x-s2", "--trainer.max_epochs", "5", "--ckpt_path=last", "--checkpoint.dirpath=/tmp/c",

@@ -89,7 +89,7 @@ def test_spatial_order_renumbers_atoms_and_keeps_the_predictions(small_task):
 
 
 def test_error_ranking_counts_overlap():
-    from mgglass.ensemble import uncertainty_scores as error_ranking
+    from mgglass.task import uncertainty_scores as error_ranking
 
     y = np.zeros(100)
     p = np.linspace(0, 1, 100)  # error grows with the index

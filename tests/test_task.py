@@ -140,7 +140,7 @@ def test_pooled_metrics_are_the_fit_metrics_in_numpy_terms():
     """One definition of r, R², MAE and RMSE for fits, tests, predictions and benchmarks."""
     import numpy as np
 
-    from mgglass.task import pooled_metrics
+    from mgglass.metrics import pooled_metrics
 
     rng = np.random.default_rng(0)
     y = rng.normal(1.5, 0.3, 500)

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mgglass.data import read_glass
+from mgglass.data.download import cache_dir, sha256_file
+
 MODEL = "SOAP+LightGBM"
 
 
@@ -72,9 +75,6 @@ def soap_features(glass, species=("Cu", "Zr"), settings: SoapSettings = SoapSett
 def cached_features(path: Path, species=("Cu", "Zr"), settings: SoapSettings = SoapSettings(),
                     label_key: str = "eb") -> tuple[np.ndarray, np.ndarray | None]:
     """(features, labels) of a glass file, features cached by the file's bytes and the SOAP settings."""
-    from mgglass.data import read_glass
-    from mgglass.data.download import cache_dir, sha256_file
-
     glass = read_glass(path, label_key=label_key, species=species, labels_optional=True)
     key = hashlib.sha256(f"{sha256_file(path)}:{','.join(species)}:{settings.soap_key()}".encode()).hexdigest()[:24]
     cache = cache_dir() / "soap" / f"{key}.npy"

@@ -25,9 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgglass.callbacks import AfterCheckpoint
+from mgglass.cli import fitting
+from mgglass.compat import averaged_module
 from mgglass.inference import predict_pooled
-from mgglass.task import pooled_metrics
-from mgglass.tracking import AfterCheckpoint, read_run_file
+from mgglass.metrics import pooled_metrics
+from mgglass.tracking import read_run_file
 
 
 class TestCurve(AfterCheckpoint):
@@ -66,9 +69,9 @@ def validated_module(trainer, pl_module):
     from lightning.pytorch.callbacks import WeightAveraging
 
     for cb in trainer.callbacks:
-        averaged = getattr(cb, "_average_model", None) if isinstance(cb, WeightAveraging) else None
+        averaged = averaged_module(cb) if isinstance(cb, WeightAveraging) else None
         if averaged is not None:
-            return averaged.module
+            return averaged
     return pl_module
 
 
@@ -126,8 +129,6 @@ def plot(path: Path, rows: list[dict], threshold: float, title: str = "") -> Non
 def main(argv=None) -> int:
     import argparse
 
-    from mgglass import fit
-
     parser = argparse.ArgumentParser(prog="mgglass.bench accuracy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threshold", type=float, default=0.75)
     args, fit_args = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     if not any(a.startswith("--tracking.run_name") for a in fit_args):
         fit_args.append("--tracking.run_name=bench-accuracy")
     curve = TestCurve()
-    fitted = fit.run(fit_args, callbacks=[curve])
+    fitted = fitting.run(fit_args, callbacks=[curve])
     if fitted.code != 0 or not curve.rows:
         return fitted.code or 1
     out = fitted.ckpt_dir

@@ -17,12 +17,13 @@ import time
 
 import torch
 
+from mgglass.data import GlassDataModule
+from mgglass.models import build_model
 from mgglass.runtime import keep_freed_memory
+from mgglass.task import EBTask
 
 
 def _model(name: str, seed: int):
-    from mgglass.models import build_model
-
     torch.manual_seed(seed)
     return build_model(name)
 
@@ -49,8 +50,6 @@ def bare_loop(model, graphs, epochs: int, clip: float = 0.1) -> list[float]:
 def lightning_loop(model, dm, epochs: int, clip: float = 0.1) -> list[float]:
     import lightning as L
     from lightning.pytorch.callbacks import Callback
-
-    from mgglass.task import EBTask
 
     class Timer(Callback):
         def __init__(self):
@@ -91,8 +90,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     keep_freed_memory()  # as the training entry points do
     torch.set_num_threads(args.threads)
-
-    from mgglass.data import GlassDataModule
 
     names = [f"train{i}.pickle" for i in range(args.glasses)]
     if args.synthetic:

@@ -20,11 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgglass.cli import ConfigError, build, check_data, fail
+from mgglass.models.symgnn import haar_o3
+from mgglass.runtime import keep_freed_memory
+from mgglass.task import EBTask
+
 
 def orthogonal(n: int, seed: int) -> torch.Tensor:
     """n Haar-random matrices in O(3): rotations, every second one times −1 (a reflection)."""
-    from mgglass.models.symgnn import haar_o3
-
     q = haar_o3(n, torch.Generator().manual_seed(seed), torch.float64)
     q = q * torch.linalg.det(q).sign().view(-1, 1, 1)  # proper rotations
     q[1::2] = -q[1::2]
@@ -64,10 +67,6 @@ def spread(task, graphs, transforms: torch.Tensor) -> dict[str, float]:
 
 
 def main(argv=None) -> int:
-    from mgglass.cli import ConfigError, build, check_data, fail
-    from mgglass.runtime import keep_freed_memory
-    from mgglass.task import EBTask
-
     keep_freed_memory()
     p = argparse.ArgumentParser(prog="mgglass.bench invariance", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt_path", required=True)

@@ -15,14 +15,14 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
+
+from mgglass.inference import predict_glass
+from mgglass.runtime import keep_freed_memory
+from mgglass.task import load_task, read_graph
+
 
 def main(argv=None) -> int:
-    import torch
-
-    from mgglass.inference import predict_glass
-    from mgglass.runs import load_task, read_graph
-    from mgglass.runtime import keep_freed_memory
-
     p = argparse.ArgumentParser(prog="mgglass.bench latency", description=__doc__.split("\n\n")[1])
     p.add_argument("--ckpt_path", required=True)
     p.add_argument("--input", default=None, help="default: test0.pickle in $MGGLASS_DATA_DIR")

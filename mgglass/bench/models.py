@@ -20,7 +20,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from torch_geometric.data import Batch
+
 from mgglass.bench import DEFAULT_DATA
+from mgglass.data import load_graph
+from mgglass.models import REGISTRY, build_model
+from mgglass.runtime import keep_freed_memory
 
 
 def _rss_mb() -> float:
@@ -29,13 +35,6 @@ def _rss_mb() -> float:
 
 
 def worker(name: str, device: str, data_path: str, reps: int, threads: int, init: dict | None = None) -> dict:
-    import torch
-    from torch_geometric.data import Batch
-
-    from mgglass.data import load_graph
-    from mgglass.models import build_model
-    from mgglass.runtime import keep_freed_memory
-
     keep_freed_memory()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -72,8 +71,6 @@ def worker(name: str, device: str, data_path: str, reps: int, threads: int, init
 
 
 def main(argv=None) -> int:
-    from mgglass.models import REGISTRY
-
     p = argparse.ArgumentParser(prog="python -m mgglass.bench models", description=__doc__)
     p.add_argument("--models", default=",".join(REGISTRY), help="comma-separated registry names")
     p.add_argument("--data", default=str(DEFAULT_DATA / "train0.pickle"))

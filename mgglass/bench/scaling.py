@@ -22,18 +22,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mgglass.bench import DEFAULT_DATA
+from mgglass.data import Glass, glass_to_data, read_glass
+from mgglass.inference import CHUNK_ATOMS, predict_glass
+from mgglass.runtime import keep_freed_memory
+from mgglass.task import graph_settings, load_task
 
 
 def worker(ckpt: str, source: str, reps: int, chunk_atoms: int, threads: int) -> dict:
-    import torch
-
-    from mgglass.data import Glass, glass_to_data, read_glass
-    from mgglass.inference import predict_glass
-    from mgglass.runs import graph_settings, load_task
-    from mgglass.runtime import keep_freed_memory
-
     keep_freed_memory()
     torch.set_num_threads(threads)
     task, hp = load_task(Path(ckpt), "cpu")
@@ -114,8 +112,6 @@ def run(ckpt: str, sizes: list[int], reps: int, chunk_atoms: int, threads: int, 
 
 
 def main(argv=None) -> int:
-    from mgglass.inference import CHUNK_ATOMS
-
     p = argparse.ArgumentParser(prog="python -m mgglass.bench scaling", description=__doc__.split("\n\n")[2])
     p.add_argument("--ckpt_path", required=True)
     p.add_argument("--sizes", default="1,8,64,125", help="replication counts n³ of train0 (1 = the 8000-atom glass)")

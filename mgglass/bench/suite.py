@@ -23,6 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from mgglass.bench.levers import table as levers_table
+from mgglass.inference import CHUNK_ATOMS, DST_RANGE
+from mgglass.tracking import git_commit
+
 GLASSES_PER_EPOCH = 6
 
 
@@ -80,12 +86,6 @@ def models_table(text: str) -> list[str]:
         elif len(parts) >= 3 and parts[1] in ("cpu", "cuda") and parts[2] in ("failed:", "timed"):
             rows.append(f"| {parts[0]} | {parts[1]} | {' '.join(parts[2:])} | | | | | |")
     return rows
-
-
-def levers_table(rows: list[dict]) -> list[str]:
-    from mgglass.bench.levers import table
-
-    return table(rows)
 
 
 def render(sections: dict, meta: dict) -> str:
@@ -151,11 +151,6 @@ def render(sections: dict, meta: dict) -> str:
 
 
 def main(argv=None) -> int:
-    import torch
-
-    from mgglass.inference import CHUNK_ATOMS, DST_RANGE
-    from mgglass.tracking import git_commit
-
     p = argparse.ArgumentParser(prog="python -m mgglass.bench all", description=__doc__.split("\n\n")[1])
     p.add_argument("--ckpt_path", required=True, help="a SymGNN checkpoint (latency and scaling)")
     p.add_argument("--out", default="docs/performance.md")

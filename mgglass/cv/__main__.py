@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mgglass.baselines.soap import ReferenceError, fit_predict
+from mgglass.cli import ConfigError, build
+from mgglass.cv import summary
 from mgglass.cv.folds import (
     OFFICIAL_GLASSES,
     RULES,
@@ -41,6 +44,8 @@ from mgglass.cv.run import (
     collect,
     run_folds,
 )
+from mgglass.data import GlassDataError, GlassDataModule, read_glass
+from mgglass.workers import SlotError, plan_slots
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
 
@@ -100,8 +105,6 @@ def _ints(text: str, what: str) -> list[int]:
 
 def levels_of(files: dict[str, Path], key: str, species) -> dict[str, float]:
     """Each glass's mean of the per-atom array ``key`` (nan where a glass has none)."""
-    from mgglass.data import read_glass
-
     out = {}
     for name, path in files.items():
         glass = read_glass(path, label_key="eb", species=species, labels_optional=True)
@@ -112,9 +115,6 @@ def levels_of(files: dict[str, Path], key: str, species) -> dict[str, float]:
 
 def main(argv=None) -> int:
     args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
-    from mgglass.cli import ConfigError, build
-    from mgglass.data import GlassDataError, GlassDataModule
-
     try:
         overrides = _dotted(rest)
         seeds = _ints(args.seeds, "seeds")
@@ -131,8 +131,6 @@ def main(argv=None) -> int:
                            parse_groups(args.groups, glasses))
         plan = Plan(name, configs, overrides, folds, seeds, d.root, Path(cfg.tracking.root), levels, args.level_key, args.reference)
         check_same_plan(plan)
-        from mgglass.workers import SlotError, plan_slots
-
         slots = plan_slots(args.accelerator, args.devices_per_fold, args.workers if args.workers == "auto" else _ints(args.workers, "workers")[0])
         if args.threads < 0:
             raise CVError(f"--threads: expected a positive number, not {args.threads}")
@@ -151,8 +149,6 @@ def main(argv=None) -> int:
 
 
 def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str) -> int:
-    from mgglass.cv import summary
-
     parent = ParentRun(plan, cfg.tracking)
     print(f"{PROG}: {plan.name}: {len(plan.folds)} fold(s) x {len(plan.seeds)} seed(s) on {len(slots)} worker(s) "
           f"({'; '.join(dict.fromkeys(s.describe() for s in slots))})\n"
@@ -197,9 +193,6 @@ def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str) -> 
 
 def reference_rows(plan: Plan, files: dict[str, Path], species) -> list[dict]:
     """The SOAP + LightGBM reference on each fold (cached per fold under ``reference/``)."""
-    from mgglass.baselines.soap import ReferenceError, fit_predict
-    from mgglass.cv import summary
-
     rows = []
     for fold in plan.folds:
         cache = plan.out_dir / "reference" / f"{fold.name}.npz"

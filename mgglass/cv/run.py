@@ -23,6 +23,12 @@ import numpy as np
 
 from mgglass.cv import summary
 from mgglass.cv.folds import Fold, glass_stem
+from mgglass.tracking import (
+    experiment_id,
+    git_commit,
+    open_client,
+    resolve_tracking_uri,
+)
 from mgglass.workers import ProcessPool, Slot, read_result
 
 PROG = "mgglass.cv"
@@ -156,13 +162,6 @@ class ParentRun:
     name the fold fits, so ``mgglass.predict --run`` can use it as an ensemble."""
 
     def __init__(self, plan: Plan, tracking_cfg):
-        from mgglass.tracking import (
-            experiment_id,
-            git_commit,
-            open_client,
-            resolve_tracking_uri,
-        )
-
         self.uri = resolve_tracking_uri(tracking_cfg)
         self.client = open_client(self.uri)
         state = read_plan(plan)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mgglass.ensemble import score_members
-from mgglass.task import pooled_metrics
+from mgglass.metrics import pooled_metrics
+from mgglass.task import score_members
 
 COLUMNS = ("model", "held_out", "val", "seed", "atoms", "level", "label_mean", "pred_mean", "r", "r2", "mae", "spearman")
 ENSEMBLE_COLUMNS = ("members", "best_member_r", "spearman_std_abs_error", "top10_overlap", "within_1std", "within_2std")

@@ -14,13 +14,23 @@ import json
 import sys
 from pathlib import Path
 
+from mlflow.entities import Param
+
+from mgglass.task import PredictError, load_models
+from mgglass.tracking import (
+    TrackingConfig,
+    checkpoints_of,
+    experiment_id,
+    git_commit,
+    open_client,
+    resolve_checkpoints,
+    resolve_tracking_uri,
+)
+
 PROG = "mgglass.ensemble"
 
 
 def main(argv=None) -> int:
-    from mgglass.ensemble import load_models
-    from mgglass.runs import PredictError, checkpoints_of, resolve_checkpoints
-
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n", 1)[1])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", nargs="+", help="MLflow run ids of fits (or of ensembles: their members join)")
@@ -54,16 +64,6 @@ def main(argv=None) -> int:
 def record(name: str, members: list[tuple[str | None, Path]], experiment: str, tracking_root: str,
            tracking_uri: str | None = None) -> str:
     """An MLflow run standing for the ensemble of ``members`` ((run id or None, checkpoint) pairs)."""
-    from mlflow.entities import Param
-
-    from mgglass.tracking import (
-        TrackingConfig,
-        experiment_id,
-        git_commit,
-        open_client,
-        resolve_tracking_uri,
-    )
-
     uri = resolve_tracking_uri(TrackingConfig(root=tracking_root, tracking_uri=tracking_uri))
     client = open_client(uri)
     exp = experiment_id(client, uri, experiment)

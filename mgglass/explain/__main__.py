@@ -20,6 +20,17 @@ import sys
 import time
 from pathlib import Path
 
+from mgglass.data import GlassDataModule, load_graph
+from mgglass.inference import predict_glass
+from mgglass.runtime import quiet_warnings
+from mgglass.task import graph_settings, load_task, read_graph, resolve_device
+from mgglass.tracking import read_run_file, resolve_run
+
+from .analysis import SELECTIONS, half_box_of, select_atoms
+from .artifacts import log_child_run, write_all
+from .explainer import ExplainerSettings
+from .run import AnalysisSettings, explain_atoms, fit_to_glass, summarise
+
 PROG = "mgglass.explain"
 
 
@@ -29,9 +40,6 @@ class _Fail(Exception):
 
 def parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from .explainer import ExplainerSettings
-    from .run import AnalysisSettings
 
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], exit_on_error=False)
     p.add_argument("--config", action=ActionConfigFile, help="YAML with any of these options (experiments/explain.yaml)")
@@ -54,8 +62,6 @@ def parser():
 
 
 def main(argv=None) -> int:
-    from mgglass.runtime import quiet_warnings
-
     quiet_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -85,9 +91,6 @@ def _atoms(args, n_atoms: int) -> list[int] | None:
 
 
 def _glass(args, hp: dict):
-    from mgglass.data import GlassDataModule, load_graph
-    from mgglass.runs import graph_settings, read_graph
-
     species, cutoff, self_loops = graph_settings(hp)
     if args.glass:
         path = Path(args.glass)
@@ -101,15 +104,6 @@ def _glass(args, hp: dict):
 
 def _explain(args) -> int:
     from tqdm import tqdm
-
-    from mgglass.inference import predict_glass
-    from mgglass.runs import graph_settings, load_task, resolve_device, resolve_run
-    from mgglass.tracking import read_run_file
-
-    from .analysis import SELECTIONS, half_box_of, select_atoms
-    from .artifacts import log_child_run, write_all
-    from .explainer import ExplainerSettings
-    from .run import AnalysisSettings, explain_atoms, fit_to_glass, summarise
 
     if (args.run is None) == (args.ckpt_path is None):
         raise _Fail("give exactly one of --run and --ckpt_path")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mgglass.tracking import open_client
+
 from .analysis import GROUPS
 
 COLUMNS = ["atom", "rank", "edge_id", "src", "dst", "src_species", "dst_species", "length", "shift_a", "shift_b",
@@ -151,8 +153,6 @@ def write_all(out: Path, data, explained, summary: dict, species: list[str], tab
 
 def log_child_run(parent: dict, out: Path, summary: dict, params: dict) -> str:
     """A run under the explained fit (same experiment, ``mlflow.parentRunId``), tagged ``explains``."""
-    from mgglass.tracking import open_client
-
     client = open_client(parent["tracking_uri"])
     fit = client.get_run(parent["run_id"])
     cyc = summary["cycles"]

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.nn import MessagePassing
 
+from mgglass.compat import explain_edge_mask
+
 
 @dataclass
 class ExplainerSettings:
@@ -67,10 +69,7 @@ class ExplainableNet(nn.Module):
         self._cached: tuple[int, Tensor, Tensor] | None = None
 
     def _mask(self) -> Tensor | None:
-        if not getattr(self.slot, "explain", False) or self.slot._edge_mask is None:
-            return None
-        m = self.slot._edge_mask
-        return m.sigmoid() if self.slot._apply_sigmoid else m
+        return explain_edge_mask(self.slot)
 
     def forward(self, x: Tensor, edge_index: Tensor, batch) -> Tensor:
         mask = self._mask() if self.takes_mask else None

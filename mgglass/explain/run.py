@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mgglass.inference import receptive_hops
+
 from .analysis import (
     GROUPS,
     distance_profile,
@@ -79,8 +81,6 @@ def fit_to_glass(analysis: AnalysisSettings, data) -> AnalysisSettings:
 def explain_atoms(task, data, atoms: list[int], settings: ExplainerSettings, analysis: AnalysisSettings,
                   seed: int = 0, progress=None) -> list[AtomExplanation]:
     """Explain ``atoms`` of ``data`` (a glass graph) with ``task``'s net; cycles counted per atom."""
-    from mgglass.inference import receptive_hops
-
     hops = receptive_hops(task.net)
     if hops is None:
         raise ValueError(f"{type(task.net).__name__} does not state its message-passing depth (receptive_hops)")

@@ -27,19 +27,22 @@ from pathlib import Path
 
 import numpy as np
 
+from mgglass.data import GlassDataError, read_glass
+from mgglass.md.engine import MDError, MDUnavailable
+from mgglass.md.propensity import propensity
+from mgglass.md.quench import quench
+from mgglass.md.saddle import atom_row, barriers
+from mgglass.md.structure import plot_rdfs, summary
+
 PROG = "mgglass.md"
 
 
 def _read(path: str):
-    from mgglass.data import read_glass
-
     return read_glass(Path(path), labels_optional=True)
 
 
 def cmd_quench(args) -> int:
     from ase.io import write
-
-    from mgglass.md.quench import quench
 
     out = Path(args.out)
     if out.suffix not in (".extxyz", ".xyz"):
@@ -58,8 +61,6 @@ def cmd_quench(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from mgglass.md.structure import plot_rdfs, summary
-
     glasses = {}
     for path in args.glasses:
         glasses[Path(path).stem] = _read(path)
@@ -70,8 +71,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_propensity(args) -> int:
-    from mgglass.md.propensity import propensity
-
     glass = _read(args.glass)
     prop, info = propensity(glass, args.temperature, args.time_ps, args.runs, args.seed, args.threads)
     out = Path(args.out)
@@ -95,8 +94,6 @@ def cmd_propensity(args) -> int:
 
 
 def cmd_barriers(args) -> int:
-    from mgglass.md.saddle import barriers
-
     glass = _read(args.glass)
     if args.atoms:
         try:
@@ -174,8 +171,6 @@ def _read_barriers_csv(path: str) -> list[dict]:
 
 
 def cmd_pool(args) -> int:
-    from mgglass.md.saddle import atom_row
-
     if len({Path(c).resolve() for c in args.csvs}) < len(args.csvs):
         raise ValueError(f"{' '.join(args.csvs)}: a file is named twice; its events would count twice")
     atoms: dict[int, list[tuple[str, dict]]] = {}
@@ -258,9 +253,6 @@ def main(argv=None) -> int:
     o.add_argument("--stat", default="mean", choices=("mean", "min"), help="the atom's EB over its pooled events")
     o.add_argument("--out", required=True, help="output .csv")
     args = p.parse_args(argv)
-    from mgglass.data import GlassDataError
-    from mgglass.md.engine import MDError, MDUnavailable
-
     try:
         commands = {"quench": cmd_quench, "compare": cmd_compare, "propensity": cmd_propensity, "barriers": cmd_barriers,
                     "pool": cmd_pool}

@@ -25,6 +25,11 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> tuple[Tensor, fl
     return mask.view(shape), 65536 / (65536 - threshold)
 
 
+# Every dropout layer: the public classes under torch's private base ``nn.modules.dropout._DropoutNd``
+# (tests/test_compat.py checks the list is complete); this module's Dropout is an nn.Dropout.
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
 class _MaskScale(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, mask: Tensor, scale: float) -> Tensor:

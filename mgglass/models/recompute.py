@@ -12,12 +12,17 @@ import contextlib
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+# The batch norms with running statistics: the public classes under torch's private base
+# ``nn.modules.batchnorm._BatchNorm`` (tests/test_compat.py checks the list is complete).
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+               nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)
+
 
 @contextlib.contextmanager
 def frozen_running_stats(module: nn.Module):
     """Batch norms in ``module`` leave their running statistics as they are (momentum 0; the batch
     counter restored). Not ``track_running_stats=False``: that saves other tensors for backward."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = [m for m in module.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
     saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
     for m in norms:
         m.momentum = 0.0

@@ -93,7 +93,7 @@ class Symmetrizer(nn.Module):
     With ``recompute`` (default) φ's activations are not kept for backward but recomputed there
     from the [E, 3] inputs: −265 MB kept per 8000-atom glass at K = 2 for ~3% more step time.
     ``chunk_rows`` bounds the [K·E, hidden] rows encoded at once in evaluation (cache-sized by default).
-    While :mod:`mgglass.calibration` recomputes φ's batch-norm statistics, they come from
+    While :mod:`mgglass.callbacks.calibration` recomputes φ's batch-norm statistics, they come from
     ``calibration_edges`` random edges (a glass's edge vectors are isotropic and alike, so more add
     nothing), then all edges are encoded by the fast eval path with those statistics: recalibrating a
     whole SymGNN on two 8000-atom glasses (K = 16) took 2.1 s instead of 10.5 s.

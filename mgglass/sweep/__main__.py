@@ -14,7 +14,24 @@ from pathlib import Path
 
 import yaml
 
-from mgglass.sweep.spec import FIELDS, SweepError, SweepSpec, load_spec
+from mgglass.cli import ConfigError, build
+from mgglass.sweep.report import ParentRun, best_trial, redact, write_best_config
+from mgglass.sweep.runner import (
+    Runner,
+    TrialFailed,
+    dotted_args,
+    finished_count,
+    plan_slots,
+)
+from mgglass.sweep.spec import (
+    FIELDS,
+    SweepError,
+    SweepSpec,
+    build_pruner,
+    build_sampler,
+    load_spec,
+    open_storage,
+)
 
 PROG = "mgglass.sweep"
 
@@ -62,9 +79,6 @@ def _dotted(rest: list[str]) -> dict:
 def check_configs(spec: SweepSpec):
     """Parse the trials' configs with the fit's own parser, at both ends of every range and at every
     choice, so an unknown key or a wrong type is an error before any trial; returns one parsed config."""
-    from mgglass.cli import ConfigError, build
-    from mgglass.sweep.runner import dotted_args
-
     base = [a for c in spec.configs for a in ("--config", c)] + dotted_args(spec.overrides)
 
     def parse(extra: dict):
@@ -124,8 +138,6 @@ def _int(text: str) -> int:
 def _open_study(spec: SweepSpec, url: str, create: bool):
     import optuna
 
-    from mgglass.sweep.spec import build_pruner, build_sampler, open_storage
-
     storage = open_storage(url, spec)
     if not create:
         try:
@@ -142,8 +154,6 @@ def _open_study(spec: SweepSpec, url: str, create: bool):
 
 
 def best_only(spec: SweepSpec, cfg) -> int:
-    from mgglass.sweep.report import write_best_config
-
     study = _open_study(spec, spec.storage_url(cfg.tracking.root), create=False)
     path = write_best_config(spec, study)
     if path is None:
@@ -154,9 +164,6 @@ def best_only(spec: SweepSpec, cfg) -> int:
 
 def run(spec: SweepSpec, cfg) -> int:
     import optuna
-
-    from mgglass.sweep.report import ParentRun, best_trial, redact, write_best_config
-    from mgglass.sweep.runner import Runner, TrialFailed, finished_count, plan_slots
 
     url = spec.storage_url(cfg.tracking.root)
     optuna.logging.set_verbosity(optuna.logging.INFO)

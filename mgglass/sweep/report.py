@@ -13,7 +13,14 @@ from pathlib import Path
 
 import yaml
 
+from mgglass.cli import BASE_CONFIG
 from mgglass.sweep.spec import SweepSpec
+from mgglass.tracking import (
+    experiment_id,
+    git_commit,
+    open_client,
+    resolve_tracking_uri,
+)
 from mgglass.workers import process_alive
 
 PLOTS = ("plot_optimization_history", "plot_param_importances", "plot_parallel_coordinate", "plot_intermediate_values")
@@ -28,13 +35,6 @@ class ParentRun:
     """The MLflow run of one sweep invocation (rank-0 process: the sweep itself)."""
 
     def __init__(self, tracking_cfg, spec: SweepSpec, storage_url: str):
-        from mgglass.tracking import (
-            experiment_id,
-            git_commit,
-            open_client,
-            resolve_tracking_uri,
-        )
-
         self.uri = resolve_tracking_uri(tracking_cfg)
         self.client = open_client(self.uri)
         exp = experiment_id(self.client, self.uri, tracking_cfg.experiment)
@@ -188,8 +188,6 @@ def _set_dotted(cfg: dict, key: str, value) -> None:
 def compose_config(spec: SweepSpec, values: dict) -> dict:
     """The sweep's configs merged in order, then its fixed overrides and ``values``, with checkpoint
     selection on the objective: what the trial with ``values`` ran, as one file."""
-    from mgglass.cli import BASE_CONFIG
-
     merged: dict = {}
     for c in spec.configs:
         if Path(c).resolve() != BASE_CONFIG:  # loaded first by every fit anyway
@@ -205,8 +203,6 @@ def write_best_config(spec: SweepSpec, study, path: Path | None = None) -> Path 
     best = best_trial(study)
     if best is None:
         return None
-    from mgglass.tracking import git_commit
-
     path = Path(path or spec.best_config_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (

@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 from mgglass import workers
-from mgglass.sweep.spec import SweepSpec
+from mgglass.compat import fail_trial, frozen_trial, trial_id
+from mgglass.sweep.spec import SweepSpec, quiet_experimental
 from mgglass.sweep.trial import ENV, TrialContext
 from mgglass.workers import ProcessPool, Slot, SlotError, process_alive, read_result
 
@@ -88,7 +89,7 @@ class Runner:
             ckpt_dir = self.trial_root / f"trial-{trial.number}"
             trial.set_user_attr("checkpoint_dir", str(ckpt_dir))
             ctx = TrialContext(
-                storage=self.storage_url, study=self.spec.study, trial_id=trial._trial_id, number=trial.number,
+                storage=self.storage_url, study=self.spec.study, trial_id=trial_id(trial), number=trial.number,
                 metric=self.spec.metric, direction=self.spec.direction, pruner=self.spec.pruner,
                 parent_run_id=self.parent_run_id, sweep_pid=os.getpid(),
             )
@@ -149,16 +150,14 @@ def reap_dead_local_trials(study, max_retry: int) -> list[int]:
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
-    from mgglass.sweep.spec import quiet_experimental
-
     host, reaped = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("sweep_pid")
         if t.user_attrs.get("sweep_host") != host or not pid or pid == os.getpid() or process_alive(int(pid)):
             continue
-        if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+        if fail_trial(study, trial_id(t)):
             with quiet_experimental():
-                RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, study._storage.get_trial(t._trial_id))
+                RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, frozen_trial(study, trial_id(t)))
             reaped.append(t.number)
     if reaped:
         print(f"mgglass.sweep: trial(s) {reaped} were interrupted (their sweep died): failed, queued again", flush=True)

@@ -1,5 +1,5 @@
 """The fit's side of a sweep trial: ``python -m mgglass.sweep.trial`` takes the arguments of
-``python -m mgglass.fit`` and runs that fit (:func:`mgglass.fit.run`) with a reporter, its
+``python -m mgglass.fit`` and runs that fit (:func:`mgglass.cli.fitting.run`) with a reporter, its
 environment naming the study and trial (``MGGLASS_SWEEP_TRIAL``, set by :mod:`mgglass.sweep.runner`).
 
 Rank 0 reports the objective's validation value after every epoch and asks the pruner; the decision
@@ -17,8 +17,10 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 
-from mgglass import fit
-from mgglass.tracking import AfterCheckpoint
+from mgglass.callbacks import AfterCheckpoint
+from mgglass.cli import fitting
+from mgglass.compat import trial_by_id
+from mgglass.sweep.spec import build_pruner, open_storage
 
 ENV = "MGGLASS_SWEEP_TRIAL"
 
@@ -63,13 +65,11 @@ class OptunaReporter(AfterCheckpoint):
             return
         import optuna
 
-        from mgglass.sweep.spec import build_pruner, open_storage
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.load_study(
             study_name=self.ctx.study, storage=open_storage(self.ctx.storage, heartbeat=False), pruner=build_pruner(self.ctx.pruner)
         )
-        self._trial = optuna.trial.Trial(study, self.ctx.trial_id)
+        self._trial = trial_by_id(study, self.ctx.trial_id)
 
     def final_tags(self) -> dict[str, str]:
         return {"optuna_state": "PRUNED" if self.pruned else "COMPLETE"}
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         print(f"mgglass.sweep.trial: error: no {ENV} in the environment (trials are started by python -m mgglass.sweep)",
               file=sys.stderr, flush=True)
         return 2
-    return fit.run(list(sys.argv[1:] if argv is None else argv), callbacks=[OptunaReporter(ctx)], tags=ctx.tags()).code
+    return fitting.run(list(sys.argv[1:] if argv is None else argv), callbacks=[OptunaReporter(ctx)], tags=ctx.tags()).code
 
 
 if __name__ == "__main__":

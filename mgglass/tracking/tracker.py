@@ -5,7 +5,7 @@ what is written and when:
 
 * per-epoch metrics are keyed by ``step = epoch``. The task keeps an epoch history inside every
   checkpoint; the tracker writes each epoch once, right after the checkpoint that contains it was
-  saved (:class:`AfterCheckpoint`), and a resumed fit back-fills epochs the killed process had
+  saved (:class:`mgglass.callbacks.AfterCheckpoint`), and a resumed fit back-fills epochs the killed process had
   checkpointed but not yet written — so no epoch is lost or duplicated.
 * the run id lives in ``<checkpoint dir>/mlflow_run.json``; resuming from a checkpoint in that
   folder reopens the same run.
@@ -14,174 +14,29 @@ what is written and when:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
+import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import Checkpoint
 
-RUN_FILE = "mlflow_run.json"
-DEFAULT_ROOT = "mlruns"
-
-# MLflow's UI groups a run's charts by the part of a metric's name before the first "/", so the
-# task's names (val_r, train_loss, sym_reflect_p, ...) are stored as val/r, train/loss, sym/reflect_p;
-# lr and the epoch time go with train. The CLI, monitors and checkpoints keep the task's names.
-UI_GROUPS = ("train", "val", "test", "sym")
-UI_RENAMES = {"lr": "train/lr", "epoch_time_s": "train/epoch_time_s"}
-
-
-def ui_name(key: str) -> str:
-    """The MLflow name of the task's metric ``key``: ``val_r`` → ``val/r``."""
-    head, sep, rest = key.partition("_")
-    return UI_RENAMES.get(key) or (f"{head}/{rest}" if sep and head in UI_GROUPS else key)
-
-
-def stored_metric(metrics: dict, key: str, default=None):
-    """A run's metric by the task's name, from runs logged before (``val_r``) or after (``val/r``) the rename."""
-    return metrics.get(ui_name(key), metrics.get(key, default))
-
-
-def stored_history(client, run_id: str, key: str) -> list:
-    """A run's metric history by the task's name, under either spelling (see :func:`stored_metric`)."""
-    return [m for name in dict.fromkeys((ui_name(key), key)) for m in client.get_metric_history(run_id, name)]
-
-
-class AfterCheckpoint(Checkpoint):
-    """Base of callbacks that report an epoch once it is checkpointed. Lightning calls the
-    ``on_train_epoch_end`` of Checkpoint (and EarlyStopping) callbacks after the LightningModule's
-    own hook and in list order, so a subclass placed after the ModelCheckpoint sees the epoch's
-    metrics and its saved checkpoint (``checkpoint.save_on_train_epoch_end`` is on). Saves nothing."""
-
-
-@dataclass
-class TrackingConfig:
-    """Where runs go.
-
-    Args:
-        root: folder holding the default MLflow store (``mlflow.db``), its artifacts and the fit
-            checkpoints (``checkpoints/<run_name>``).
-        tracking_uri: MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else ``sqlite:///<root>/mlflow.db``.
-        experiment: MLflow experiment name.
-        run_name: run name and checkpoint sub-folder; None: the stem of the last --config file.
-        enabled: False: no MLflow at all (checkpoints are still written).
-        system_metrics: seconds between samples of CPU, memory, GPU, disk and network use for the
-            run's "System metrics" tab (MLflow's monitor; 0: off).
-        parent_run_id: an MLflow run this fit's run nests under in the UI (a cross-validation's or
-            sweep's parent run; set by them).
-        tags: extra MLflow tags of the run (e.g. a cross-validation names its fold).
-    """
-
-    root: str = DEFAULT_ROOT
-    tracking_uri: str | None = None
-    experiment: str = "mgglass"
-    run_name: str | None = None
-    enabled: bool = True
-    system_metrics: float = 10.0
-    parent_run_id: str | None = None
-    tags: dict[str, str] | None = None
-
-
-def resolve_tracking_uri(cfg: TrackingConfig) -> str:
-    uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.root}/mlflow.db"
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    return uri
-
-
-@contextlib.contextmanager
-def store_init_lock(uri: str):
-    """Serialise the first opening of a SQLite store across processes: MLflow creates and migrates
-    the schema on first use, and two fits starting together on a fresh ``mlflow.db`` raced on it
-    ("duplicate column name: step")."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-
-    lock = Path(uri[len("sqlite:///") :] + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def open_client(uri: str):
-    """An MlflowClient whose store exists (created under :func:`store_init_lock`)."""
-    from mlflow.tracking import MlflowClient
-
-    with store_init_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)  # opens, creates and migrates the store now
-    return client
-
-
-def artifact_location(uri: str, experiment: str) -> str | None:
-    """Artifacts beside a SQLite store (``<db folder>/artifacts/<experiment>``); None: the server's default."""
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///") :]).parent.resolve() / "artifacts" / experiment
-        return folder.as_uri()
-    return None
-
-
-EXPERIMENT_KIND = "mlflow.experimentKind"
-
-
-def experiment_id(client, uri: str, name: str) -> str:
-    """The id of MLflow experiment ``name``, created (artifacts beside a SQLite store) if new. It is
-    marked as model training, so MLflow 3's UI opens it on its runs table, not the GenAI views."""
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        exp_id = client.create_experiment(name, artifact_location=artifact_location(uri, name))
-    else:
-        exp_id = exp.experiment_id
-    if exp is None or EXPERIMENT_KIND not in exp.tags:
-        client.set_experiment_tag(exp_id, EXPERIMENT_KIND, "custom_model_development")
-    return exp_id
-
-
-def git_commit() -> str:
-    here = Path(__file__).resolve().parents[1]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def flatten(d, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    if isinstance(d, dict):
-        if not d and prefix:
-            out[prefix] = "{}"
-        for k, v in d.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    elif isinstance(d, list) and d and any(isinstance(x, (dict, list)) for x in d):
-        for i, v in enumerate(d):
-            out.update(flatten(v, f"{prefix}.{i}"))
-    else:
-        out[prefix] = json.dumps(d) if isinstance(d, list) else str(d)
-    return out
-
-
-def read_run_file(folder: str | Path) -> dict | None:
-    path = Path(folder) / RUN_FILE
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-    return None
+from mgglass.callbacks import AfterCheckpoint
+from mgglass.compat import SystemMetrics
+from mgglass.outputs import to_atoms, write_split_outputs
+from mgglass.plots import symmetry_plot
+from mgglass.tracking.store import (
+    RUN_FILE,
+    TrackingConfig,
+    experiment_id,
+    git_commit,
+    open_client,
+    read_run_file,
+    resolve_tracking_uri,
+    stored_history,
+    ui_name,
+)
 
 
 class MLflowTracker(AfterCheckpoint):
@@ -277,27 +132,14 @@ class MLflowTracker(AfterCheckpoint):
     def _start_monitor(self) -> None:
         if self.client is None or not self.cfg.system_metrics or self._monitor is not None:
             return
-        import logging
-
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter
-        self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.cfg.system_metrics,
-                                             resume_logging=self.resume, tracking_uri=self.uri)
-        self._monitor_first_step = self._monitor._logging_step
+        self._monitor = SystemMetrics(self.run_id, self.cfg.system_metrics, self.resume, self.uri)
         self._monitor.start()
 
     def _stop_monitor(self) -> None:
         monitor, self._monitor = self._monitor, None
         if monitor is None:
             return
-        monitor.finish()
-        # MLflow's monitor publishes only after a full interval and drops what it sampled when the run
-        # stops sooner (a short fit, or a failed status check): publish that sample so the tab is never empty.
-        if monitor._logging_step == self._monitor_first_step:
-            monitor.collect_metrics()
-            monitor.publish_metrics(monitor.aggregate_metrics())
-            monitor.mlflow_logger.flush()
+        monitor.finish()  # publishes what it sampled even when the run was shorter than an interval
 
     def _supersede_stale_history(self, pl_module) -> None:
         # A resume from a checkpoint older than what the run already logged (e.g. a best checkpoint,
@@ -360,9 +202,11 @@ class MLflowTracker(AfterCheckpoint):
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        step = int(max(pl_module.history, default=0))
+        step = int(max(pl_module.history, default=0))  # the tested checkpoint's epoch
         test = pl_module.last_metrics.get("test", {})
-        self.client.log_batch(self.run_id, metrics=[Metric(ui_name(k), float(v), ts, step) for k, v in test.items()])
+        model_id = self._log_model(getattr(trainer, "ckpt_path", None), getattr(trainer, "datamodule", None), step)
+        # Linked to the logged model too, so the UI's "Logged models" table shows its test metrics.
+        self.client.log_batch(self.run_id, metrics=[Metric(ui_name(k), float(v), ts, step, model_id=model_id) for k, v in test.items()])
         # The run's description in the UI: what was trained on what, and what it reached.
         val_r = pl_module.history.get(step, {}).get("val_r", float("nan"))
         self.client.set_tag(self.run_id, "mlflow.note.content", (
@@ -373,8 +217,6 @@ class MLflowTracker(AfterCheckpoint):
         dm = trainer.datamodule
         if dm is None or "test" not in getattr(dm, "graphs", {}):
             return
-        from mgglass.outputs import write_split_outputs
-
         out = self.ckpt_dir / "test"
         write_split_outputs(out, pl_module, dm.graphs["test"], self.species, self.tags.get("model", ""))
         for name in ("predictions.csv", "predictions.extxyz", "parity.png"):
@@ -384,10 +226,35 @@ class MLflowTracker(AfterCheckpoint):
         encoder = getattr(getattr(pl_module, "net", None), "edge_encoder", None)
         if getattr(encoder, "distribution", None) not in (None, "none"):
             path = self.ckpt_dir / "symmetry_angles.png"
-            from mgglass.plots import symmetry_plot
-
             symmetry_plot(path, encoder)
             self.client.log_artifact(self.run_id, str(path), "symmetry")
+
+    def _log_model(self, ckpt_path, datamodule, step: int) -> str | None:
+        """The tested (validation-selected) checkpoint as an MLflow logged model of the run, for the UI's
+        "Logged models": the checkpoint file itself (no re-pickling), its ``config.yaml`` and an input
+        example, the first test glass as extxyz (what ``mgglass.predict --input`` reads). Returns its
+        id; None when the test ran on no checkpoint file."""
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return None
+        from ase.io import write
+        from mlflow.entities import LoggedModelOutput
+
+        experiment = self.client.get_run(self.run_id).info.experiment_id
+        model = self.client.create_logged_model(
+            experiment, name=self.cfg.run_name or self.tags.get("model") or "model", source_run_id=self.run_id,
+            params={"model": self.tags.get("model", ""), "selected_epoch": str(step), "checkpoint": Path(ckpt_path).name},
+            model_type="mgglass checkpoint")
+        self.client.log_model_artifact(model.model_id, str(ckpt_path))
+        with tempfile.TemporaryDirectory() as tmp:
+            if self.config_yaml:
+                (Path(tmp) / "config.yaml").write_text(self.config_yaml)
+            glasses = getattr(datamodule, "graphs", {}).get("test") or []
+            if glasses:
+                write(Path(tmp) / "input_example.extxyz", to_atoms(glasses[0], self.species, {}), format="extxyz")
+            self.client.log_model_artifacts(model.model_id, tmp)
+        self.client.finalize_logged_model(model.model_id, "READY")
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step)])  # the run page's "Logged models"
+        return model.model_id
 
     def finish(self, checkpoint_paths: list[str | Path] = (), status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
         """Log the best/last checkpoints, set ``tags`` and close the run (rank 0; no-op elsewhere)."""

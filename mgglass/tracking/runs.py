@@ -1,23 +1,14 @@
-"""From an MLflow run id or a checkpoint to a model ready to predict: run lookup (a fit's best
-checkpoint, an ensemble's or cross-validation's members), loading a checkpoint as an ``EBTask``, and
-reading a glass file the way that checkpoint's fit built its graphs."""
+"""Run lookup: from an MLflow run id to the checkpoints it stands for (a fit's best checkpoint, an
+ensemble's or cross-validation's members), in the run folders under the tracking root or the
+run's artifacts."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import torch
-
-from mgglass.data import glass_to_data, read_glass
-from mgglass.data.structure import DEFAULT_SPECIES
-from mgglass.task import EBTask
-from mgglass.tracking import open_client, read_run_file
-
-
-class PredictError(Exception):
-    """A run, checkpoint or glass that cannot be used to predict, reported as one line."""
-
+from mgglass.task import PredictError
+from mgglass.tracking.store import open_client, read_run_file
 
 
 def resolve_run(run_id: str, tracking_root: str = "mlruns", tracking_uri: str | None = None) -> Path:
@@ -71,28 +62,6 @@ def pick_checkpoint(folder: Path, what: str) -> Path:
     raise PredictError(f"{what}: no checkpoint in {folder}")
 
 
-def load_task(ckpt: Path, device: str):
-    """(EBTask on ``device`` in eval mode, data settings the fit used: cutoff, species, ...)."""
-    try:
-        meta = torch.load(ckpt, map_location="cpu", weights_only=False)
-        task = EBTask.load_from_checkpoint(ckpt, map_location=device)
-    except Exception as e:  # noqa: BLE001 - torch/Lightning raise many types for a bad file
-        raise PredictError(f"{ckpt}: not a loadable mgglass checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
-    data = dict(meta.get("datamodule_hyper_parameters") or {})
-    return task.eval(), data
-
-
-def graph_settings(hp: dict) -> tuple[list[str], float, bool]:
-    """(species, cutoff, self_loops) the fit built its graphs with, from ``load_task``'s settings."""
-    return list(hp.get("species") or DEFAULT_SPECIES), float(hp.get("cutoff", 5.0)), bool(hp.get("self_loops", False))
-
-
-def read_graph(path: Path, hp: dict, label_key: str = "eb"):
-    """One glass file as a graph built the way the checkpoint's fit built them (labels if present)."""
-    species, cutoff, self_loops = graph_settings(hp)
-    return glass_to_data(read_glass(path, label_key=label_key, species=species, labels_optional=True), cutoff, species, self_loops)
-
-
 def checkpoints_of(runs: list[str] | None, paths: list[str] | None, tracking_root: str = "mlruns",
                    tracking_uri: str | None = None) -> list[Path]:
     """The checkpoints named by ``--run`` ids (an ensemble's run gives its members) or ``--ckpt_path``s."""
@@ -101,12 +70,3 @@ def checkpoints_of(runs: list[str] | None, paths: list[str] | None, tracking_roo
         if not c.is_file():
             raise PredictError(f"ckpt_path: {c}: no such checkpoint")
     return ckpts
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` -> cuda when there is a GPU, else cpu; a CUDA device that is not there is refused."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PredictError(f"--device {name}: no CUDA device is available")
-    return name

@@ -18,14 +18,10 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection
-from torchmetrics.regression import (
-    MeanAbsoluteError,
-    PearsonCorrCoef,
-    R2Score,
-    SpearmanCorrCoef,
-)
 
+from mgglass.compat import cli_instantiating
 from mgglass.inference import predict_glass, transform_spread
+from mgglass.metrics import per_glass_r, split_metrics
 
 SPLITS = ("train", "val", "test")
 
@@ -33,50 +29,6 @@ SPLITS = ("train", "val", "test")
 def paper_adam(params: Iterable) -> torch.optim.Optimizer:
     """The paper's optimiser: Adam with amsgrad, lr 1e-4."""
     return torch.optim.Adam(params, lr=1e-4, amsgrad=True)
-
-
-def _from_cli() -> bool:
-    """True while LightningCLI instantiates the task (it hands the config over as the hyperparameters)."""
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-
-    return _given_hyperparameters.get() is not None
-
-
-def _metric_set(**kwargs) -> MetricCollection:
-    import warnings
-
-    # All states are sums or concatenations, so the DDP sync is exact (no per-rank averaging).
-    with warnings.catch_warnings():  # Spearman's "keeps all targets in a buffer" warning: one glass fits
-        warnings.filterwarnings("ignore", message=".*will save all targets and predictions.*")
-        return MetricCollection(
-            {
-                "r": PearsonCorrCoef(**kwargs),
-                "r2": R2Score(**kwargs),
-                "mae": MeanAbsoluteError(**kwargs),
-                "rmse": MeanSquaredError(squared=False, **kwargs),
-                "spearman": SpearmanCorrCoef(**kwargs),
-            }
-        )
-
-
-def pooled_metrics(y, p) -> dict[str, float]:
-    """The split metrics a fit logs (r, r2, mae, rmse, spearman; eV) over all atoms of labels ``y`` and
-    predictions ``p``: the same torchmetrics as the task, for tests, predictions and benchmarks."""
-    # This process's arrays only: no DDP sync, which would wait for ranks that never call this.
-    metrics = _metric_set(sync_on_compute=False).set_dtype(torch.float64)
-    metrics.update(torch.as_tensor(p, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64))
-    return {k: float(v) for k, v in metrics.compute().items()}
-
-
-def per_glass_r(pred: Tensor, target: Tensor, glass: Tensor | None) -> list[Tensor]:
-    """Pearson r of each glass in a batch (``glass``: atom -> glass index; None: one glass), float64."""
-    glass = torch.zeros_like(target, dtype=torch.long) if glass is None else glass
-    out = []
-    for g in torch.unique(glass):
-        p, y = pred[glass == g].double(), target[glass == g].double()
-        p, y = p - p.mean(), y - y.mean()
-        out.append((p * y).sum() / torch.sqrt((p * p).sum() * (y * y).sum()).clamp_min(1e-300))
-    return out
 
 
 class EBTask(L.LightningModule):
@@ -118,7 +70,7 @@ class EBTask(L.LightningModule):
         super().__init__()
         # Under LightningCLI the hyperparameters are saved as the config (class paths + init args), so
         # `EBTask.load_from_checkpoint(path)` rebuilds the net with nothing else given.
-        self.save_hyperparameters(ignore=[] if _from_cli() else ["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=[] if cli_instantiating() else ["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_fn = optimizer
         self.scheduler_fn = scheduler
@@ -136,7 +88,7 @@ class EBTask(L.LightningModule):
         self.register_buffer("y_std", torch.ones((), dtype=torch.float64))
         # ModuleDict keys become attributes, and "train" would shadow nn.Module.train: keys are "<split>_".
         self._losses = nn.ModuleDict({f"{s}_": MeanSquaredError() for s in SPLITS})
-        self._metrics = nn.ModuleDict({f"{s}_": _metric_set() for s in SPLITS})
+        self._metrics = nn.ModuleDict({f"{s}_": split_metrics() for s in SPLITS})
         # Mean over glasses of each glass's own Pearson r (``<split>_r_glass``): with several validation
         # glasses of different mean barriers, the pooled r also rewards getting their levels apart.
         self._glass_r = nn.ModuleDict({f"{s}_": MeanMetric() for s in ("val", "test")})

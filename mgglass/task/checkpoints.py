@@ -1,0 +1,48 @@
+"""From a checkpoint written by ``mgglass.fit`` back to a model ready to predict: loading it as an
+:class:`~mgglass.task.EBTask` with the data settings of its fit, and reading a glass file the way
+that fit built its graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mgglass.data import glass_to_data, read_glass
+from mgglass.data.structure import DEFAULT_SPECIES
+from mgglass.task.ebtask import EBTask
+
+
+class PredictError(Exception):
+    """A run, checkpoint or glass that cannot be used to predict, reported as one line."""
+
+
+def load_task(ckpt: Path, device: str):
+    """(EBTask on ``device`` in eval mode, data settings the fit used: cutoff, species, ...)."""
+    try:
+        meta = torch.load(ckpt, map_location="cpu", weights_only=False)
+        task = EBTask.load_from_checkpoint(ckpt, map_location=device)
+    except Exception as e:  # noqa: BLE001 - torch/Lightning raise many types for a bad file
+        raise PredictError(f"{ckpt}: not a loadable mgglass checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    data = dict(meta.get("datamodule_hyper_parameters") or {})
+    return task.eval(), data
+
+
+def graph_settings(hp: dict) -> tuple[list[str], float, bool]:
+    """(species, cutoff, self_loops) the fit built its graphs with, from ``load_task``'s settings."""
+    return list(hp.get("species") or DEFAULT_SPECIES), float(hp.get("cutoff", 5.0)), bool(hp.get("self_loops", False))
+
+
+def read_graph(path: Path, hp: dict, label_key: str = "eb"):
+    """One glass file as a graph built the way the checkpoint's fit built them (labels if present)."""
+    species, cutoff, self_loops = graph_settings(hp)
+    return glass_to_data(read_glass(path, label_key=label_key, species=species, labels_optional=True), cutoff, species, self_loops)
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> cuda when there is a GPU, else cpu; a CUDA device that is not there is refused."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PredictError(f"--device {name}: no CUDA device is available")
+    return name

@@ -1,0 +1,29 @@
+"""MLflow tracking: the store (:mod:`~mgglass.tracking.store`), the per-fit tracker callback
+(:mod:`~mgglass.tracking.tracker`) and run lookup (:mod:`~mgglass.tracking.runs`)."""
+
+from mgglass.tracking.runs import (
+    checkpoints_of,
+    pick_checkpoint,
+    resolve_checkpoints,
+    resolve_run,
+)
+from mgglass.tracking.store import (
+    DEFAULT_ROOT,
+    EXPERIMENT_KIND,
+    RUN_FILE,
+    TrackingConfig,
+    experiment_id,
+    flatten,
+    git_commit,
+    open_client,
+    read_run_file,
+    resolve_tracking_uri,
+    stored_history,
+    stored_metric,
+    ui_name,
+)
+from mgglass.tracking.tracker import MLflowTracker
+
+__all__ = ["DEFAULT_ROOT", "EXPERIMENT_KIND", "RUN_FILE", "MLflowTracker", "TrackingConfig", "checkpoints_of",
+           "experiment_id", "flatten", "git_commit", "open_client", "pick_checkpoint", "read_run_file",
+           "resolve_checkpoints", "resolve_run", "resolve_tracking_uri", "stored_history", "stored_metric", "ui_name"]
