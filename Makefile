@@ -2,6 +2,8 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# the package index torch comes from, e.g. https://download.pytorch.org/whl/cu128 for a CUDA build (docs/gpu.md)
+TORCH_INDEX ?=
 CONFIG ?= experiments/symgnn.yaml
 PY := $(VENV)/bin/python
 # The released glasses beside the project (as in CI) when present; otherwise configs download them.
@@ -20,8 +22,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip setuptools wheel
 
-install: $(PY)  ## create .venv and install mgglass editable with test extras, at the versions of constraints.txt (TORCH=... picks the torch build)
-	$(PIP_INSTALL) "$(TORCH)"
+install: $(PY)  ## create .venv and install mgglass editable with test extras, at the versions of constraints.txt (TORCH=..., TORCH_INDEX=... pick the torch build)
+	$(PIP_INSTALL) "$(TORCH)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	# built from source against the torch above, so no build isolation
 	$(PIP_INSTALL) --no-build-isolation torch-scatter==2.1.2 torch-cluster==1.6.3
 	$(PIP_INSTALL) -e ".[test,reference]"
