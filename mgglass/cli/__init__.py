@@ -4,13 +4,13 @@ scoring of checkpoints behind ``mgglass.test`` and ``mgglass.validate`` (:mod:`~
 """
 
 from mgglass.cli.config import (
-           BASE_CONFIG,
-           MGCLI,
-           ConfigError,
-           build,
-           check_data,
-           fail,
-           net_resets,
+    BASE_CONFIG,
+    MGCLI,
+    ConfigError,
+    build,
+    check_data,
+    fail,
+    net_resets,
 )
 from mgglass.cli.evaluate import evaluate_main
 from mgglass.cli.fitting import FitResult

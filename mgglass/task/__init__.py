@@ -8,19 +8,19 @@
 """
 
 from mgglass.task.checkpoints import (
-           PredictError,
-           graph_settings,
-           load_task,
-           read_graph,
-           resolve_device,
+    PredictError,
+    graph_settings,
+    load_task,
+    read_graph,
+    resolve_device,
 )
 from mgglass.task.ebtask import SPLITS, EBTask, paper_adam
 from mgglass.task.ensemble import (
-           EnsembleError,
-           EnsembleTask,
-           load_models,
-           score_members,
-           uncertainty_scores,
+    EnsembleError,
+    EnsembleTask,
+    load_models,
+    score_members,
+    uncertainty_scores,
 )
 
 __all__ = ["SPLITS", "EBTask", "EnsembleError", "EnsembleTask", "PredictError", "graph_settings", "load_models",
