@@ -27,8 +27,8 @@ from mgglass.data import glass_to_data, read_glass
 from mgglass.data.order import spatially_ordered
 from mgglass.inference import predict_glass
 from mgglass.models import egat, fused, symgnn
-from mgglass.runs import graph_settings, load_task
 from mgglass.runtime import keep_freed_memory
+from mgglass.task import graph_settings, load_task
 
 # (benchmark, configuration, {switch: on}); switches are class attributes (see _switch)
 CONFIGS = [
