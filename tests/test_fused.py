@@ -48,6 +48,7 @@ def _trio(module, dtype):
     """(the modules in ``dtype``, the fused kernel in ``dtype``, the modules in float64 as the truth)."""
     ref, new, truth = copy.deepcopy(module).to(dtype), copy.deepcopy(module).to(dtype), copy.deepcopy(module).double()
     ref.fused = truth.fused = False
+    new.fused = True
     return ref, new, truth
 
 
@@ -89,6 +90,8 @@ def test_symmetrizer_fused_matches_modules(distribution, k, dtype):
 def test_symmetrizer_forward_takes_the_fused_path():
     torch.manual_seed(1)
     enc = Symmetrizer(hidden=8).train()
+    assert not enc.fused  # opt-in
+    enc.fused = True
     calls = []
     orig = fused._FusedMLP2.apply
     fused._FusedMLP2.apply = lambda *a: calls.append(1) or orig(*a)

@@ -16,6 +16,12 @@ width ``hidden`` is kept or materialised per row:
 
 Same numbers as the modules (float rounding; tests compare outputs, every gradient and the running
 statistics), in training mode with batch statistics; anything else goes the modules' way.
+
+Opt-in (``Symmetrizer.fused``, ``MLPBlock.fused``): on this project's 2-core CPU it measured no faster
+than the modules once freed memory is kept for reuse (``mgglass.runtime.keep_freed_memory``, as every
+entry point does): ±1% of a training step on one thread, 11–16% slower on two, where the modules'
+large element-wise passes parallelise better than many cache-sized ones. What it still saves is
+memory traffic and the activations; ``python -m mgglass.bench levers`` measures it on any machine.
 """
 
 from __future__ import annotations
@@ -215,7 +221,7 @@ class MLPBlock(nn.Sequential):
     :func:`folded_mlp2`). Same parameters and state dict as the plain ``nn.Sequential``."""
 
     fused_min_rows = 1 << 15  # per-atom blocks (8000 rows) stay plain: the modules are as fast there
-    fused = True
+    fused = False  # opt-in, as Symmetrizer.fused: no faster than the modules on CPU (docs/notes/benchmarks.md)
 
     def forward(self, x: Tensor) -> Tensor:
         if not (self.fused and x.dim() == 2 and x.shape[0] >= self.fused_min_rows and fusable(self)):

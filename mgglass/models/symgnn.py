@@ -100,7 +100,9 @@ class Symmetrizer(nn.Module):
     """
 
     calibration_edges = 1 << 15
-    fused = True  # training: φ as one chunked kernel (mgglass.models.fused), ~3× faster than the modules
+    # Training: φ as one chunked kernel (mgglass.models.fused), exact, but measured no faster than the
+    # modules once freed memory is kept (2026-12-05: ±1% on one thread, 11-16% slower on two): opt-in.
+    fused = False
 
     def __init__(
         self,
