@@ -33,11 +33,11 @@ from mgglass.task import graph_settings, load_task
 # (benchmark, configuration, {switch: on}); switches are class attributes (see _switch)
 CONFIGS = [
     ("train step", "before", {"encoders": False, "order": False}),
-    ("train step", "fused edge encoders", {"encoders": True, "order": False}),
-    ("train step", "+ spatial atom order", {"encoders": True, "order": True}),
+    ("train step", "spatial atom order", {"encoders": False, "order": True}),
+    ("train step", "+ fused edge encoders (opt-in)", {"encoders": True, "order": True}),
     ("predict", "before", {"encoders": False, "edge_block": False}),
     ("predict", "fused edge blocks (eval)", {"encoders": False, "edge_block": True}),
-    ("predict", "+ fused |x| branch", {"encoders": True, "edge_block": True}),
+    ("predict", "+ fused |x| branch (opt-in)", {"encoders": True, "edge_block": True}),
 ]
 
 
