@@ -1,7 +1,7 @@
 """Eval-mode prediction of whole glasses, the library under the task, ``predict``, ``explain`` and
-the benchmarks: ``predict_glass`` (one glass, whole or in chunks of spatial cells, each predicted on
-its k-hop subgraph so the result equals the whole-glass prediction), SymGNN's spread over sampled
-transforms, and pooled predictions over several glasses."""
+the benchmarks: ``predict_glass`` (one glass, whole, layer by layer over ranges of atoms for SymGNN,
+or in chunks of spatial cells, each predicted on its k-hop subgraph; every way equals the whole-glass
+prediction), SymGNN's spread over sampled transforms, and pooled predictions over several glasses."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 import torch
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, Data
+from torch_geometric.utils import k_hop_subgraph
 
 from mgglass.data.order import grid_cell_ids, spatially_ordered
 from mgglass.models.symgnn import SAMPLED
@@ -40,9 +41,6 @@ def spatial_cells(data, chunk_atoms: int) -> list[torch.Tensor]:
 
 def _subgraph(data, centres: torch.Tensor, hops: int):
     """The k-hop in-neighbourhood of ``centres`` as a graph, and where the centres sit in it."""
-    from torch_geometric.data import Data
-    from torch_geometric.utils import k_hop_subgraph
-
     subset, edge_index, mapping, edge_mask = k_hop_subgraph(
         centres, hops, data.edge_index, relabel_nodes=True, num_nodes=data.num_nodes, flow="source_to_target"
     )

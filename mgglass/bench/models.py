@@ -24,6 +24,7 @@ import torch
 from torch_geometric.data import Batch
 
 from mgglass.bench import DEFAULT_DATA
+from mgglass.cli import ConfigError, build
 from mgglass.data import load_graph
 from mgglass.models import REGISTRY, build_model
 from mgglass.runtime import keep_freed_memory
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     if args.config:
         try:
             net = _config_net(args.config)
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except ConfigError as e:
             print(f"mgglass.bench models: {args.config}: {e}", file=sys.stderr)
             return 2
         args.models, init = net["class_path"], {**net.get("init_args", {}), **init}
@@ -105,8 +106,6 @@ def main(argv=None) -> int:
 
     devices = [args.device]
     if args.device == "auto":
-        import torch
-
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"data {args.data}, torch threads {args.threads}, median of {args.reps} steps after a warm-up; "
           "CPU memory = peak RSS of a fresh process (and peak minus RSS before the first step)")
@@ -138,13 +137,10 @@ def main(argv=None) -> int:
 
 
 def _config_net(path: str) -> dict:
-    """``model.net`` of a fit config: {"class_path": ..., "init_args": {...}}."""
-    import yaml
-
-    net = (yaml.safe_load(Path(path).read_text()) or {})["model"]["net"]
-    if not isinstance(net, dict) or "class_path" not in net:
-        raise ValueError("model.net has no class_path")
-    return net
+    """``model.net`` of a fit config as the fit parses it (layered on the base config, defaults filled
+    in): {"class_path": ..., "init_args": {...}}; ConfigError for a config the fit would refuse."""
+    net = build(["--config", path], progress=False, parse_only=True).config.model.net
+    return {"class_path": net.class_path, "init_args": dict(vars(net.init_args))}
 
 
 if __name__ == "__main__":

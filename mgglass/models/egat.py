@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch_scatter import gather_csr, segment_csr
 
 from .dropout import Dropout
-from .fused import MLPBlock, chunk_floats_for
+from .fused import MLPBlock, chunk_floats_for, update_running_stats
 
 warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
 
@@ -169,14 +169,19 @@ def _edge_features(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats: i
     for s in range(0, num_edges, step):
         sl = slice(s, s + step)
         fc, b = f[sl], buf[: f[sl].shape[0]]
-        # built in place in f's chunk while it is in cache (addmm with out= would first copy its addend there)
-        torch.index_select(p_src, 0, src[sl], out=fc)
-        fc.add_(torch.index_select(p_dst, 0, dst[sl], out=b)).addmm_(e[sl], w_t)
-        F.leaky_relu_(fc, slope)
+        _edge_chunk(p_src, p_dst, e, w_t, src, dst, sl, slope, fc, b)  # while the chunk is in cache
         if sums:
             s1 += fc.sum(0)
             s2 += torch.mul(fc, fc, out=b).sum(0)
     return f, ((s1, s2) if sums else None)
+
+
+def _edge_chunk(p_src, p_dst, e, w_t, src, dst, sl: slice, slope: float, out: Tensor, buf: Tensor) -> Tensor:
+    """leaky_relu(e W_eᵀ + p_src[src] + p_dst[dst]) for the edges ``sl``, built in place in ``out``
+    (``buf``: scratch of its shape; addmm with out= would first copy its addend there)."""
+    torch.index_select(p_src, 0, src[sl], out=out)
+    out.add_(torch.index_select(p_dst, 0, dst[sl], out=buf)).addmm_(e[sl], w_t)
+    return F.leaky_relu_(out, slope)
 
 
 def _edge_feature_grads(gp: Tensor, e: Tensor, w_e: Tensor, src: Tensor, dst: Tensor, num_nodes: int):
@@ -261,11 +266,9 @@ def _edge_block_eval(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats:
     """``_EdgeBlock``'s forward with the norm's running statistics (evaluation, no gradient), edge chunk
     by edge chunk: each chunk's f goes straight into the projection while in cache, so the [E, H·C]
     edge features are never materialised (266 MB per 8000-atom glass at 8 heads, 2 GB at 64,000)."""
-    invstd = torch.rsqrt(norm.running_var + norm.eps)
-    scale = norm.weight * invstd
-    shift = norm.bias - norm.running_mean * scale
-    w_cat = torch.cat([lin.weight * scale, extra_w]).t()
-    b_cat = torch.cat([lin.bias + lin.weight @ shift, lin.bias.new_zeros(extra_w.shape[0])])
+    _, _, w_cat, b_cat = _folded_projection(norm.running_mean, norm.running_var, norm.weight, norm.bias, lin.weight,
+                                            lin.bias, extra_w, norm.eps)
+    w_cat = w_cat.t()
     num_edges, hc, k = e.shape[0], w_e.shape[0], lin.weight.shape[0]
     step = max(1, (chunk_floats or chunk_floats_for(e, _EdgeTransform.chunk_floats)) // hc)
     y, z = e.new_empty(num_edges, k), e.new_empty(num_edges, extra_w.shape[0])
@@ -275,11 +278,8 @@ def _edge_block_eval(p_src, p_dst, e, w_e, src, dst, slope: float, chunk_floats:
     for s in range(0, num_edges, step):
         sl = slice(s, s + step)
         rows = e[sl].shape[0]
-        b, b2, o = buf[:rows], buf2[:rows], out[:rows]
-        torch.index_select(p_src, 0, src[sl], out=b)
-        torch.index_select(p_dst, 0, dst[sl], out=b2)
-        f = F.leaky_relu_(b.add_(b2).addmm_(e[sl], w_t), slope)
-        torch.addmm(b_cat, f, w_cat, out=o)
+        o = out[:rows]
+        torch.addmm(b_cat, _edge_chunk(p_src, p_dst, e, w_t, src, dst, sl, slope, buf[:rows], buf2[:rows]), w_cat, out=o)
         y[sl], z[sl] = o[:, :k], o[:, k:]
     return y, z
 
@@ -311,6 +311,17 @@ def _bnl_backward_parts(g, x, k, mean, invstd, weight, lin_w, shift, batch_stats
     return alpha, beta, (sum_gz_xhat, sum_gz, grad_lin_w, sum_gy, grad_extra)
 
 
+def _folded_projection(mean, var, weight, bias, lin_w, lin_b, extra_w, eps: float):
+    """(invstd, shift, [W_eff; U], [b_eff; 0]) with lin(norm(x)) = x W_effᵀ + b_eff for a batch norm of
+    mean ``mean`` and variance ``var``, and ``x Uᵀ`` (``extra_w``) riding along in the same product."""
+    invstd = torch.rsqrt(var + eps)
+    scale = weight * invstd
+    shift = bias - mean * scale
+    w_cat = torch.cat([lin_w * scale, extra_w])
+    b_cat = torch.cat([lin_b + lin_w @ shift, lin_b.new_zeros(extra_w.shape[0])])
+    return invstd, shift, w_cat, b_cat
+
+
 class _BatchNormLinear(torch.autograd.Function):
     """(y, z) = ((x̂ γ + β) Wᵀ + b, x Uᵀ) with x̂ = (x − μ)·invstd, keeping only x for backward.
 
@@ -321,11 +332,7 @@ class _BatchNormLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, mean, var, weight, bias, lin_w, lin_b, extra_w, eps: float, batch_stats: bool):
-        invstd = torch.rsqrt(var + eps)
-        scale = weight * invstd
-        shift = bias - mean * scale
-        w_cat = torch.cat([lin_w * scale, extra_w])
-        b_cat = torch.cat([lin_b + lin_w @ shift, lin_b.new_zeros(extra_w.shape[0])])
+        invstd, shift, w_cat, b_cat = _folded_projection(mean, var, weight, bias, lin_w, lin_b, extra_w, eps)
         out = torch.addmm(b_cat, x, w_cat.t())
         ctx.save_for_backward(x, mean, invstd, weight, lin_w, w_cat, shift)
         ctx.batch_stats = batch_stats
@@ -357,11 +364,8 @@ def _batch_stats(x: Tensor, norm: nn.BatchNorm1d, sums: tuple[Tensor, Tensor] | 
         s1, s2 = (x.sum(0), (x * x).sum(0)) if sums is None else sums
         mean = (s1 / n).to(x.dtype)
         var = (s2 / n - (s1 / n) ** 2).clamp_min_(0).to(x.dtype)
-        if norm.training and norm.running_mean is not None:
-            norm.num_batches_tracked.add_(1)
-            m = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
-            norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), m)
-            norm.running_var.lerp_((var * n / max(n - 1, 1)).to(norm.running_var.dtype), m)
+        if norm.training:
+            update_running_stats(norm, mean, var, n)
     return mean, var, True
 
 
@@ -478,8 +482,8 @@ class EGATLayer(nn.Module):
 
 
 def mlp_block(dims: list[int]) -> nn.Sequential:
-    """(Linear, BatchNorm, ReLU) for each consecutive pair of ``dims`` (an :class:`~mgglass.models.fused.MLPBlock`:
-    two such blocks on many rows run fused).
+    """(Linear, BatchNorm, ReLU) for each consecutive pair of ``dims`` (an :class:`~mgglass.models.fused.MLPBlock`,
+    which can run two such blocks on many rows as one kernel, opt-in).
 
     The ReLU works in place: batch norm's backward needs only its input, so autograd then keeps one
     activation per block instead of two (it matters on [K·E, hidden] edge inputs).

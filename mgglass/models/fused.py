@@ -39,7 +39,7 @@ def chunk_floats_for(t: Tensor, cpu: int) -> int:
     return cpu if t.device.type == "cpu" else GPU_CHUNK_FLOATS
 
 
-def _stats_update(norm: nn.BatchNorm1d, mean: Tensor, var: Tensor, n: int) -> None:
+def update_running_stats(norm: nn.BatchNorm1d, mean: Tensor, var: Tensor, n: int) -> None:
     """Running statistics as ``nn.BatchNorm1d`` updates them from a batch's mean and biased variance."""
     if norm.running_mean is None:
         return
@@ -84,8 +84,8 @@ class _FusedMLP2(torch.autograd.Function):
             a2 = _layer(_layer(u[:, sl], a_w1, a_b1), a_w2, a_b2)
             torch.mm(w.view(1, k), a2.view(k, -1), out=out[sl].view(1, -1))
         with torch.no_grad():
-            _stats_update(norm1, mu1, var1, n)
-            _stats_update(norm2, mu2, var2, n)
+            update_running_stats(norm1, mu1, var1, n)
+            update_running_stats(norm2, mu2, var2, n)
         stats = [t.to(u.dtype) for t in (mu1, inv1, mu2, inv2)]
         ctx.save_for_backward(u, w, w1, b1, g1, be1, w2, b2, g2, be2, *stats)
         ctx.step, ctx.su, ctx.uu = step, su, uu
