@@ -6,7 +6,9 @@ per-atom array ``eb_pred`` in extxyz (ase, OVITO) and as CSV beside it (``out.cs
 carry labels, Pearson r, R² and MAE are printed (pooled and per glass). With SymGNN, ``--samples K``
 also writes ``eb_std``: the spread of the prediction over K single sampled O(3) transforms. Several
 runs or checkpoints (or the run of an ensemble, ``python -m mgglass.ensemble``, or of a
-cross-validation) predict as an ensemble: ``eb_pred`` is their mean and ``eb_std`` their spread.
+cross-validation) predict as an ensemble: ``eb_pred`` is their mean and ``eb_std`` their spread
+(and ``eb_sigma``, the spread with the calibrated residual, for an ensemble run recorded with
+``mgglass.ensemble --calibrate``).
 
 Large glasses are predicted in chunks: atoms are grouped into spatial cells of about
 ``--chunk_atoms`` atoms, and each cell is predicted on its k-hop subgraph (k = the model's
@@ -43,7 +45,7 @@ from mgglass.task import (
     resolve_device,
     uncertainty_scores,
 )
-from mgglass.tracking import checkpoints_of
+from mgglass.tracking import calibrated_residual, checkpoints_of
 
 PROG = "mgglass.predict"
 READABLE = (".pickle", ".pkl", ".extxyz", ".xyz", ".cfg", ".data", ".dump", ".lammpstrj", ".vasp", ".cif", ".traj")
@@ -97,6 +99,8 @@ class PredictionWriter(BasePredictionWriter):
         out["per_glass"] = {name: pooled_metrics(a["eb"], a["eb_pred"]) for name, a in self.labelled.items()}
         if "eb_std" in pooled:
             out["uncertainty"] = uncertainty_scores(pooled["eb"], pooled["eb_pred"], pooled["eb_std"])
+        if "eb_sigma" in pooled:  # a calibrated ensemble's spread with its residual
+            out["uncertainty_sigma"] = uncertainty_scores(pooled["eb"], pooled["eb_pred"], pooled["eb_sigma"])
         return out
 
 
@@ -182,7 +186,8 @@ def _predict(args) -> int:
     inputs = expand_inputs(args.input)
     ckpts = checkpoints_of(args.run, args.ckpt_path, args.tracking_root, args.tracking_uri)
     device = resolve_device(args.device)
-    task, hp = load_models(ckpts, device)
+    residual = calibrated_residual(args.run, args.tracking_root, args.tracking_uri) if len(ckpts) > 1 else None
+    task, hp = load_models(ckpts, device, residual)
     if args.samples:
         if len(ckpts) > 1:
             raise PredictError("--samples: an ensemble's eb_std is its members' spread; --samples is for one model")

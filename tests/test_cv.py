@@ -244,6 +244,63 @@ def test_ensemble_command_records_members_and_refuses_bad_ones(cv, tmp_path):
         assert q.returncode == 2 and len(q.stderr.strip().splitlines()) == 1 and what in q.stderr, q.stderr
 
 
+def test_residual_std_is_the_error_the_spread_leaves():
+    from mgglass.task import predictive_std, residual_std
+
+    y, mean, spread = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.5, 2.0, 2.0, 4.5]), np.array([0.5, 0.5, 0.5, 0.5])
+    # mean squared error (0.25 + 0 + 1 + 0.25) / 4 = 0.375; spread² 0.25 -> s² = 0.125
+    assert residual_std(y, mean, spread) == pytest.approx(np.sqrt(0.125), abs=1e-15)
+    assert residual_std(y, mean, 2 * spread) == 0.0  # a spread that covers the errors needs no residual
+    np.testing.assert_allclose(predictive_std(spread, 0.3), np.full(4, np.sqrt(0.25 + 0.09)), rtol=1e-15)
+
+
+def test_calibrated_ensemble_carries_eb_sigma_to_predict_and_test(cv, tmp_path, monkeypatch):
+    from ase.io import write
+
+    from mgglass.data import make_glass
+    from mgglass.ensemble.__main__ import calibrate
+    from mgglass.inference import predict_glass
+    from mgglass.task import PredictError, load_models, read_graph
+
+    monkeypatch.setenv("MGGLASS_CACHE_DIR", str(cv["base"].parent / "cache"))
+    root = cv["root"]
+    ckpts = [str(_best(cv, f)) for f in ("train0", "train1")]
+    cal, glass = tmp_path / "cal.extxyz", tmp_path / "g.extxyz"
+    write(cal, make_glass(90, seed=21).to_atoms("eb"), format="extxyz")
+    write(glass, make_glass(90, seed=11).to_atoms("eb"), format="extxyz")
+    p = run_cli("mgglass.ensemble", ["--ckpt_path", *ckpts, "--name", "cal", "--tracking_root", str(root), "--experiment", "smoke",
+                                     "--calibrate", str(cal)], cv["base"])
+    assert p.returncode == 0, p.stderr[-2000:]
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    ensemble, hp = load_models([Path(c) for c in ckpts], "cpu")
+    g = read_graph(cal, hp)
+    members = np.stack([predict_glass(m, g) for m in ensemble.members])
+    y, mean, spread = g.y.double().numpy(), members.mean(0), members.std(0, ddof=1)
+    s2 = np.mean((y - mean) ** 2) - np.mean(spread**2)
+    assert got["residual_std_ev"] == pytest.approx(np.sqrt(max(s2, 0.0)), rel=1e-9, abs=1e-12)
+    assert got["glasses"] == ["cal.extxyz"]
+    s = float(client_for(root).get_run(got["run_id"]).data.params["calibration.residual_std_ev"])
+    assert s == pytest.approx(got["residual_std_ev"], abs=1e-6)
+    out = tmp_path / "pred.extxyz"
+    q = run_cli("mgglass.predict", ["--run", got["run_id"], "--tracking_root", str(root), "--input", str(glass), "--output", str(out)], cv["base"])
+    assert q.returncode == 0, q.stderr[-2000:]
+    csv = np.genfromtxt(out.with_suffix(".csv"), delimiter=",", names=True, dtype=None, encoding=None)
+    np.testing.assert_allclose(csv["eb_sigma_ev"], np.sqrt(csv["eb_std_ev"] ** 2 + s**2), atol=2e-6)
+    assert "uncertainty_sigma" in json.loads(q.stdout.strip().splitlines()[-1])
+    t = run_cli("mgglass.test", ["--run", got["run_id"], f"--tracking.root={root}", "--data.test=[test0.xyz]"], cv["base"])
+    assert t.returncode == 0, t.stderr[-2000:]
+    scored = json.loads(t.stdout.strip().splitlines()[-1])
+    assert scored["residual_std_ev"] == s and 0 <= scored["uncertainty_sigma"]["within_1std"] <= 1
+    # a glass that trained a member, and one without labels, are refused in one line
+    bad, unlabelled = tmp_path / ensemble.member_settings[0]["train"][0], tmp_path / "u.extxyz"
+    write(bad, make_glass(90, seed=21).to_atoms("eb"), format="extxyz")
+    write(unlabelled, make_glass(90, seed=21).to_atoms("other"), format="extxyz")
+    r = run_cli("mgglass.ensemble", ["--ckpt_path", *ckpts, "--name", "bad", "--tracking_root", str(root), "--calibrate", str(bad)], cv["base"])
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "trained some of the members" in r.stderr, r.stderr
+    with pytest.raises(PredictError, match="has no 'eb' labels"):  # the command prints PredictErrors as above
+        calibrate(ensemble, hp, [unlabelled])
+
+
 def test_soap_reference_learns_the_synthetic_label(tmp_path, monkeypatch):
     """SOAP + LightGBM on synthetic glasses whose label is a function of the first shell (fewer,
     larger boosting steps than the default, for time): held-out r 0.934-0.938 over LightGBM seeds

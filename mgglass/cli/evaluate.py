@@ -15,8 +15,14 @@ from mgglass.data import GlassDataError
 from mgglass.inference import predict_glass
 from mgglass.metrics import pooled_metrics
 from mgglass.outputs import to_atoms, write_predictions, write_split_outputs
-from mgglass.task import PredictError, load_models, score_members
-from mgglass.tracking import resolve_checkpoints
+from mgglass.task import (
+    PredictError,
+    load_models,
+    predictive_std,
+    score_members,
+    uncertainty_scores,
+)
+from mgglass.tracking import calibrated_residual, resolve_checkpoints
 
 
 def _option_value(argv: list[str], name: str) -> str | None:
@@ -69,12 +75,14 @@ def evaluate_main(stage: str, argv=None) -> int:
     argv, out_dir = _pop_option(list(sys.argv[1:] if argv is None else argv), "--out")
     argv, ckpts = _pop_all(argv, "--ckpt_path")
     argv, runs = _pop_all(argv, "--run")
+    residual = None  # a calibrated ensemble run's s: its eb_sigma is scored too
     if runs:
-        root = _option_value(argv, "--tracking.root") or "mlruns"
+        root, uri = _option_value(argv, "--tracking.root") or "mlruns", _option_value(argv, "--tracking.tracking_uri")
         try:
-            ckpts += [str(c) for r in runs for c in resolve_checkpoints(r, root, _option_value(argv, "--tracking.tracking_uri"))]
+            ckpts += [str(c) for r in runs for c in resolve_checkpoints(r, root, uri)]
         except PredictError as e:
             return fail(prog, str(e))
+        residual = calibrated_residual(runs, root, uri) if len(ckpts) > 1 else None
     if not ckpts:
         return fail(prog, "--ckpt_path CHECKPOINT (or --run RUN_ID) is required")
     for ckpt in ckpts:
@@ -95,7 +103,7 @@ def evaluate_main(stage: str, argv=None) -> int:
         cli = build([*argv, "--tracking.enabled=false", f"--checkpoint.dirpath={Path(ckpts[0]).parent}"])
         check_data(cli.datamodule)
         if len(ckpts) > 1:
-            return _evaluate_ensemble(prog, split, cli, ckpts, member_data, out_dir)
+            return _evaluate_ensemble(prog, split, cli, ckpts, member_data, out_dir, residual)
         run = cli.trainer.validate if stage == "validate" else cli.trainer.test
         results = run(cli.model, datamodule=cli.datamodule, ckpt_path=ckpts[0], verbose=False)
     except ConfigError as e:
@@ -144,9 +152,11 @@ def _trained_on(glasses, saved: list[dict], split: str) -> str | None:
     return None
 
 
-def _evaluate_ensemble(prog: str, split: str, cli, ckpts: list[str], saved: list[dict], out_dir: str | None) -> int:
+def _evaluate_ensemble(prog: str, split: str, cli, ckpts: list[str], saved: list[dict], out_dir: str | None,
+                       residual: float | None = None) -> int:
     """The ensemble of ``ckpts`` on the configured split: its metrics, each member's r, and how the
-    members' spread ranks and covers the errors; ``out_dir`` gets the predictions with ``eb_std``."""
+    members' spread (and, with a calibrated ``residual``, ``eb_sigma``) ranks and covers the errors;
+    ``out_dir`` gets the predictions with ``eb_std`` (and ``eb_sigma``)."""
     problem = _trained_on(cli.config.data[split] or (), saved, split)  # a --config's split
     if problem:
         return fail(prog, problem)
@@ -165,11 +175,15 @@ def _evaluate_ensemble(prog: str, split: str, cli, ckpts: list[str], saved: list
     out = {"checkpoints": list(ckpts), "members": len(ckpts), **{f"{split}_{k}": v for k, v in pooled_metrics(y, mean).items()},
            f"member_{split}_r": scores["member_r"], f"best_member_{split}_r": scores["best_member_r"],
            "uncertainty": scores["uncertainty"]}
+    sigma = None if residual is None else predictive_std(std, residual)
+    if sigma is not None:
+        out.update(residual_std_ev=residual, uncertainty_sigma=uncertainty_scores(y, mean, sigma))
     if out_dir:
         species = list(cli.config.data.species)
         cuts = np.cumsum([g.num_nodes for g in graphs])[:-1]  # the pooled atoms back to their glasses
-        frames = [to_atoms(g, species, {"eb": g.y.double().numpy(), "eb_pred": m, "eb_std": s})
-                  for g, m, s in zip(graphs, np.split(mean, cuts), np.split(std, cuts))]
+        frames = [to_atoms(g, species, {"eb": g.y.double().numpy(), "eb_pred": m, "eb_std": s, **({} if sg is None else {"eb_sigma": sg})})
+                  for g, m, s, sg in zip(graphs, np.split(mean, cuts), np.split(std, cuts),
+                                         [None] * len(graphs) if sigma is None else np.split(sigma, cuts))]
         write_predictions(Path(out_dir) / "predictions.extxyz", frames)
         out["out"] = str(out_dir)
     print(json.dumps(out), flush=True)

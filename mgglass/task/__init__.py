@@ -4,7 +4,8 @@
   predicts with any registry model;
 - :mod:`mgglass.task.checkpoints`: a fit's checkpoint back to an ``EBTask`` with its fit's data
   settings, and glass files read as that fit read them;
-- :mod:`mgglass.task.ensemble`: several tasks predicting as one (the members' mean and spread).
+- :mod:`mgglass.task.ensemble`: several tasks predicting as one (the members' mean and spread,
+  and a calibrated ``eb_sigma``).
 """
 
 from mgglass.task.checkpoints import (
@@ -19,9 +20,12 @@ from mgglass.task.ensemble import (
     EnsembleError,
     EnsembleTask,
     load_models,
+    predictive_std,
+    residual_std,
     score_members,
     uncertainty_scores,
 )
 
 __all__ = ["SPLITS", "EBTask", "EnsembleError", "EnsembleTask", "PredictError", "graph_settings", "load_models",
-           "load_task", "paper_adam", "read_graph", "resolve_device", "score_members", "uncertainty_scores"]
+           "load_task", "paper_adam", "predictive_std", "read_graph", "residual_std", "resolve_device", "score_members",
+           "uncertainty_scores"]

@@ -3,7 +3,13 @@
 The ensemble's prediction of an atom is the mean of its members' predictions (eV) and ``eb_std`` is
 their spread (the sample standard deviation over members, 0 for one member). Members must build
 their graphs alike (cutoff, species order, self loops): otherwise the same file would mean
-different graphs to them, and that is refused. ``python -m mgglass.ensemble`` records a set of runs
+different graphs to them, and that is refused.
+
+The members' spread is not the error to expect: they share most of what they miss (and the labels
+themselves carry ARTn noise of ~0.14 eV that no member can know). An ensemble calibrated on labelled
+glasses none of its members trained on (``mgglass.ensemble --calibrate``) also gives ``eb_sigma``:
+√(spread² + s²), where s² is the calibration glasses' mean squared error the spread leaves
+unexplained (:func:`residual_std`), so that about 68 % of atoms fall within ±1 ``eb_sigma``. ``python -m mgglass.ensemble`` records a set of runs
 or checkpoints as one MLflow run (members as params), so ``mgglass.predict --run`` and
 ``mgglass.test --run`` take it like any fit's run ([ensemble](../guide/ensemble.md)).
 """
@@ -31,6 +37,18 @@ def combine(members: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     stack = np.stack([np.asarray(m, dtype=np.float64) for m in members])
     std = stack.std(axis=0, ddof=1) if len(members) > 1 else np.zeros(stack.shape[1])
     return stack.mean(axis=0), std
+
+
+def residual_std(y: np.ndarray, mean: np.ndarray, spread: np.ndarray) -> float:
+    """s ≥ 0 with mean((y − mean)²) = mean(spread²) + s²: the error the members' spread leaves
+    unexplained on labelled glasses (0 when the spread already covers it)."""
+    res = np.asarray(y, np.float64) - np.asarray(mean, np.float64)
+    return float(np.sqrt(max(0.0, np.mean(res**2) - np.mean(np.asarray(spread, np.float64) ** 2))))
+
+
+def predictive_std(spread: np.ndarray, residual: float) -> np.ndarray:
+    """``eb_sigma``: the members' spread and the calibrated residual s added in quadrature."""
+    return np.sqrt(np.asarray(spread, np.float64) ** 2 + residual**2)
 
 
 def uncertainty_scores(y: np.ndarray, p: np.ndarray, std: np.ndarray, top: float = 0.1) -> dict[str, float]:
@@ -73,9 +91,10 @@ class EnsembleTask(L.LightningModule):
     ``eb_pred`` (the members' mean) and ``eb_std`` (their spread), so ``mgglass.predict`` writes an
     ensemble's outputs like a single model's."""
 
-    def __init__(self, members: list[L.LightningModule]):
+    def __init__(self, members: list[L.LightningModule], residual: float | None = None):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.residual = residual  # s of a calibrated ensemble (eV): predict_step adds eb_sigma
 
     @property
     def predict_chunk_atoms(self):
@@ -90,11 +109,15 @@ class EnsembleTask(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
         mean, std = combine([m.predict_step(batch, batch_idx)["eb_pred"] for m in self.members])
-        return {"eb_pred": mean, "eb_std": std}
+        out = {"eb_pred": mean, "eb_std": std}
+        if self.residual is not None:
+            out["eb_sigma"] = predictive_std(std, self.residual)
+        return out
 
 
-def load_models(ckpts: list[Path], device: str):
-    """(one task, or an :class:`EnsembleTask` of several; the data settings they share)."""
+def load_models(ckpts: list[Path], device: str, residual: float | None = None):
+    """(one task, or an :class:`EnsembleTask` of several; the data settings they share). ``residual``:
+    a calibrated ensemble's s (eV), so that it predicts ``eb_sigma`` too."""
     loaded = [load_task(c, device) for c in ckpts]
     if len(loaded) == 1:
         return loaded[0]
@@ -103,4 +126,6 @@ def load_models(ckpts: list[Path], device: str):
         check_members(settings, [str(c) for c in ckpts])
     except EnsembleError as e:
         raise PredictError(str(e)) from None
-    return EnsembleTask([t for t, _ in loaded]).eval(), loaded[0][1]
+    ensemble = EnsembleTask([t for t, _ in loaded], residual).eval()
+    ensemble.member_settings = [hp for _, hp in loaded]  # each member's data settings (its training glasses)
+    return ensemble, loaded[0][1]

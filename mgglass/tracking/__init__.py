@@ -2,6 +2,8 @@
 (:mod:`~mgglass.tracking.tracker`) and run lookup (:mod:`~mgglass.tracking.runs`)."""
 
 from mgglass.tracking.runs import (
+    RESIDUAL_PARAM,
+    calibrated_residual,
     checkpoints_of,
     pick_checkpoint,
     resolve_checkpoints,
@@ -24,6 +26,7 @@ from mgglass.tracking.store import (
 )
 from mgglass.tracking.tracker import MLflowTracker
 
-__all__ = ["DEFAULT_ROOT", "EXPERIMENT_KIND", "RUN_FILE", "MLflowTracker", "TrackingConfig", "checkpoints_of",
+__all__ = ["DEFAULT_ROOT", "EXPERIMENT_KIND", "RESIDUAL_PARAM", "RUN_FILE", "MLflowTracker", "TrackingConfig",
+           "calibrated_residual", "checkpoints_of",
            "experiment_id", "flatten", "git_commit", "open_client", "pick_checkpoint", "read_run_file",
            "resolve_checkpoints", "resolve_run", "resolve_tracking_uri", "stored_history", "stored_metric", "ui_name"]

@@ -10,6 +10,8 @@ from pathlib import Path
 from mgglass.task import PredictError
 from mgglass.tracking.store import open_client, read_run_file
 
+RESIDUAL_PARAM = "calibration.residual_std_ev"  # an ensemble run's calibrated s (mgglass.ensemble --calibrate)
+
 
 def resolve_run(run_id: str, tracking_root: str = "mlruns", tracking_uri: str | None = None) -> Path:
     """A fit's MLflow run id -> its best-validation checkpoint (see :func:`resolve_checkpoints`);
@@ -42,6 +44,20 @@ def resolve_checkpoints(run_id: str, tracking_root: str = "mlruns", tracking_uri
     except (MlflowException, OSError) as e:
         raise PredictError(f"run {run_id}: not found in {tracking_root}/checkpoints nor in {uri} ({' '.join(str(e).split())[:200]})") from None
     return [pick_checkpoint(folder, f"run {run_id}")]
+
+
+def calibrated_residual(runs: list[str] | None, tracking_root: str = "mlruns", tracking_uri: str | None = None) -> float | None:
+    """The s (eV) that ``mgglass.ensemble --calibrate`` recorded on an ensemble's run (``--run`` naming
+    that one run), else None: other ensembles give ``eb_std`` only."""
+    if not runs or len(runs) != 1:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        value = open_client(tracking_uri or f"sqlite:///{tracking_root}/mlflow.db").get_run(runs[0]).data.params.get(RESIDUAL_PARAM)
+    except (MlflowException, OSError):
+        return None
+    return None if value is None else float(value)
 
 
 def _member_checkpoint(member: dict, key: str, tracking_root: str, tracking_uri: str | None) -> Path:
