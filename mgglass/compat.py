@@ -68,11 +68,17 @@ def trial_by_id(study, trial_id: int):
 
 def fail_trial(study, trial_id: int) -> bool:
     """Mark a RUNNING trial FAIL through the study's private storage (``study._storage``), as Optuna's
-    own heartbeat check does; True when the state changed (a finished trial raises
-    ``optuna.exceptions.UpdateFinishedTrialError``). ``study.tell`` would also check values and log."""
+    own heartbeat check does; True when the state changed, False when the trial had finished already
+    (e.g. another sweep process on the host reaped it between listing and failing it: the storage
+    raises ``optuna.exceptions.UpdateFinishedTrialError`` then). ``study.tell`` would also check
+    values and log."""
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    return study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    try:
+        return study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return False
 
 
 def frozen_trial(study, trial_id: int):
