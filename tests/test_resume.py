@@ -113,6 +113,16 @@ def test_sigkill_then_resume_continues_the_same_run(tmp_path):
         steps = sorted(m.step for m in c.get_metric_history(run_id, ui_name(key)))
         assert steps == list(range(EPOCHS)), (key, steps)  # none lost, none duplicated
     assert len(c.get_metric_history(run_id, ui_name("test_r"))) == 1
+    # The same command once more on the finished fit: nothing to train, the same checkpoint tested, and
+    # still one logged model with its test metrics once.
+    third = subprocess.run([*args, "--ckpt_path", "last"], cwd=ROOT, env=fit_env(tmp_path), capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert not [ln for ln in third.stdout.splitlines() if ln.startswith("epoch ")]
+    c, run = only_run(tmp_path)
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    assert len([lm for lm in c.search_logged_models([run.info.experiment_id]) if lm.source_run_id == run_id]) == 1
+    assert len(c.get_metric_history(run_id, ui_name("test_r"))) == 1
 
 
 def test_resumed_tracker_backfills_checkpointed_epochs_once(tmp_path):

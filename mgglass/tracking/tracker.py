@@ -204,9 +204,10 @@ class MLflowTracker(AfterCheckpoint):
         ts = int(time.time() * 1000)
         step = int(max(pl_module.history, default=0))  # the tested checkpoint's epoch
         test = pl_module.last_metrics.get("test", {})
-        model_id = self._log_model(getattr(trainer, "ckpt_path", None), getattr(trainer, "datamodule", None), step)
-        # Linked to the logged model too, so the UI's "Logged models" table shows its test metrics.
-        self.client.log_batch(self.run_id, metrics=[Metric(ui_name(k), float(v), ts, step, model_id=model_id) for k, v in test.items()])
+        model_id, logged_before = self._log_model(getattr(trainer, "ckpt_path", None), getattr(trainer, "datamodule", None), step)
+        if not logged_before:  # a finished fit run again tests the same checkpoint: its metrics are there already
+            # Linked to the logged model too, so the UI's "Logged models" table shows its test metrics.
+            self.client.log_batch(self.run_id, metrics=[Metric(ui_name(k), float(v), ts, step, model_id=model_id) for k, v in test.items()])
         # The run's description in the UI: what was trained on what, and what it reached.
         val_r = pl_module.history.get(step, {}).get("val_r", float("nan"))
         self.client.set_tag(self.run_id, "mlflow.note.content", (
@@ -229,17 +230,21 @@ class MLflowTracker(AfterCheckpoint):
             symmetry_plot(path, encoder)
             self.client.log_artifact(self.run_id, str(path), "symmetry")
 
-    def _log_model(self, ckpt_path, datamodule, step: int) -> str | None:
+    def _log_model(self, ckpt_path, datamodule, step: int) -> tuple[str | None, bool]:
         """The tested (validation-selected) checkpoint as an MLflow logged model of the run, for the UI's
         "Logged models": the checkpoint file itself (no re-pickling), its ``config.yaml`` and an input
-        example, the first test glass as extxyz (what ``mgglass.predict --input`` reads). Returns its
-        id; None when the test ran on no checkpoint file."""
+        example, the first test glass as extxyz (what ``mgglass.predict --input`` reads). Returns (its
+        id, whether the run had logged it before: a finished fit run again reuses it); (None, False)
+        when the test ran on no checkpoint file."""
         if not ckpt_path or not Path(ckpt_path).is_file():
-            return None
+            return None, False
         from ase.io import write
         from mlflow.entities import LoggedModelOutput
 
         experiment = self.client.get_run(self.run_id).info.experiment_id
+        for lm in self.client.search_logged_models([experiment], filter_string=f"source_run_id = '{self.run_id}'"):
+            if lm.params.get("checkpoint") == Path(ckpt_path).name and lm.params.get("selected_epoch") == str(step):
+                return lm.model_id, True
         model = self.client.create_logged_model(
             experiment, name=self.cfg.run_name or self.tags.get("model") or "model", source_run_id=self.run_id,
             params={"model": self.tags.get("model", ""), "selected_epoch": str(step), "checkpoint": Path(ckpt_path).name},
@@ -254,7 +259,7 @@ class MLflowTracker(AfterCheckpoint):
             self.client.log_model_artifacts(model.model_id, tmp)
         self.client.finalize_logged_model(model.model_id, "READY")
         self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step)])  # the run page's "Logged models"
-        return model.model_id
+        return model.model_id, False
 
     def finish(self, checkpoint_paths: list[str | Path] = (), status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
         """Log the best/last checkpoints, set ``tags`` and close the run (rank 0; no-op elsewhere)."""
