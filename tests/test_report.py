@@ -182,3 +182,27 @@ def test_physical_baselines_on_the_released_test_glass(cuzr_dir):
     assert r["per-atom potential energy (`pot`)"] == pytest.approx(0.013, abs=0.002)
     assert r["per-atom von Mises stress (`von`)"] == pytest.approx(-0.117, abs=0.002)
     assert all(abs(v) < 0.2 for v in r.values())  # local energetics and composition do not predict EBs
+
+
+def test_descriptor_reference_runs_are_rows_of_the_table(tmp_path, monkeypatch):
+    """python -m mgglass.reference logs each seed as a run the report lists (model SOAP+LightGBM);
+    rerun, a finished seed is not fitted again."""
+    pytest.importorskip("dscribe")
+    pytest.importorskip("lightgbm")
+    from mgglass.data import write_synthetic
+    from mgglass.report import collect, table_rows
+    from mgglass.tracking import open_client
+
+    monkeypatch.setenv("MGGLASS_CACHE_DIR", str(tmp_path / "cache"))
+    write_synthetic(tmp_path / "g", ["a.xyz", "b.xyz", "c.xyz", "d.xyz"], n_atoms=120)
+    args = ["--data_dir", str(tmp_path / "g"), "--train", "a.xyz,b.xyz", "--val", "c.xyz", "--test", "d.xyz",
+            "--tracking_root", str(tmp_path / "mlruns"), "--experiment", "smoke", "--seeds", "0,1"]
+    p = run_cli("mgglass.reference", args, tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    runs = json.loads(p.stdout.strip().splitlines()[-1])["runs"]
+    q = run_cli("mgglass.reference", args, tmp_path)
+    assert q.returncode == 0 and q.stderr.count("not run again") == 2, q.stderr[-2000:]
+    client = open_client(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    (row,) = table_rows(collect(client, [client.get_experiment_by_name("smoke").experiment_id]))
+    assert row["model"] == "SOAP+LightGBM" and row["group"] == "soap-lgbm" and row["n"] == 2
+    assert row["test_r"][0] == pytest.approx(np.mean([r["test_r"] for r in runs]), abs=1e-9)
