@@ -13,7 +13,7 @@ CONSTRAINTS ?= constraints.txt
 PIP := $(PY) -m pip
 PIP_INSTALL := $(PIP) install $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: help install install-md install-docs constraints test test-slow lint docs clean bench bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce cv
+.PHONY: help install install-md install-docs constraints test test-slow lint docs clean bench bench-graph bench-models bench-fit bench-accuracy bench-invariance fit ui predict explain sweep sweep-best sweep-dashboard report reproduce cv reference
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ sweep-dashboard:  ## optuna-dashboard on http://127.0.0.1:8080 over the study st
 
 cv:  ## leave-one-glass-out cross-validation of CONFIG over train0-6 (docs/guide/cv.md); ARGS=--seeds 0,1,2 ... adds options
 	$(PY) -m mgglass.cv --config $(CONFIG) $(ARGS)
+
+reference:  ## the SOAP + LightGBM descriptor reference on the official split x SEEDS, logged for the report (needs .[reference]); rerun to continue
+	$(PY) -m mgglass.reference --seeds $(shell echo $(SEEDS) | tr ' ' ',') $(ARGS)
 
 KEEP ?= $(wildcard docs/results.md)
 report:  ## docs/results.md from the finished fits in mlruns/ (mean ± std over seeds, beside the paper's Table 1); keeps the page's rows of groups mlruns/ lacks (KEEP= for none)
