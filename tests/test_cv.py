@@ -152,13 +152,20 @@ def test_cv_adds_the_descriptor_reference_without_refitting(cv):
     (["--level_key", "pot"], "lack; name the validation glasses"),
     (["--trainer.max_epochs=5"], "was started with overrides"),
 ])
-def test_cv_bad_inputs_are_one_line_errors_before_any_fit(cv, extra, match):
+def test_cv_bad_inputs_are_one_line_errors_before_any_fit(cv, extra, match, capsys, monkeypatch):
+    """In this process: the refusals come before any fit or run is started."""
+    from mgglass.cv.__main__ import main
+
+    monkeypatch.setenv("MGGLASS_CACHE_DIR", str(cv["base"].parent / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     args = [a for a in cv["args"] if a not in ("--level_key", "cn") or extra[:1] != ["--level_key"]]
     args = [a for a in args if a != "--trainer.max_epochs=3"] + (["--trainer.max_epochs=3"] if extra[0] != "--trainer.max_epochs=5" else [])
-    p = run_cli("mgglass.cv", [*args, *extra], cv["base"], timeout=120)
-    assert p.returncode == 2, p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mgglass.cv: error:") and match in lines[0], p.stderr
+    capsys.readouterr()
+    rc = main([*args, *extra])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mgglass.cv: error:") and match in lines[0], err
 
 
 # -- ensembles of the fold models ------------------------------------------------------------------
@@ -184,7 +191,7 @@ def test_ensemble_prediction_is_the_members_mean_and_spread(cv, monkeypatch):
     assert out["eb_std"].max() > 0  # fold models trained on other glasses differ
 
 
-def test_predict_and_test_take_the_cv_run_as_an_ensemble(cv, tmp_path, monkeypatch):
+def test_predict_and_test_take_the_cv_run_as_an_ensemble(cv, tmp_path, monkeypatch, capsys):
     from ase.io import write
 
     from mgglass.data import make_glass
@@ -212,16 +219,31 @@ def test_predict_and_test_take_the_cv_run_as_an_ensemble(cv, tmp_path, monkeypat
     assert got["members"] == 4 and len(got["member_test_r"]) == 4 and got["best_member_test_r"] == max(got["member_test_r"])
     assert -1 <= got["test_r"] <= 1 and 0 <= got["uncertainty"]["within_2std"] <= 1
     # Each fold fit was tested on its own held-out glass, which the other folds trained on.
+    from mgglass.cli.evaluate import evaluate_main
+
     for extra, what in (([], "different data.test glasses"), (["--data.test=[train2.xyz]"], "train2.xyz trained some of the members")):
-        t = run_cli("mgglass.test", ["--run", parent.info.run_id, f"--tracking.root={cv['root']}", *extra], cv["base"])
-        assert t.returncode == 2 and len(t.stderr.strip().splitlines()) == 1 and what in t.stderr, t.stderr
+        capsys.readouterr()  # refused before any model is loaded: in this process
+        rc = evaluate_main("test", ["--run", parent.info.run_id, f"--tracking.root={cv['root']}", *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and what in err, err
     # Without --config: the members' saved configs, scored on a glass none of them trained on.
     t = run_cli("mgglass.test", ["--run", parent.info.run_id, f"--tracking.root={cv['root']}", "--data.test=[test0.xyz]"], cv["base"])
     assert t.returncode == 0, t.stderr[-2000:]
     assert json.loads(t.stdout.strip().splitlines()[-1])["members"] == 4
 
 
-def test_ensemble_command_records_members_and_refuses_bad_ones(cv, tmp_path):
+def _refused(capsys, argv: list[str], what: str) -> None:
+    """``mgglass.ensemble`` run in this process (its refusals happen before anything is recorded):
+    exit 2 and one line on stderr naming the problem."""
+    from mgglass.ensemble.__main__ import main
+
+    capsys.readouterr()
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("mgglass.ensemble: error:") and what in err, err
+
+
+def test_ensemble_command_records_members_and_refuses_bad_ones(cv, tmp_path, capsys):
     root = cv["root"]
     ckpts = [str(_best(cv, f)) for f in ("train0", "train1")]
     p = run_cli("mgglass.ensemble", ["--ckpt_path", *ckpts, "--name", "two", "--tracking_root", str(root), "--experiment", "smoke"], cv["base"])
@@ -236,12 +258,12 @@ def test_ensemble_command_records_members_and_refuses_bad_ones(cv, tmp_path):
         bad = dict(meta, datamodule_hyper_parameters={**meta["datamodule_hyper_parameters"], key: value})
         path = tmp_path / f"bad-{key}.ckpt"
         torch.save(bad, path)
-        q = run_cli("mgglass.ensemble", ["--ckpt_path", ckpts[0], str(path), "--name", "bad", "--tracking_root", str(root)], cv["base"])
-        assert q.returncode == 2 and len(q.stderr.strip().splitlines()) == 1 and what in q.stderr, q.stderr
+        _refused(capsys, ["--ckpt_path", ckpts[0], str(path), "--name", "bad", "--tracking_root", str(root)], what)
     for args, what in ((["--ckpt_path", ckpts[0], ckpts[0]], "named twice"), (["--run", rid, rid], "named twice"),
                        (["--ckpt_path", ckpts[0]], "at least two members")):
-        q = run_cli("mgglass.ensemble", [*args, "--name", "bad", "--tracking_root", str(root)], cv["base"])
-        assert q.returncode == 2 and len(q.stderr.strip().splitlines()) == 1 and what in q.stderr, q.stderr
+        _refused(capsys, [*args, "--name", "bad", "--tracking_root", str(root)], what)
+    names = {r.info.run_name for r in client_for(root).search_runs([run.info.experiment_id])}
+    assert "bad" not in names  # nothing recorded for a refused ensemble
 
 
 def test_residual_std_is_the_error_the_spread_leaves():
@@ -254,13 +276,12 @@ def test_residual_std_is_the_error_the_spread_leaves():
     np.testing.assert_allclose(predictive_std(spread, 0.3), np.full(4, np.sqrt(0.25 + 0.09)), rtol=1e-15)
 
 
-def test_calibrated_ensemble_carries_eb_sigma_to_predict_and_test(cv, tmp_path, monkeypatch):
+def test_calibrated_ensemble_carries_eb_sigma_to_predict_and_test(cv, tmp_path, monkeypatch, capsys):
     from ase.io import write
 
     from mgglass.data import make_glass
-    from mgglass.ensemble.__main__ import calibrate
     from mgglass.inference import predict_glass
-    from mgglass.task import PredictError, load_models, read_graph
+    from mgglass.task import load_models, read_graph
 
     monkeypatch.setenv("MGGLASS_CACHE_DIR", str(cv["base"].parent / "cache"))
     root = cv["root"]
@@ -295,10 +316,8 @@ def test_calibrated_ensemble_carries_eb_sigma_to_predict_and_test(cv, tmp_path, 
     bad, unlabelled = tmp_path / ensemble.member_settings[0]["train"][0], tmp_path / "u.extxyz"
     write(bad, make_glass(90, seed=21).to_atoms("eb"), format="extxyz")
     write(unlabelled, make_glass(90, seed=21).to_atoms("other"), format="extxyz")
-    r = run_cli("mgglass.ensemble", ["--ckpt_path", *ckpts, "--name", "bad", "--tracking_root", str(root), "--calibrate", str(bad)], cv["base"])
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "trained some of the members" in r.stderr, r.stderr
-    with pytest.raises(PredictError, match="has no 'eb' labels"):  # the command prints PredictErrors as above
-        calibrate(ensemble, hp, [unlabelled])
+    for path, what in ((bad, "trained some of the members"), (unlabelled, "has no 'eb' labels")):
+        _refused(capsys, ["--ckpt_path", *ckpts, "--name", "bad", "--tracking_root", str(root), "--calibrate", str(path)], what)
 
 
 def test_soap_reference_learns_the_synthetic_label(tmp_path, monkeypatch):
