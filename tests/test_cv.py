@@ -298,7 +298,9 @@ def test_calibrated_ensemble_carries_eb_sigma_to_predict_and_test(cv, tmp_path, 
     members = np.stack([predict_glass(m, g) for m in ensemble.members])
     y, mean, spread = g.y.double().numpy(), members.mean(0), members.std(0, ddof=1)
     s2 = np.mean((y - mean) ** 2) - np.mean(spread**2)
-    assert got["residual_std_ev"] == pytest.approx(np.sqrt(max(s2, 0.0)), rel=1e-9, abs=1e-12)
+    assert s2 > 0 and np.mean(spread**2) > 1e-3 * s2  # both terms matter here: the check below sees a wrong formula
+    # the command predicted in its own process: float32 sums may round otherwise there (thread count)
+    assert got["residual_std_ev"] == pytest.approx(np.sqrt(max(s2, 0.0)), rel=1e-5, abs=1e-7)
     assert got["glasses"] == ["cal.extxyz"]
     s = float(client_for(root).get_run(got["run_id"]).data.params["calibration.residual_std_ev"])
     assert s == pytest.approx(got["residual_std_ev"], abs=1e-6)
