@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict
 
 import numpy as np
+from mlflow.entities import Metric, Param
 
 from mgglass.baselines.soap import MODEL, ReferenceError, SoapSettings, fit_predict
 from mgglass.data import OFFICIAL_SPLIT, GlassDataError
@@ -29,10 +31,12 @@ from mgglass.tracking import (
     git_commit,
     open_client,
     resolve_tracking_uri,
+    stored_metric,
     ui_name,
 )
 
 PROG = "mgglass.reference"
+METRICS = ("val_r", "test_r", "test_r2", "test_mae")  # logged per seed under the fit's names (val/r, ...)
 
 
 def main(argv=None) -> int:
@@ -66,17 +70,18 @@ def main(argv=None) -> int:
     uri = resolve_tracking_uri(TrackingConfig(root=args.tracking_root, tracking_uri=args.tracking_uri))
     client = open_client(uri)
     exp = experiment_id(client, uri, args.experiment)
-    results = []
+    results, identity = [], json.dumps(asdict(settings), sort_keys=True)
     for seed in seeds:
-        name, identity = f"{args.name}-s{seed}", json.dumps(asdict(settings), sort_keys=True)
-        done = [r for r in client.search_runs([exp], filter_string=f"attributes.run_name = '{name}'")
-                if r.info.status == "FINISHED" and r.data.params.get("settings") == identity]
+        name = f"{args.name}-s{seed}"
+        earlier = client.search_runs([exp], filter_string=f"attributes.run_name = '{name}'")
+        done = [r for r in earlier if r.info.status == "FINISHED" and r.data.params.get("settings") == identity]
         if done:
             print(f"{PROG}: {name}: finished before (run {done[0].info.run_id}); not run again", file=sys.stderr, flush=True)
-            results.append({"seed": seed, "run_id": done[0].info.run_id, **{k: v for k, v in done[0].data.metrics.items()}})
+            results.append({"seed": seed, "run_id": done[0].info.run_id, **{k: stored_metric(done[0].data.metrics, k) for k in METRICS}})
             continue
-        for r in client.search_runs([exp], filter_string=f"attributes.run_name = '{name}' and attributes.status = 'RUNNING'"):
-            client.set_terminated(r.info.run_id, "KILLED")  # an interrupted attempt: its seed runs again
+        for r in earlier:
+            if r.info.status == "RUNNING":
+                client.set_terminated(r.info.run_id, "KILLED")  # an interrupted attempt: its seed runs again
         run = client.create_run(exp, run_name=name, tags={"model": MODEL, "seed": str(seed), "git_commit": git_commit(),
                                                           "mlflow.note.content": "descriptor reference, official split"})
         rid = run.info.run_id
@@ -90,10 +95,10 @@ def main(argv=None) -> int:
             return 2
         y, pred = (np.concatenate([v[i] for v in out.values()]) for i in (0, 1))
         test = pooled_metrics(y, pred)
-        metrics = {"val_r": info["val_r"], "test_r": test["r"], "test_r2": test["r2"], "test_mae": test["mae"]}
-        for key, value in metrics.items():
-            client.log_metric(rid, ui_name(key), float(value), step=0)
-        client.log_param(rid, "best_iteration", str(info["best_iteration"]))
+        metrics = dict(zip(METRICS, (info["val_r"], test["r"], test["r2"], test["mae"])))
+        ts = int(time.time() * 1000)
+        client.log_batch(rid, metrics=[Metric(ui_name(k), float(v), ts, 0) for k, v in metrics.items()],
+                         params=[Param("best_iteration", str(info["best_iteration"]))])
         client.set_terminated(rid)
         print(f"{PROG}: {name}: val r {info['val_r']:.4f}, test r {test['r']:.4f} ({info['seconds']:.0f} s)", file=sys.stderr, flush=True)
         results.append({"seed": seed, "run_id": rid, **metrics})

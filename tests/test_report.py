@@ -202,6 +202,7 @@ def test_descriptor_reference_runs_are_rows_of_the_table(tmp_path, monkeypatch):
     runs = json.loads(p.stdout.strip().splitlines()[-1])["runs"]
     q = run_cli("mgglass.reference", args, tmp_path)
     assert q.returncode == 0 and q.stderr.count("not run again") == 2, q.stderr[-2000:]
+    assert json.loads(q.stdout.strip().splitlines()[-1])["runs"] == runs  # the finished runs' own numbers, same keys
     client = open_client(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     (row,) = table_rows(collect(client, [client.get_experiment_by_name("smoke").experiment_id]))
     assert row["model"] == "SOAP+LightGBM" and row["group"] == "soap-lgbm" and row["n"] == 2
