@@ -181,9 +181,9 @@ def _evaluate_ensemble(prog: str, split: str, cli, ckpts: list[str], saved: list
     if out_dir:
         species = list(cli.config.data.species)
         cuts = np.cumsum([g.num_nodes for g in graphs])[:-1]  # the pooled atoms back to their glasses
-        frames = [to_atoms(g, species, {"eb": g.y.double().numpy(), "eb_pred": m, "eb_std": s, **({} if sg is None else {"eb_sigma": sg})})
-                  for g, m, s, sg in zip(graphs, np.split(mean, cuts), np.split(std, cuts),
-                                         [None] * len(graphs) if sigma is None else np.split(sigma, cuts))]
+        columns = {"eb_pred": mean, "eb_std": std, **({} if sigma is None else {"eb_sigma": sigma})}
+        parts = {k: np.split(v, cuts) for k, v in columns.items()}
+        frames = [to_atoms(g, species, {"eb": g.y.double().numpy(), **{k: p[i] for k, p in parts.items()}}) for i, g in enumerate(graphs)]
         write_predictions(Path(out_dir) / "predictions.extxyz", frames)
         out["out"] = str(out_dir)
     print(json.dumps(out), flush=True)

@@ -91,10 +91,11 @@ class EnsembleTask(L.LightningModule):
     ``eb_pred`` (the members' mean) and ``eb_std`` (their spread), so ``mgglass.predict`` writes an
     ensemble's outputs like a single model's."""
 
-    def __init__(self, members: list[L.LightningModule], residual: float | None = None):
+    def __init__(self, members: list[L.LightningModule], residual: float | None = None, member_settings: list[dict] = ()):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.residual = residual  # s of a calibrated ensemble (eV): predict_step adds eb_sigma
+        self.member_settings = list(member_settings)  # each member's data settings (its training glasses)
 
     @property
     def predict_chunk_atoms(self):
@@ -126,6 +127,4 @@ def load_models(ckpts: list[Path], device: str, residual: float | None = None):
         check_members(settings, [str(c) for c in ckpts])
     except EnsembleError as e:
         raise PredictError(str(e)) from None
-    ensemble = EnsembleTask([t for t, _ in loaded], residual).eval()
-    ensemble.member_settings = [hp for _, hp in loaded]  # each member's data settings (its training glasses)
-    return ensemble, loaded[0][1]
+    return EnsembleTask([t for t, _ in loaded], residual, [hp for _, hp in loaded]).eval(), loaded[0][1]
