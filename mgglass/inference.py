@@ -9,10 +9,12 @@ import math
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import k_hop_subgraph
 
 from mgglass.data.order import grid_cell_ids, spatially_ordered
+from mgglass.models.egat import STAGES
 from mgglass.models.symgnn import SAMPLED
 
 # Glasses above this many atoms are predicted in parts. SymGNN and its EGAT variants go layer by
@@ -57,7 +59,8 @@ def predict_glass(task, data, chunk_atoms: int | None = None, reorder_above: int
     ``reorder_above`` atoms are predicted in spatial order (:func:`spatially_ordered`)."""
     perm = None
     if data.num_nodes > reorder_above and not isinstance(data, Batch):
-        data, perm = spatially_ordered(data)
+        with record_function(STAGES["order"]):
+            data, perm = spatially_ordered(data)
     pred = _predict_as_numbered(task, data, chunk_atoms)
     if perm is None:
         return pred

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 
 def test_slope_is_the_log_log_exponent():
@@ -49,8 +50,36 @@ def test_page_holds_the_measured_numbers():
     assert "| train step | fused edge encoders | 0.900 | 0.850 | 0.75 |" in page
 
 
+def test_profile_names_every_stage_and_its_ops_add_up():
+    # The stages are profiler scopes inside the model: removing one, or a path that skips them,
+    # empties its row of the page. Prediction by ranges adds the per-range stage.
+    from mgglass.bench.profile import KIND_NAMES, _profiled, breakdown, table
+    from mgglass.data import glass_to_data, make_glass
+    from mgglass.inference import predict_glass
+    from mgglass.models.egat import STAGES
+    from mgglass.models.symgnn import SymGNN
+    from mgglass.task import EBTask
+
+    torch.manual_seed(0)
+    task = EBTask(SymGNN(hidden=8, heads=(2, 1), dropout=0.0, k_train=1, k_eval=2, decoder_layers=2, edge_lengths=True)).eval()
+    data = glass_to_data(make_glass(2500, seed=1))  # above 2048 atoms: predicted in spatial order
+    rows = []
+    for chunk in (None, 500):
+        prof, wall = _profiled(lambda chunk=chunk: predict_glass(task, data, chunk_atoms=chunk))
+        stages, kinds = breakdown(prof, wall)
+        expected = set(STAGES.values()) - ({STAGES["range"]} if chunk is None else set())
+        assert set(stages) == expected
+        assert all(v > 0 for v in stages.values()) and list(kinds) == KIND_NAMES
+        assert sum(kinds.values()) == pytest.approx(wall, rel=0.05)  # Python and dispatch fills the rest
+        assert kinds["GEMMs"] > 0 and kinds["gathers and scatters"] > 0
+        rows.append({"run": "predict", "atoms": 2500, "time_s": wall, "profiled_s": wall, "stages": stages, "ops": kinds, "peak_mb": 2048})
+    page = "\n".join(table(rows))
+    assert "| *stage:* edge encoding |" in page and "| *ops:* GEMMs |" in page and "| peak RSS (GiB) | 2.00 | 2.00 |" in page
+    assert page.count("per-range src parts") == 1
+
+
 def test_bench_options_are_checked_in_one_line(capsys, tmp_path):
-    from mgglass.bench import levers, models
+    from mgglass.bench import levers, models, profile
 
     assert models.main(["--init_args", "[1]"]) == 2
     assert "--init_args must be a JSON object" in capsys.readouterr().err
@@ -59,3 +88,8 @@ def test_bench_options_are_checked_in_one_line(capsys, tmp_path):
     assert models._config_net("experiments/symgnn.yaml")["init_args"]["cardinality"] == 0.03
     assert levers.main(["--ckpt_path", str(tmp_path / "x.ckpt")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+    assert profile.main(["--ckpt_path", str(tmp_path / "x.ckpt")]) == 2
+    assert "x.ckpt: no such checkpoint" in capsys.readouterr().err
+    (tmp_path / "x.ckpt").write_bytes(b"")
+    assert profile.main(["--ckpt_path", str(tmp_path / "x.ckpt"), "--sizes", "1,9"]) == 2
+    assert "must be cubes" in capsys.readouterr().err

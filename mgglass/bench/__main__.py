@@ -1,4 +1,4 @@
-"""python -m mgglass.bench {graph,models,fit,accuracy,invariance,latency,scaling,levers,all} [options]: each subcommand lives in its own module."""
+"""python -m mgglass.bench {graph,models,fit,accuracy,invariance,latency,scaling,levers,profile,all} [options]: each subcommand lives in its own module."""
 
 import importlib
 import sys
@@ -6,6 +6,7 @@ import sys
 COMMANDS = {"graph": "mgglass.bench.graph", "models": "mgglass.bench.models", "fit": "mgglass.bench.fit",
             "accuracy": "mgglass.bench.accuracy", "invariance": "mgglass.bench.invariance",
             "latency": "mgglass.bench.latency", "scaling": "mgglass.bench.scaling", "levers": "mgglass.bench.levers",
+            "profile": "mgglass.bench.profile",
             "all": "mgglass.bench.suite"}
 
 

@@ -31,16 +31,23 @@ from mgglass.runtime import keep_freed_memory
 from mgglass.task import graph_settings, load_task
 
 
-def worker(ckpt: str, source: str, reps: int, chunk_atoms: int, threads: int) -> dict:
-    keep_freed_memory()
-    torch.set_num_threads(threads)
-    task, hp = load_task(Path(ckpt), "cpu")
-    species, cutoff, self_loops = graph_settings(hp)
+def replicated_glass(source: str, species) -> Glass:
+    """``NAME`` or ``NAMExN``: a released glass, or that glass replicated n^(1/3) times along each
+    cell vector (n a cube)."""
     name, _, n = source.partition("x")
     glass = read_glass(DEFAULT_DATA / f"{name}.pickle", species=species, labels_optional=True)
     if n and int(n) > 1:
         side = round(int(n) ** (1 / 3))
         glass = Glass.from_atoms(glass.to_atoms().repeat((side, side, side)), labels_optional=True)
+    return glass
+
+
+def worker(ckpt: str, source: str, reps: int, chunk_atoms: int, threads: int) -> dict:
+    keep_freed_memory()
+    torch.set_num_threads(threads)
+    task, hp = load_task(Path(ckpt), "cpu")
+    species, cutoff, self_loops = graph_settings(hp)
+    glass = replicated_glass(source, species)
     t = time.perf_counter()
     data = glass_to_data(glass, cutoff, species, self_loops)
     graph_s = time.perf_counter() - t

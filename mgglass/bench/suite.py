@@ -4,7 +4,8 @@
 
 Runs, each as its own subprocess (``python -m mgglass.bench <name>``), on this machine: inference
 latency on test0 (end to end and model only), prediction time and peak memory against glass size
-(with a log-log plot beside the page), each speed lever against the path it replaced (side by side
+(with a log-log plot beside the page), where prediction and a training step spend their time (by
+stage and kind of op, ``torch.profiler``), each speed lever against the path it replaced (side by side
 in one process), training-step time of every model on one 8000-atom glass (× 6 = the training
 glasses of an epoch, validation not counted) and of the default config's network, and the
 neighbour-list table.
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from mgglass.bench.levers import table as levers_table
+from mgglass.bench.profile import table as profile_table
 from mgglass.inference import CHUNK_ATOMS, DST_RANGE
 from mgglass.tracking import git_commit
 
@@ -130,6 +132,17 @@ def render(sections: dict, meta: dict) -> str:
                       f"peak memory {fit['slope_peak_mb']:.2f} (1 = linear). ![scaling](performance_scaling.png)")]
     else:
         lines.append(f"Failed: {sections['scaling_raw']}")
+    lines += ["", "## Where the time goes", ""]
+    if sections.get("profile"):
+        lines += [("`python -m mgglass.bench profile`: each size in a fresh process, one prediction (and, at 8,000 atoms, one "
+                   "training step) under `torch.profiler` after an unprofiled one. Stages are the model's profiler scopes, "
+                   "summed over layers and atom ranges (edge encoding: φ over the K sampled transforms and the |x| branch; "
+                   "edge features + projection: the EGAT edge map, its batch norm and projection with the attention logits; "
+                   "per-range src parts: prediction by ranges of atoms only); kinds of op are the ops' own times, so they add "
+                   "up to the profiled time with \"Python and dispatch\". Seconds (share of the profiled time)."), ""]
+        lines += profile_table(sections["profile"])
+    else:
+        lines.append(f"Failed: {sections.get('profile_raw', 'not run')}")
     lines += ["", "## Speed levers, side by side", ""]
     if sections.get("levers"):
         r0 = sections["levers"][0]
@@ -176,6 +189,10 @@ def main(argv=None) -> int:
     sections["scaling"] = [r for r in rows if "atoms" in r and "glass" in r]
     sections["scaling_fit"] = next((r for r in rows if "slope_total_s" in r), None)
     sections["scaling_raw"] = text
+    text, secs, rc = bench("profile", ["--ckpt_path", args.ckpt_path, "--sizes", args.sizes, "--threads", t], args.threads, args.timeout)
+    print(f"profile ({secs:.0f} s):\n{text}", flush=True)
+    sections["profile"] = [r for r in json_lines(text) if "stages" in r]
+    sections["profile_raw"] = text
     text, secs, rc = bench("levers", ["--ckpt_path", args.ckpt_path, "--threads", t], args.threads, args.timeout)
     print(f"levers ({secs:.0f} s):\n{text}", flush=True)
     sections["levers"] = [r for r in json_lines(text) if "config" in r] if rc == 0 else None

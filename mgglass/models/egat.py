@@ -24,12 +24,25 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 from torch_scatter import gather_csr, segment_csr
 
 from .dropout import Dropout
 from .fused import MLPBlock, chunk_floats_for, update_running_stats
 
 warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+
+# Names of the stages a forward pass is timed by (torch.profiler scopes; ``mgglass.bench profile``).
+STAGES = {
+    "encoding": "mgglass: edge encoding",
+    "edge": "mgglass: edge features + projection",
+    "attention": "mgglass: attention softmax",
+    "aggregation": "mgglass: message gather + scatter",
+    "node": "mgglass: node update",
+    "range": "mgglass: per-range src parts",
+    "decoder": "mgglass: decoder",
+    "order": "mgglass: spatial atom order",
+}
 
 
 class EdgePlan:
@@ -447,35 +460,40 @@ class EGATLayer(nn.Module):
         per-atom parts of every atom, ``p_src = fc_src(h)`` and ``v_src = fc_node(h)``; ``h_dst``: the dst
         atoms' rows of h, ``e``, ``src``, ``dst``: their edges (``dst`` counted among them)."""
         n, hc = h_dst.shape[0], self.heads * self.head_dim
-        # W[h_s ‖ e ‖ h_d] + b as per-atom parts (the bias rides on the dst part) plus the edge part.
-        p_dst = F.linear(h_dst, self.fc_dst.weight, self.fc_edge.bias)
-        edge_args = (p_src, p_dst, e, self.fc_edge.weight, src, dst, self.negative_slope, self.chunk_floats)
-        # <attn_k, f_k> for all heads as one product with the block-diagonal [H, H·C] matrix; where the
-        # edge head reads f itself, the same product also gives the edge projection.
-        attn = torch.block_diag(*self.attn.unsqueeze(1))
-        fe = None
-        if self.update_edges and self.concat and self.fused_eval and not torch.is_grad_enabled() and not _uses_batch_stats(self.edge_norm):
-            fe, logits = _edge_block_eval(*edge_args, self.edge_norm, self.edge_proj, attn)
-        elif self.update_edges and self.concat:
-            norm, proj = self.edge_norm, self.edge_proj
-            fe, logits = _EdgeBlock.apply(
-                *edge_args, norm, norm.weight, norm.bias, proj.weight, proj.bias, attn, self.recompute_edges
-            )
-        else:
-            f = _EdgeTransform.apply(*edge_args)
-            logits = f @ attn.t()
-            if self.update_edges:
-                fe = batch_norm_linear(f.view(-1, self.heads, self.head_dim).mean(1), self.edge_norm, self.edge_proj)
-        # Attention lives in dst order (contiguous per-node segments) from here on.
-        a = segment_softmax(plan.to_dst_order(logits), plan)
-        mask = None if edge_mask is None else plan.to_dst_order(edge_mask)
-        if mask is not None:
-            a = masked_attention(a, mask, plan)
-        if self.cardinality:  # a masked edge leaves the sum as it leaves the mean
-            a = a + self.cardinality * (1.0 if mask is None else mask.unsqueeze(-1))
-        hn = gather_weight_scatter(v_src.view(-1, self.heads, self.head_dim), a, plan, self.chunk_floats)
-        hn = self.node_proj(self.node_norm(hn.reshape(n, hc) if self.concat else hn.mean(1)))
-        hn = hn + h_dst if self.residual else hn
+        # The record_function scopes name the stages for ``python -m mgglass.bench profile`` (~µs each otherwise).
+        with record_function(STAGES["edge"]):
+            # W[h_s ‖ e ‖ h_d] + b as per-atom parts (the bias rides on the dst part) plus the edge part.
+            p_dst = F.linear(h_dst, self.fc_dst.weight, self.fc_edge.bias)
+            edge_args = (p_src, p_dst, e, self.fc_edge.weight, src, dst, self.negative_slope, self.chunk_floats)
+            # <attn_k, f_k> for all heads as one product with the block-diagonal [H, H·C] matrix; where the
+            # edge head reads f itself, the same product also gives the edge projection.
+            attn = torch.block_diag(*self.attn.unsqueeze(1))
+            fe = None
+            if self.update_edges and self.concat and self.fused_eval and not torch.is_grad_enabled() and not _uses_batch_stats(self.edge_norm):
+                fe, logits = _edge_block_eval(*edge_args, self.edge_norm, self.edge_proj, attn)
+            elif self.update_edges and self.concat:
+                norm, proj = self.edge_norm, self.edge_proj
+                fe, logits = _EdgeBlock.apply(
+                    *edge_args, norm, norm.weight, norm.bias, proj.weight, proj.bias, attn, self.recompute_edges
+                )
+            else:
+                f = _EdgeTransform.apply(*edge_args)
+                logits = f @ attn.t()
+                if self.update_edges:
+                    fe = batch_norm_linear(f.view(-1, self.heads, self.head_dim).mean(1), self.edge_norm, self.edge_proj)
+        with record_function(STAGES["attention"]):
+            # Attention lives in dst order (contiguous per-node segments) from here on.
+            a = segment_softmax(plan.to_dst_order(logits), plan)
+            mask = None if edge_mask is None else plan.to_dst_order(edge_mask)
+            if mask is not None:
+                a = masked_attention(a, mask, plan)
+            if self.cardinality:  # a masked edge leaves the sum as it leaves the mean
+                a = a + self.cardinality * (1.0 if mask is None else mask.unsqueeze(-1))
+        with record_function(STAGES["aggregation"]):
+            hn = gather_weight_scatter(v_src.view(-1, self.heads, self.head_dim), a, plan, self.chunk_floats)
+        with record_function(STAGES["node"]):
+            hn = self.node_proj(self.node_norm(hn.reshape(n, hc) if self.concat else hn.mean(1)))
+            hn = hn + h_dst if self.residual else hn
         if fe is None:
             return hn, e
         return hn, (fe + e if self.residual else fe)
@@ -541,15 +559,15 @@ class PredictionModule(nn.Module):
             keep = layer.update_edges and i + 1 < len(self.layers)
             for d0 in range(0, n, dst_chunk):
                 sub = plan.dst_range(d0, min(d0 + dst_chunk, n))
-                # the per-atom parts of this range's src atoms only ([N, H·C] each for all atoms would be
-                # 2 GB per million atoms in the first layer; a range's src atoms are ~2.5× its own)
-                src_atoms, sub.src = torch.unique(sub.src, return_inverse=True)
-                sub.num_src = src_atoms.numel()
-                h_src = h.index_select(0, src_atoms)
+                with record_function(STAGES["range"]):
+                    # the per-atom parts of this range's src atoms only ([N, H·C] each for all atoms would be
+                    # 2 GB per million atoms in the first layer; a range's src atoms are ~2.5× its own)
+                    src_atoms, sub.src = torch.unique(sub.src, return_inverse=True)
+                    sub.num_src = src_atoms.numel()
+                    h_src = h.index_select(0, src_atoms)
+                    p_src, v_src = layer.fc_src(h_src), layer.fc_node(h_src)
                 e = encode_edges(sub.edges) if i == 0 else edges[sub.edges]
-                out[d0 : d0 + sub.num_nodes], e_new = layer.update(
-                    h[d0 : d0 + sub.num_nodes], layer.fc_src(h_src), layer.fc_node(h_src), e, sub.src, sub.dst, sub
-                )
+                out[d0 : d0 + sub.num_nodes], e_new = layer.update(h[d0 : d0 + sub.num_nodes], p_src, v_src, e, sub.src, sub.dst, sub)
                 if keep:
                     if edges is None:
                         edges = h.new_empty(plan.num_edges, e_new.shape[1])

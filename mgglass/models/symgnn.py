@@ -28,8 +28,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
-from .egat import PredictionModule, mlp_block
+from .egat import STAGES, PredictionModule, mlp_block
 from .fused import chunk_floats_for, fused_mlp2, uses_batch_stats
 from .recompute import checkpoint_once
 
@@ -313,9 +314,10 @@ class SymGNN(nn.Module):
 
     def encode_vectors(self, vec: Tensor) -> Tensor:
         """Edge encodings [E, hidden] of edge vectors [E, 3]."""
-        e = self.edge_encoder(vec)
-        if self.length_encoder is not None:
-            e = e + self.length_encoder(vec.norm(dim=-1, keepdim=True))
+        with record_function(STAGES["encoding"]):
+            e = self.edge_encoder(vec)
+            if self.length_encoder is not None:
+                e = e + self.length_encoder(vec.norm(dim=-1, keepdim=True))
         return e
 
     @torch.no_grad()
@@ -335,7 +337,8 @@ class SymGNN(nn.Module):
         return self.gnn.features(h, self.encode_edges(batch), batch.edge_index, edge_mask)
 
     def head(self, features: Tensor) -> Tensor:
-        return self.gnn.decoder(features).squeeze(-1)
+        with record_function(STAGES["decoder"]):
+            return self.gnn.decoder(features).squeeze(-1)
 
     @property
     def feature_dim(self) -> int:
@@ -387,4 +390,5 @@ class EGATLength(SymGNN):
         return mlp_block([1, hidden, hidden])
 
     def encode_vectors(self, vec: Tensor) -> Tensor:
-        return self.edge_encoder(vec.norm(dim=-1, keepdim=True))
+        with record_function(STAGES["encoding"]):
+            return self.edge_encoder(vec.norm(dim=-1, keepdim=True))

@@ -1,0 +1,196 @@
+"""python -m mgglass.bench profile: where prediction (and a training step) spend their time, by stage and by kind of op.
+
+    python -m mgglass.bench profile --ckpt_path CKPT [--sizes 1,8,64] [--threads 2] [--no-train]
+
+Each size (train0 replicated n×n×n; ``--sizes`` as in ``bench scaling``) runs in a fresh subprocess:
+the radius graph is built, the glass predicted once unprofiled (the time reported) and once under
+``torch.profiler``. Stages are the model's own profiler scopes (``mgglass.models.egat.STAGES``: edge
+encoding over the sampled transforms, the edge features and their projection, attention softmax,
+message gather and scatter, node update, per-range src parts, decoder, spatial atom order), each
+summed over layers and atom ranges; kinds of op are the ops' own (self) times grouped into GEMMs,
+sparse products, gathers and scatters, batch norm, allocation and fills, and the rest; "Python and
+dispatch" is the wall time no op accounts for. With training (the default), the first size also
+profiles one training step (forward, MSE, backward; backward as one stage). Peak memory is the
+subprocess's peak resident set. One JSON line per profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch_geometric.data import Batch
+
+from mgglass.bench.scaling import replicated_glass
+from mgglass.data import glass_to_data
+from mgglass.data.order import spatially_ordered
+from mgglass.inference import CHUNK_ATOMS, predict_glass
+from mgglass.models.egat import STAGES
+from mgglass.runtime import keep_freed_memory
+from mgglass.task import graph_settings, load_task
+
+# Kinds of op, by the op's name (first match wins); self times, so nothing is counted twice.
+KINDS = (
+    ("sparse products", ("sparse", "_csr_mm")),
+    ("GEMMs", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv")),
+    ("gathers and scatters", ("index_select", "index_add", "scatter", "gather", "aten::index", "index_put",
+                              "index_copy", "torch_scatter::", "aten::take", "aten::_unique", "aten::embedding")),
+    ("batch norm", ("batch_norm",)),
+    ("allocation and fills", ("aten::empty", "aten::zeros", "aten::zero_", "aten::fill_", "aten::ones", "aten::full",
+                              "aten::resize_")),
+)
+KIND_NAMES = [k for k, _ in KINDS] + ["element-wise and other ops", "Python and dispatch"]
+BACKWARD = "backward"
+
+
+def _kind(name: str) -> str:
+    for kind, needles in KINDS:
+        if any(n in name for n in needles):
+            return kind
+    return "element-wise and other ops"
+
+
+def breakdown(prof, wall_s: float) -> tuple[dict, dict]:
+    """({stage: s}, {kind of op: s}) of one profiled run of ``wall_s`` seconds."""
+    stage_names = set(STAGES.values())
+    stages = dict.fromkeys(STAGES.values(), 0.0)
+    kinds = dict.fromkeys(KIND_NAMES, 0.0)
+    for ev in prof.key_averages():
+        if ev.key in stage_names:
+            stages[ev.key] += ev.cpu_time_total / 1e6
+        elif ev.key.startswith(("aten::", "torch_scatter::", "torch_cluster::")):
+            kinds[_kind(ev.key)] += ev.self_cpu_time_total / 1e6
+    kinds["Python and dispatch"] = max(0.0, wall_s - sum(kinds.values()))
+    return {k: v for k, v in stages.items() if v > 0}, kinds
+
+
+def _profiled(fn) -> tuple[object, float]:
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - t
+    return prof, wall
+
+
+def worker(ckpt: str, source: str, threads: int, train: bool) -> list[dict]:
+    keep_freed_memory()
+    torch.set_num_threads(threads)
+    task, hp = load_task(Path(ckpt), "cpu")
+    species, cutoff, self_loops = graph_settings(hp)
+    glass = replicated_glass(source, species)
+    t = time.perf_counter()
+    data = glass_to_data(glass, cutoff, species, self_loops)
+    graph_s = time.perf_counter() - t
+    t = time.perf_counter()
+    predict_glass(task, data, chunk_atoms=CHUNK_ATOMS)  # also the warm-up of the profiled run
+    predict_s = time.perf_counter() - t
+    prof, wall = _profiled(lambda: predict_glass(task, data, chunk_atoms=CHUNK_ATOMS))
+    stages, kinds = breakdown(prof, wall)
+    base = {"glass": source, "atoms": data.num_nodes, "edges": int(data.edge_index.shape[1]), "threads": threads}
+    rows = [{**base, "run": "predict", "graph_s": graph_s, "time_s": predict_s, "profiled_s": wall, "stages": stages, "ops": kinds}]
+    if train:  # as a fit trains: the glass in spatial atom order, labels standardised
+        net = task.net.train()
+        b = Batch.from_data_list([spatially_ordered(data)[0]])
+        y = (b.y - b.y.mean()) / b.y.std()
+
+        def step():
+            net.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.mse_loss(net(b), y)
+            with torch.profiler.record_function(BACKWARD):
+                loss.backward()
+
+        step()
+        t = time.perf_counter()
+        step()
+        step_s = time.perf_counter() - t
+        prof, wall = _profiled(step)
+        stages, kinds = breakdown(prof, wall)
+        stages[BACKWARD] = next((e.cpu_time_total / 1e6 for e in prof.key_averages() if e.key == BACKWARD), 0.0)
+        rows.append({**base, "run": "train step", "time_s": step_s, "profiled_s": wall, "stages": stages, "ops": kinds})
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return [{**r, "peak_mb": peak} for r in rows]
+
+
+def table(rows: list[dict]) -> list[str]:
+    """Markdown: one column per profile, stages then kinds of op, seconds and share of the profiled time."""
+    if not rows:
+        return []
+    heads = [f"{r['run']}, {r['atoms']:,} atoms" for r in rows]
+    out = ["| | " + " | ".join(heads) + " |", "|---" * (len(rows) + 1) + "|"]
+    out.append("| time, unprofiled (s) | " + " | ".join(f"{r['time_s']:.2f}" for r in rows) + " |")
+    out.append("| time, profiled (s) | " + " | ".join(f"{r['profiled_s']:.2f}" for r in rows) + " |")
+
+    def cell(r, key, part):
+        v = r[part].get(key)
+        return "" if not v else f"{v:.2f} ({100 * v / r['profiled_s']:.0f} %)"
+
+    stage_keys = list(STAGES.values()) + [BACKWARD]
+    for key in stage_keys:
+        if any(r["stages"].get(key) for r in rows):
+            out.append(f"| *stage:* {key.removeprefix('mgglass: ')} | " + " | ".join(cell(r, key, "stages") for r in rows) + " |")
+    for key in KIND_NAMES:
+        out.append(f"| *ops:* {key} | " + " | ".join(cell(r, key, "ops") for r in rows) + " |")
+    out.append("| peak RSS (GiB) | " + " | ".join(f"{r['peak_mb'] / 1024:.2f}" for r in rows) + " |")
+    return out
+
+
+def run(ckpt: str, sizes: list[int], threads: int, train: bool, timeout: float) -> list[dict]:
+    rows = []
+    for i, n in enumerate(sizes):
+        source = f"train0x{n}"
+        cmd = [sys.executable, "-m", "mgglass.bench", "profile", "--worker", source, "--ckpt_path", ckpt, "--threads", str(threads)]
+        if not (train and i == 0):
+            cmd.append("--no-train")
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        except subprocess.TimeoutExpired:
+            print(json.dumps({"glass": source, "error": f"timed out after {timeout:.0f} s"}), flush=True)
+            break
+        if res.returncode != 0:
+            print(json.dumps({"glass": source, "error": (res.stderr.strip().splitlines() or ["?"])[-1]}), flush=True)
+            break
+        for line in res.stdout.strip().splitlines():
+            if line.startswith("{"):
+                rows.append(json.loads(line))
+                print(line, flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mgglass.bench profile", description=__doc__.split("\n\n")[2])
+    p.add_argument("--ckpt_path", required=True)
+    p.add_argument("--sizes", default="1,8,64", help="replication counts n³ of train0 (1 = the 8000-atom glass)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-train", dest="train", action="store_false", help="profile prediction only")
+    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        for row in worker(args.ckpt_path, args.worker, args.threads, args.train):
+            print(json.dumps(row), flush=True)
+        return 0
+    if not Path(args.ckpt_path).is_file():
+        print(f"mgglass.bench profile: {args.ckpt_path}: no such checkpoint", file=sys.stderr)
+        return 2
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(round(s ** (1 / 3)) ** 3 != s for s in sizes):
+        print(f"mgglass.bench profile: --sizes must be cubes (1, 8, 27, 64, 125, ...), got {args.sizes!r}", file=sys.stderr)
+        return 2
+    rows = run(args.ckpt_path, sizes, args.threads, args.train, args.timeout)
+    return 0 if len({r["glass"] for r in rows}) == len(sizes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
