@@ -74,7 +74,7 @@ def test_profile_names_every_stage_and_its_ops_add_up():
         assert kinds["GEMMs"] > 0 and kinds["gathers and scatters"] > 0
         rows.append({"run": "predict", "atoms": 2500, "time_s": wall, "profiled_s": wall, "stages": stages, "ops": kinds, "peak_mb": 2048})
     page = "\n".join(table(rows))
-    assert "| *stage:* edge encoding |" in page and "| *ops:* GEMMs |" in page and "| peak RSS (GiB) | 2.00 | 2.00 |" in page
+    assert "| *stage:* edge encoding |" in page and "| *ops:* GEMMs |" in page and "| peak RSS before profiling (GiB) | 2.00 | 2.00 |" in page
     assert page.count("per-range src parts") == 1
 
 

@@ -11,7 +11,8 @@ summed over layers and atom ranges; kinds of op are the ops' own (self) times gr
 sparse products, gathers and scatters, batch norm, allocation and fills, and the rest; "Python and
 dispatch" is the wall time no op accounts for. With training (the default), the first size also
 profiles one training step (forward, MSE, backward; backward as one stage). Peak memory is the
-subprocess's peak resident set. One JSON line per profile.
+subprocess's peak resident set after the unprofiled prediction (the profiler's records of a
+million-atom prediction take gigabytes). One JSON line per profile.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ def _profiled(fn) -> tuple[object, float]:
     return prof, wall
 
 
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(ckpt: str, source: str, threads: int, train: bool) -> list[dict]:
     keep_freed_memory()
     torch.set_num_threads(threads)
@@ -89,19 +94,22 @@ def worker(ckpt: str, source: str, threads: int, train: bool) -> list[dict]:
     t = time.perf_counter()
     data = glass_to_data(glass, cutoff, species, self_loops)
     graph_s = time.perf_counter() - t
+
+    def predict():
+        predict_glass(task, data, chunk_atoms=CHUNK_ATOMS)
+
     t = time.perf_counter()
-    predict_glass(task, data, chunk_atoms=CHUNK_ATOMS)  # also the warm-up of the profiled run
-    predict_s = time.perf_counter() - t
-    prof, wall = _profiled(lambda: predict_glass(task, data, chunk_atoms=CHUNK_ATOMS))
-    stages, kinds = breakdown(prof, wall)
+    predict()  # also the warm-up of the profiled run
     base = {"glass": source, "atoms": data.num_nodes, "edges": int(data.edge_index.shape[1]), "threads": threads}
-    rows = [{**base, "run": "predict", "graph_s": graph_s, "time_s": predict_s, "profiled_s": wall, "stages": stages, "ops": kinds}]
+    # unprofiled times and peaks first: the profiler's records of a million-atom prediction take gigabytes
+    runs = [({**base, "run": "predict", "graph_s": graph_s, "time_s": time.perf_counter() - t, "peak_mb": _peak_mb()}, predict)]
     if train:  # as a fit trains: the glass in spatial atom order, labels standardised
-        net = task.net.train()
+        net = task.net
         b = Batch.from_data_list([spatially_ordered(data)[0]])
         y = (b.y - b.y.mean()) / b.y.std()
 
         def step():
+            net.train()
             net.zero_grad(set_to_none=True)
             loss = torch.nn.functional.mse_loss(net(b), y)
             with torch.profiler.record_function(BACKWARD):
@@ -110,13 +118,15 @@ def worker(ckpt: str, source: str, threads: int, train: bool) -> list[dict]:
         step()
         t = time.perf_counter()
         step()
-        step_s = time.perf_counter() - t
-        prof, wall = _profiled(step)
+        runs.append(({**base, "run": "train step", "time_s": time.perf_counter() - t, "peak_mb": _peak_mb()}, step))
+    rows = []
+    for row, fn in runs:
+        prof, wall = _profiled(fn)
         stages, kinds = breakdown(prof, wall)
-        stages[BACKWARD] = next((e.cpu_time_total / 1e6 for e in prof.key_averages() if e.key == BACKWARD), 0.0)
-        rows.append({**base, "run": "train step", "time_s": step_s, "profiled_s": wall, "stages": stages, "ops": kinds})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return [{**r, "peak_mb": peak} for r in rows]
+        if row["run"] == "train step":
+            stages[BACKWARD] = next((e.cpu_time_total / 1e6 for e in prof.key_averages() if e.key == BACKWARD), 0.0)
+        rows.append({**row, "profiled_s": wall, "stages": stages, "ops": kinds})
+    return rows
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -138,7 +148,7 @@ def table(rows: list[dict]) -> list[str]:
             out.append(f"| *stage:* {key.removeprefix('mgglass: ')} | " + " | ".join(cell(r, key, "stages") for r in rows) + " |")
     for key in KIND_NAMES:
         out.append(f"| *ops:* {key} | " + " | ".join(cell(r, key, "ops") for r in rows) + " |")
-    out.append("| peak RSS (GiB) | " + " | ".join(f"{r['peak_mb'] / 1024:.2f}" for r in rows) + " |")
+    out.append("| peak RSS before profiling (GiB) | " + " | ".join(f"{r['peak_mb'] / 1024:.2f}" for r in rows) + " |")
     return out
 
 
