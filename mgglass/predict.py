@@ -10,10 +10,11 @@ cross-validation) predict as an ensemble: ``eb_pred`` is their mean and ``eb_std
 (and ``eb_sigma``, the spread with the calibrated residual, for an ensemble run recorded with
 ``mgglass.ensemble --calibrate``).
 
-Large glasses are predicted in chunks: atoms are grouped into spatial cells of about
-``--chunk_atoms`` atoms, and each cell is predicted on its k-hop subgraph (k = the model's
-message-passing depth), which holds every atom and edge the cell's predictions depend on, so the
-result equals the whole-glass prediction (up to float summation order).
+Large glasses are predicted in parts, with the whole-glass prediction's numbers (up to float
+summation order): SymGNN and its EGAT variants layer by layer over ranges of atoms (no halo; a
+million atoms in about a minute and a half and 8 GiB on 2 cores), other models in spatial cells of
+about ``--chunk_atoms`` atoms, each on its k-hop subgraph (k = the model's message-passing depth),
+which holds every atom and edge the cell's predictions depend on.
 
 The command runs ``Trainer.predict`` over the files (one glass per step, read when its turn comes;
 ``EBTask.predict_step``) with a ``BasePredictionWriter`` that writes them. The library beneath it:
