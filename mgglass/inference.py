@@ -13,7 +13,7 @@ from torch.profiler import record_function
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import k_hop_subgraph
 
-from mgglass.data.order import grid_cell_ids, spatially_ordered
+from mgglass.data.order import REORDER_ABOVE, grid_cell_ids, spatially_ordered
 from mgglass.models.egat import STAGES
 from mgglass.models.symgnn import SAMPLED
 
@@ -51,14 +51,16 @@ def _subgraph(data, centres: torch.Tensor, hops: int):
 
 
 @torch.no_grad()
-def predict_glass(task, data, chunk_atoms: int | None = None, reorder_above: int = 2048) -> np.ndarray:
+def predict_glass(task, data, chunk_atoms: int | None = None, reorder_above: int = REORDER_ABOVE) -> np.ndarray:
     """Per-atom eV predictions of ``task`` (eval mode) on one glass graph. Glasses larger than
     ``chunk_atoms`` (None or 0: never) go in parts: SymGNN-family nets layer by layer over ranges of
     min(``chunk_atoms``, ``DST_RANGE``) atoms (``predict_by_dst``, also for any glass above that range),
     others in chunks of about ``chunk_atoms`` centre atoms with their k-hop halo. Glasses of more than
-    ``reorder_above`` atoms are predicted in spatial order (:func:`spatially_ordered`)."""
+    ``reorder_above`` atoms are predicted in spatial order (:func:`spatially_ordered`), unless they come
+    in it (``file_order``: :func:`~mgglass.data.order.ordered_for_prediction`); the predictions are in
+    ``data``'s atom order."""
     perm = None
-    if data.num_nodes > reorder_above and not isinstance(data, Batch):
+    if data.num_nodes > reorder_above and not isinstance(data, Batch) and getattr(data, "file_order", None) is None:
         with record_function(STAGES["order"]):
             data, perm = spatially_ordered(data)
     pred = _predict_as_numbered(task, data, chunk_atoms)

@@ -34,6 +34,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from mgglass.data import GlassDataError
+from mgglass.data.order import in_file_order, ordered_for_prediction
 from mgglass.inference import CHUNK_ATOMS, sampling_encoder
 from mgglass.metrics import pooled_metrics
 from mgglass.outputs import to_atoms, write_predictions
@@ -54,7 +55,9 @@ READABLE = (".pickle", ".pkl", ".extxyz", ".xyz", ".cfg", ".data", ".dump", ".la
 
 # -- Trainer.predict over glass files ----------------------------------------------------------------
 class GlassFiles(torch.utils.data.Dataset):
-    """Glass files, each read when its turn comes as a graph built the way the checkpoint's fit built them."""
+    """Glass files, each read when its turn comes as a graph built the way the checkpoint's fit built
+    them; large glasses in spatial atom order (:func:`ordered_for_prediction`: the graph as read is
+    dropped at once, and the writer puts the atoms back in the file's order)."""
 
     def __init__(self, paths: list[Path], hp: dict, label_key: str = "eb"):
         self.paths, self.hp, self.label_key = paths, hp, label_key
@@ -64,7 +67,7 @@ class GlassFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return read_graph(self.paths[i], self.hp, self.label_key)
+            return ordered_for_prediction(read_graph(self.paths[i], self.hp, self.label_key))
         except GlassDataError as e:
             raise PredictError(str(e)) from None
 
@@ -79,8 +82,8 @@ class PredictionWriter(BasePredictionWriter):
         self.frames, self.labelled = [], {}  # labelled: file name -> its arrays (eb, eb_pred[, eb_std])
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        data, path = batch.cpu(), self.paths[batch_indices[0]]
-        arrays = dict(prediction)
+        path = self.paths[batch_indices[0]]
+        data, arrays = in_file_order(batch.cpu(), dict(prediction))
         if "y" in data:
             arrays = {"eb": data.y.double().numpy(), **arrays}
             self.labelled[path.name] = arrays

@@ -88,6 +88,32 @@ def test_spatial_order_renumbers_atoms_and_keeps_the_predictions(small_task):
     assert np.abs(plain - plain[perm.numpy()]).max() > 1e-3  # so a missing un-permutation would show
 
 
+def test_large_glass_is_read_in_spatial_order_and_written_in_the_files(small_task, tmp_path):
+    # mgglass.predict orders a large glass when it reads it (so it holds one graph, not two, while
+    # predicting); the files it writes keep the input's atom order and the whole-glass predictions.
+    from ase.io import read, write
+
+    from mgglass.data import glass_to_data, make_glass
+    from mgglass.data.order import REORDER_ABOVE
+    from mgglass.inference import predict_glass
+    from mgglass.predict import GlassFiles, predict_files
+
+    glass = make_glass(REORDER_ABOVE + 500, seed=4)
+    path = tmp_path / "big.extxyz"
+    write(path, glass.to_atoms(), format="extxyz")
+    hp = {"cutoff": 5.0, "species": ["Cu", "Zr"], "self_loops": False}
+    read_as = GlassFiles([path], hp)[0]
+    assert read_as.file_order.shape == (glass.positions.shape[0],)  # what the command predicts on
+    out = tmp_path / "pred.extxyz"
+    summary = predict_files(small_task, [path], hp, out)
+    frame = read(out)
+    np.testing.assert_allclose(frame.positions, read(path).positions, rtol=0, atol=1e-5)  # same atoms, same order (float32)
+    np.testing.assert_allclose(frame.arrays["eb"], glass.labels, rtol=0, atol=1e-6)
+    expected = predict_glass(small_task, glass_to_data(glass), reorder_above=10**9)  # no reordering at all
+    np.testing.assert_allclose(frame.arrays["eb_pred"], expected, rtol=0, atol=2e-5)
+    assert summary["pooled_r"] == pytest.approx(float(np.corrcoef(glass.labels, expected)[0, 1]), abs=1e-4)
+
+
 def test_error_ranking_counts_overlap():
     from mgglass.task import uncertainty_scores as error_ranking
 
