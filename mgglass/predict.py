@@ -12,7 +12,7 @@ cross-validation) predict as an ensemble: ``eb_pred`` is their mean and ``eb_std
 
 Large glasses are predicted in parts, with the whole-glass prediction's numbers (up to float
 summation order): SymGNN and its EGAT variants layer by layer over ranges of atoms (no halo; a
-million atoms in about a minute and a half and 8 GiB on 2 cores), other models in spatial cells of
+million atoms in about 80 s and 7 GiB on 2 cores), other models in spatial cells of
 about ``--chunk_atoms`` atoms, each on its k-hop subgraph (k = the model's message-passing depth),
 which holds every atom and edge the cell's predictions depend on.
 
