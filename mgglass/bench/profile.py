@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,13 +28,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch_geometric.data import Batch
 
-from mgglass.bench.scaling import replicated_glass
-from mgglass.data import glass_to_data
+from mgglass.bench.scaling import run_worker, task_and_graph
 from mgglass.data.order import spatially_ordered
 from mgglass.inference import CHUNK_ATOMS, predict_glass
 from mgglass.models.egat import STAGES
-from mgglass.runtime import keep_freed_memory
-from mgglass.task import graph_settings, load_task
 
 # Kinds of op, by the op's name (first match wins); self times, so nothing is counted twice.
 KINDS = (
@@ -86,14 +81,7 @@ def _peak_mb() -> float:
 
 
 def worker(ckpt: str, source: str, threads: int, train: bool) -> list[dict]:
-    keep_freed_memory()
-    torch.set_num_threads(threads)
-    task, hp = load_task(Path(ckpt), "cpu")
-    species, cutoff, self_loops = graph_settings(hp)
-    glass = replicated_glass(source, species)
-    t = time.perf_counter()
-    data = glass_to_data(glass, cutoff, species, self_loops)
-    graph_s = time.perf_counter() - t
+    task, data, graph_s = task_and_graph(ckpt, source, threads)
 
     def predict():
         predict_glass(task, data, chunk_atoms=CHUNK_ATOMS)
@@ -156,22 +144,13 @@ def run(ckpt: str, sizes: list[int], threads: int, train: bool, timeout: float) 
     rows = []
     for i, n in enumerate(sizes):
         source = f"train0x{n}"
-        cmd = [sys.executable, "-m", "mgglass.bench", "profile", "--worker", source, "--ckpt_path", ckpt, "--threads", str(threads)]
-        if not (train and i == 0):
-            cmd.append("--no-train")
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-        except subprocess.TimeoutExpired:
-            print(json.dumps({"glass": source, "error": f"timed out after {timeout:.0f} s"}), flush=True)
+        args = ["profile", "--worker", source, "--ckpt_path", ckpt, "--threads", str(threads)]
+        out = run_worker(args + ([] if train and i == 0 else ["--no-train"]), source, threads, timeout)
+        if out is None:
             break
-        if res.returncode != 0:
-            print(json.dumps({"glass": source, "error": (res.stderr.strip().splitlines() or ["?"])[-1]}), flush=True)
-            break
-        for line in res.stdout.strip().splitlines():
-            if line.startswith("{"):
-                rows.append(json.loads(line))
-                print(line, flush=True)
+        for row in out:
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
 
 

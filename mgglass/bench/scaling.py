@@ -42,7 +42,9 @@ def replicated_glass(source: str, species) -> Glass:
     return glass
 
 
-def worker(ckpt: str, source: str, reps: int, chunk_atoms: int, threads: int) -> dict:
+def task_and_graph(ckpt: str, source: str, threads: int):
+    """(the checkpoint's task, the graph of ``source`` (:func:`replicated_glass`), seconds the graph
+    took), in a process set up as the entry points set theirs up."""
     keep_freed_memory()
     torch.set_num_threads(threads)
     task, hp = load_task(Path(ckpt), "cpu")
@@ -50,7 +52,11 @@ def worker(ckpt: str, source: str, reps: int, chunk_atoms: int, threads: int) ->
     glass = replicated_glass(source, species)
     t = time.perf_counter()
     data = glass_to_data(glass, cutoff, species, self_loops)
-    graph_s = time.perf_counter() - t
+    return task, data, time.perf_counter() - t
+
+
+def worker(ckpt: str, source: str, reps: int, chunk_atoms: int, threads: int) -> dict:
+    task, data, graph_s = task_and_graph(ckpt, source, threads)
     times = []
     for _ in range(reps):
         t = time.perf_counter()
@@ -96,22 +102,30 @@ def plot(path: Path, rows: list[dict]) -> None:
     plt.close(fig)
 
 
+def run_worker(args: list[str], source: str, threads: int, timeout: float) -> list[dict] | None:
+    """The JSON lines of ``python -m mgglass.bench ARGS`` run for ``source`` in a fresh process on
+    ``threads`` threads; None (after printing why as a JSON line) when it fails or times out."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    try:
+        res = subprocess.run([sys.executable, "-m", "mgglass.bench", *args], capture_output=True, text=True, timeout=timeout,
+                             env=env, check=False)
+    except subprocess.TimeoutExpired:
+        print(json.dumps({"glass": source, "error": f"timed out after {timeout:.0f} s"}), flush=True)
+        return None
+    if res.returncode != 0:
+        print(json.dumps({"glass": source, "error": (res.stderr.strip().splitlines() or ["?"])[-1]}), flush=True)
+        return None
+    return [json.loads(line) for line in res.stdout.strip().splitlines() if line.startswith("{")]
+
+
 def run(ckpt: str, sizes: list[int], reps: int, chunk_atoms: int, threads: int, timeout: float) -> list[dict]:
     rows = []
     for source in ["test0"] + [f"train0x{n}" for n in sizes]:
-        cmd = [sys.executable, "-m", "mgglass.bench", "scaling", "--worker", source, "--ckpt_path", ckpt,
-               "--reps", str(reps), "--chunk_atoms", str(chunk_atoms), "--threads", str(threads)]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-        except subprocess.TimeoutExpired:
-            print(json.dumps({"glass": source, "error": f"timed out after {timeout:.0f} s"}), flush=True)
+        out = run_worker(["scaling", "--worker", source, "--ckpt_path", ckpt, "--reps", str(reps), "--chunk_atoms",
+                          str(chunk_atoms), "--threads", str(threads)], source, threads, timeout)
+        if not out:
             break
-        if res.returncode != 0:
-            reason = (res.stderr.strip().splitlines() or ["?"])[-1]
-            print(json.dumps({"glass": source, "error": reason}), flush=True)
-            break
-        row = json.loads(res.stdout.strip().splitlines()[-1])
+        row = out[-1]
         row["total_s"] = row["graph_s"] + row["predict_s"]
         rows.append(row)
         print(json.dumps(row), flush=True)
