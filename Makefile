@@ -55,9 +55,11 @@ lint:  ## ruff over the project
 docs:  ## build the documentation site (mkdocs.yml, docs/) into site/; strict: a broken link or missing page fails
 	$(VENV)/bin/mkdocs build --strict
 
-CKPT ?= $(firstword $(wildcard mlruns/checkpoints/symgnn-s0/best-*.ckpt))
+# default: the best checkpoint of `make fit` (run symgnn), else of `make reproduce`'s seed 0 (symgnn-s0)
+CKPT ?= $(firstword $(wildcard mlruns/checkpoints/symgnn/best-*.ckpt mlruns/checkpoints/symgnn-s0/best-*.ckpt))
+need_ckpt = $(if $(CKPT),,$(error no checkpoint: set CKPT=... (make fit writes mlruns/checkpoints/symgnn/best-*.ckpt)))
 bench:  ## every benchmark on this machine into docs/performance.md (CKPT=... a SymGNN checkpoint; ARGS=--sizes 1,8,64,125 adds 1M atoms)
-	$(PY) -m mgglass.bench all --ckpt_path $(CKPT) $(ARGS)
+	$(need_ckpt)$(PY) -m mgglass.bench all --ckpt_path $(CKPT) $(ARGS)
 
 bench-graph:  ## time radius_graph_pbc against ase (and vesin if installed)
 	$(PY) -m mgglass.bench graph
@@ -72,7 +74,7 @@ bench-accuracy:  ## wall time until the validation-selected SymGNN's test0 r exc
 	$(PY) -m mgglass.bench accuracy --config $(CONFIG) $(ARGS)
 
 bench-invariance:  ## per-atom prediction spread of CKPT=... over 32 random O(3) transforms of the test glasses
-	$(PY) -m mgglass.bench invariance --ckpt_path $(CKPT) $(ARGS)
+	$(need_ckpt)$(PY) -m mgglass.bench invariance --ckpt_path $(CKPT) $(ARGS)
 
 fit:  ## train CONFIG (default experiments/symgnn.yaml), then test the best-validation checkpoint; ARGS=... adds overrides
 	$(PY) -m mgglass.fit --config $(CONFIG) $(ARGS)
@@ -119,10 +121,10 @@ ui:  ## MLflow UI on http://127.0.0.1:5000 (UI_PORT=... to change) over the proj
 
 OUTPUT ?= predictions/predictions.extxyz
 predict:  ## per-atom EBs of INPUT=... (files, folders, quoted globs) from RUN=<MLflow run id> or CKPT=...; writes OUTPUT (extxyz + csv)
-	$(PY) -m mgglass.predict $(if $(RUN),--run $(RUN),--ckpt_path $(CKPT)) --input $(INPUT) --output $(OUTPUT) $(ARGS)
+	$(if $(RUN),,$(need_ckpt))$(PY) -m mgglass.predict $(if $(RUN),--run $(RUN),--ckpt_path $(CKPT)) --input $(INPUT) --output $(OUTPUT) $(ARGS)
 
 explain:  ## GNNExplainer + distance profile + H1 cycles for RUN=<MLflow run id> or CKPT=... (experiments/explain.yaml; ARGS=--glass ... --atoms ...)
-	$(PY) -m mgglass.explain $(if $(RUN),--run $(RUN),--ckpt_path $(CKPT)) --config experiments/explain.yaml $(ARGS)
+	$(if $(RUN),,$(need_ckpt))$(PY) -m mgglass.explain $(if $(RUN),--run $(RUN),--ckpt_path $(CKPT)) --config experiments/explain.yaml $(ARGS)
 
 clean:  ## remove caches and build outputs (keeps .venv and mlruns)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
