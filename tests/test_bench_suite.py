@@ -21,6 +21,8 @@ def test_scaling_rejects_sizes_that_are_not_cubes(capsys):
 
     assert main(["--ckpt_path", "x.ckpt", "--sizes", "1,10"]) == 2
     assert "must be cubes" in capsys.readouterr().err
+    assert main(["--ckpt_path", "x.ckpt", "--sizes", "1,eight"]) == 2  # a one-line error, not a traceback
+    assert "must be cubes" in capsys.readouterr().err
 
 
 def test_page_holds_the_measured_numbers():

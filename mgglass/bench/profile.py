@@ -28,7 +28,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch_geometric.data import Batch
 
-from mgglass.bench.scaling import run_worker, task_and_graph
+from mgglass.bench.scaling import cube_sizes, run_worker, task_and_graph
 from mgglass.data.order import spatially_ordered
 from mgglass.inference import CHUNK_ATOMS, predict_glass
 from mgglass.models.egat import STAGES
@@ -56,11 +56,10 @@ def _kind(name: str) -> str:
 
 def breakdown(prof, wall_s: float) -> tuple[dict, dict]:
     """({stage: s}, {kind of op: s}) of one profiled run of ``wall_s`` seconds."""
-    stage_names = set(STAGES.values())
-    stages = dict.fromkeys(STAGES.values(), 0.0)
+    stages = dict.fromkeys([*STAGES.values(), BACKWARD], 0.0)
     kinds = dict.fromkeys(KIND_NAMES, 0.0)
     for ev in prof.key_averages():
-        if ev.key in stage_names:
+        if ev.key in stages:
             stages[ev.key] += ev.cpu_time_total / 1e6
         elif ev.key.startswith(("aten::", "torch_scatter::", "torch_cluster::")):
             kinds[_kind(ev.key)] += ev.self_cpu_time_total / 1e6
@@ -111,8 +110,6 @@ def worker(ckpt: str, source: str, threads: int, train: bool) -> list[dict]:
     for row, fn in runs:
         prof, wall = _profiled(fn)
         stages, kinds = breakdown(prof, wall)
-        if row["run"] == "train step":
-            stages[BACKWARD] = next((e.cpu_time_total / 1e6 for e in prof.key_averages() if e.key == BACKWARD), 0.0)
         rows.append({**row, "profiled_s": wall, "stages": stages, "ops": kinds})
     return rows
 
@@ -170,11 +167,8 @@ def main(argv=None) -> int:
     if not Path(args.ckpt_path).is_file():
         print(f"mgglass.bench profile: {args.ckpt_path}: no such checkpoint", file=sys.stderr)
         return 2
-    try:
-        sizes = [int(s) for s in args.sizes.split(",")]
-    except ValueError:
-        sizes = []
-    if not sizes or any(round(s ** (1 / 3)) ** 3 != s for s in sizes):
+    sizes = cube_sizes(args.sizes)
+    if sizes is None:
         print(f"mgglass.bench profile: --sizes must be cubes (1, 8, 27, 64, 125, ...), got {args.sizes!r}", file=sys.stderr)
         return 2
     rows = run(args.ckpt_path, sizes, args.threads, args.train, args.timeout)

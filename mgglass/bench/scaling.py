@@ -42,6 +42,15 @@ def replicated_glass(source: str, species) -> Glass:
     return glass
 
 
+def cube_sizes(text: str) -> list[int] | None:
+    """``--sizes`` ("1,8,64") as replication counts, or None unless every one is a positive cube."""
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        return None
+    return sizes if sizes and all(s > 0 and round(s ** (1 / 3)) ** 3 == s for s in sizes) else None
+
+
 def task_and_graph(ckpt: str, source: str, threads: int):
     """(the checkpoint's task, the graph of ``source`` (:func:`replicated_glass`), seconds the graph
     took), in a process set up as the entry points set theirs up."""
@@ -146,10 +155,9 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(args.ckpt_path, args.worker, args.reps, args.chunk_atoms, args.threads)))
         return 0
-    sizes = [int(s) for s in args.sizes.split(",")]
-    bad = [s for s in sizes if round(s ** (1 / 3)) ** 3 != s]
-    if bad:
-        print(f"mgglass.bench scaling: --sizes must be cubes (1, 8, 27, 64, 125, ...), got {bad}", file=sys.stderr)
+    sizes = cube_sizes(args.sizes)
+    if sizes is None:
+        print(f"mgglass.bench scaling: --sizes must be cubes (1, 8, 27, 64, 125, ...), got {args.sizes!r}", file=sys.stderr)
         return 2
     rows = run(args.ckpt_path, sizes, args.reps, args.chunk_atoms, args.threads, args.timeout)
     if len(rows) < 2:
