@@ -132,6 +132,17 @@ def test_cv_summary_lists_every_fold_with_its_metrics(cv):
     assert summary["SymGNN"]["r_mean"] == pytest.approx(np.mean([r["r"] for r in rows]), abs=1e-5)
 
 
+def test_cv_summary_of_a_subset_rerun_still_covers_every_finished_fold(cv):
+    """--folds names what to fit; the summary and the parent run keep every fold fitted before."""
+    p = run_cli("mgglass.cv", [*cv["args"], "--folds", "train0"], cv["base"], timeout=400)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "1 fold fit(s) already finished; 0 to run" in p.stdout
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["SymGNN"]["folds"] == 4
+    rows = np.genfromtxt(cv["root"] / "cv" / "cv-smoke" / "folds.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    assert sorted(r["held_out"] for r in rows) == ["train0", "train1", "train2", "val0"]
+
+
 def test_cv_adds_the_descriptor_reference_without_refitting(cv):
     """Run again with the SOAP reference: no fold is fitted again, the reference joins the table."""
     pytest.importorskip("dscribe")

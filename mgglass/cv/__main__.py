@@ -42,6 +42,7 @@ from mgglass.cv.run import (
     Plan,
     check_same_plan,
     collect,
+    finished_scope,
     run_folds,
 )
 from mgglass.data import GlassDataError, GlassDataModule, read_glass
@@ -127,8 +128,12 @@ def main(argv=None) -> int:
                              synthetic_atoms=d.synthetic_atoms, synthetic_seed=d.synthetic_seed, label_key=d.label_key)
         files = dict(zip(glasses, dm.files("train")))
         levels = levels_of(files, args.level_key, tuple(d.species))
-        folds = plan_folds(glasses, args.val, levels, [f.strip() for f in args.folds.split(",")] if args.folds else None,
-                           parse_groups(args.groups, glasses))
+        groups = parse_groups(args.groups, glasses)
+        folds = plan_folds(glasses, args.val, levels, [f.strip() for f in args.folds.split(",")] if args.folds else None, groups)
+        try:  # every glass's fold under these rules: the summary covers those an earlier --folds ran
+            every = plan_folds(glasses, args.val, levels, None, groups)
+        except FoldError:
+            every = folds
         plan = Plan(name, configs, overrides, folds, seeds, d.root, Path(cfg.tracking.root), levels, args.level_key, args.reference)
         check_same_plan(plan)
         slots = plan_slots(args.accelerator, args.devices_per_fold, args.workers if args.workers == "auto" else _ints(args.workers, "workers")[0])
@@ -145,10 +150,10 @@ def main(argv=None) -> int:
     except GlassDataError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         return EXIT_FAILED
-    return run(plan, cfg, slots, files, tuple(d.species), model=cfg.model.net.class_path.rsplit(".", 1)[-1])
+    return run(plan, cfg, slots, files, tuple(d.species), model=cfg.model.net.class_path.rsplit(".", 1)[-1], every=every)
 
 
-def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str) -> int:
+def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str, every=None) -> int:
     parent = ParentRun(plan, cfg.tracking)
     print(f"{PROG}: {plan.name}: {len(plan.folds)} fold(s) x {len(plan.seeds)} seed(s) on {len(slots)} worker(s) "
           f"({'; '.join(dict.fromkeys(s.describe() for s in slots))})\n"
@@ -157,9 +162,11 @@ def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str) -> 
     status, code, failures = "FINISHED", 0, []
     try:
         failures = run_folds(plan, slots, parent.run_id)
-        rows = collect(plan, model)
+        # The summary covers every finished fit of this cross-validation, not only this invocation's.
+        scope = finished_scope(plan, every or plan.folds)
+        rows = collect(scope, model)
         if plan.reference != "none":
-            rows += reference_rows(plan, files, species)
+            rows += reference_rows(scope, files, species, compute={f.name for f in plan.folds})
     except KeyboardInterrupt:
         parent.client.set_terminated(parent.run_id, status="KILLED")
         return 130
@@ -183,7 +190,7 @@ def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str) -> 
     files_out[1].write_text(text)
     if rows:
         summary.plot(files_out[2], rows, title, plan.level_key)
-    parent.finish(plan, rows, aggregates, files_out, status)
+    parent.finish(scope, rows, aggregates, files_out, status)
     print(text, flush=True)
     print(json.dumps({"name": plan.name, "run_id": parent.run_id, "summary": str(files_out[1]),
                       **{a["model"]: {k: a[k] for k in ("folds", "r_mean", "r_worst", "worst_fold", "r2_mean")} for a in aggregates}}),
@@ -191,14 +198,17 @@ def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str) -> 
     return code
 
 
-def reference_rows(plan: Plan, files: dict[str, Path], species) -> list[dict]:
-    """The SOAP + LightGBM reference on each fold (cached per fold under ``reference/``)."""
+def reference_rows(plan: Plan, files: dict[str, Path], species, compute: set[str] | None = None) -> list[dict]:
+    """The SOAP + LightGBM reference on each fold (cached per fold under ``reference/``); a fold not in
+    ``compute`` (None: every fold) only from its cache."""
     rows = []
     for fold in plan.folds:
         cache = plan.out_dir / "reference" / f"{fold.name}.npz"
         if cache.is_file():
             z = np.load(cache)
             y, p = z["y"], z["p"]
+        elif compute is not None and fold.name not in compute:
+            continue
         else:
             print(f"{PROG}: reference (SOAP + LightGBM) on fold {fold.name}", flush=True)
             try:

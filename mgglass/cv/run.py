@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +134,24 @@ def read_predictions(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     except OSError:
         raise CVError(f"{path}: missing (the fold's fit finished without test predictions)") from None
     return np.atleast_1d(rows["eb_ev"]).astype(float), np.atleast_1d(rows["eb_pred_ev"]).astype(float)
+
+
+def finished_scope(plan: Plan, every: list[Fold]) -> Plan:
+    """``plan`` widened to every fold and seed of its cross-validation with a finished fit: folds run by
+    earlier invocations (another ``--folds``) and their other seeds, so the summary and the parent run
+    describe the whole cross-validation rather than the subset run last. ``every``: the folds of all
+    glasses under this invocation's rules; an earlier fold validated on other glasses (another
+    ``--val``) is left out."""
+    recorded = (read_plan(plan) or {}).get("validation") or {}
+    mine = {f.name for f in plan.folds}
+    folds = [f for f in every if f.name in mine or recorded.get(f.name) == list(f.val)]
+    seeds = set(plan.seeds)
+    for fold in folds:
+        for folder in (plan.root / "checkpoints" / plan.name).glob(f"{fold.name}-s*"):
+            seed = folder.name.removeprefix(f"{fold.name}-s")
+            if seed.isdigit() and folder.is_dir() and _finished(folder):
+                seeds.add(int(seed))
+    return replace(plan, folds=folds, seeds=sorted(seeds))
 
 
 def collect(plan: Plan, model: str) -> list[dict]:
