@@ -13,7 +13,12 @@ from torch.profiler import record_function
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import k_hop_subgraph
 
-from mgglass.data.order import REORDER_ABOVE, grid_cell_ids, spatially_ordered
+from mgglass.data.order import (
+    REORDER_ABOVE,
+    grid_cell_ids,
+    ordered_for_prediction,
+    to_file_order,
+)
 from mgglass.models.egat import STAGES
 from mgglass.models.symgnn import SAMPLED
 
@@ -56,19 +61,14 @@ def predict_glass(task, data, chunk_atoms: int | None = None, reorder_above: int
     ``chunk_atoms`` (None or 0: never) go in parts: SymGNN-family nets layer by layer over ranges of
     min(``chunk_atoms``, ``DST_RANGE``) atoms (``predict_by_dst``, also for any glass above that range),
     others in chunks of about ``chunk_atoms`` centre atoms with their k-hop halo. Glasses of more than
-    ``reorder_above`` atoms are predicted in spatial order (:func:`spatially_ordered`), unless they come
-    in it (``file_order``: :func:`~mgglass.data.order.ordered_for_prediction`); the predictions are in
-    ``data``'s atom order."""
-    perm = None
-    if data.num_nodes > reorder_above and not isinstance(data, Batch) and getattr(data, "file_order", None) is None:
-        with record_function(STAGES["order"]):
-            data, perm = spatially_ordered(data)
-    pred = _predict_as_numbered(task, data, chunk_atoms)
-    if perm is None:
-        return pred
-    out = np.empty_like(pred)
-    out[perm.numpy()] = pred
-    return out
+    ``reorder_above`` atoms are predicted in spatial order (:func:`~mgglass.data.order.ordered_for_prediction`,
+    which leaves a glass that already comes in it as it is); the predictions are in ``data``'s atom order."""
+    if isinstance(data, Batch):
+        return _predict_as_numbered(task, data, chunk_atoms)
+    with record_function(STAGES["order"]):
+        ordered = ordered_for_prediction(data, reorder_above)
+    pred = _predict_as_numbered(task, ordered, chunk_atoms)
+    return pred if ordered is data else to_file_order(pred, ordered.file_order)
 
 
 def _predict_as_numbered(task, data, chunk_atoms: int | None) -> np.ndarray:

@@ -65,7 +65,8 @@ def test_chunked_prediction_equals_whole_glass(small_task, path, monkeypatch):
 
 def test_spatial_order_renumbers_atoms_and_keeps_the_predictions(small_task):
     from mgglass.data import glass_to_data, make_glass
-    from mgglass.inference import predict_glass, spatially_ordered
+    from mgglass.data.order import spatially_ordered
+    from mgglass.inference import predict_glass
 
     data = glass_to_data(make_glass(1500, seed=4))
     ordered, perm = spatially_ordered(data)

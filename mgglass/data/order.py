@@ -51,6 +51,14 @@ def ordered_for_prediction(data, above: int = REORDER_ABOVE):
     return out
 
 
+def to_file_order(x, perm: torch.Tensor):
+    """Per-atom values ``x`` (tensor or array) of a glass renumbered by ``perm`` (new atom j is old atom
+    perm[j]), in the old order."""
+    out = x.clone() if torch.is_tensor(x) else x.copy()
+    out[perm if torch.is_tensor(x) else perm.numpy()] = x
+    return out
+
+
 def in_file_order(data, arrays: dict) -> tuple[Data, dict]:
     """(a glass with the file's atom order: species, pos, cell, name and labels; ``arrays`` of per-atom
     values in ``data``'s order, put in the file's) for a glass from :func:`ordered_for_prediction`;
@@ -58,15 +66,9 @@ def in_file_order(data, arrays: dict) -> tuple[Data, dict]:
     perm = getattr(data, "file_order", None)
     if perm is None:
         return data, arrays
-
-    def back(x):
-        out = x.clone() if torch.is_tensor(x) else x.copy()
-        out[perm.numpy() if not torch.is_tensor(x) else perm] = x
-        return out
-
-    restored = Data(species=back(data.species), pos=back(data.pos), cell=data.cell)
+    restored = Data(species=to_file_order(data.species, perm), pos=to_file_order(data.pos, perm), cell=data.cell)
     if getattr(data, "name", None) is not None:
         restored.name = data.name
     if getattr(data, "y", None) is not None:
-        restored.y = back(data.y)
-    return restored, {k: back(v) for k, v in arrays.items()}
+        restored.y = to_file_order(data.y, perm)
+    return restored, {k: to_file_order(v, perm) for k, v in arrays.items()}
