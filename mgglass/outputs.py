@@ -26,12 +26,12 @@ def to_atoms(data, species: list[str], arrays: dict[str, np.ndarray]):
 
 
 def write_predictions(extxyz: Path, frames, csv_path: Path | None = None) -> None:
-    """Frames to extxyz, and one CSV row per atom (glass, atom, species, eb_ev, eb_pred_ev[, eb_std_ev, eb_sigma_ev])."""
+    """Frames to extxyz, and one CSV row per atom (glass, atom, species, eb_ev, eb_pred_ev[, eb_pred_network_ev, eb_std_ev, eb_sigma_ev])."""
     from ase.io import write
 
     extxyz.parent.mkdir(parents=True, exist_ok=True)
     write(extxyz, frames, format="extxyz")
-    keys = [k for k in ("eb", "eb_pred", "eb_std", "eb_sigma") if all(k in a.arrays for a in frames)]
+    keys = [k for k in ("eb", "eb_pred", "eb_pred_network", "eb_std", "eb_sigma") if all(k in a.arrays for a in frames)]
     with open(csv_path or extxyz.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["glass", "atom", "species", *(f"{k}_ev" for k in keys)])

@@ -1,5 +1,5 @@
 """python -m mgglass.predict (--run RUN_ID [RUN_ID ...] | --ckpt_path CKPT [CKPT ...]) --input GLASS [GLASS|DIR|GLOB ...] --output out.extxyz
-    [--samples K] [--chunk_atoms N] [--device auto|cpu|cuda] [--label_key eb] [--tracking_root mlruns]
+    [--samples K] [--level KEY] [--chunk_atoms N] [--device auto|cpu|cuda] [--label_key eb] [--tracking_root mlruns]
 
 Per-atom energy barriers (eV) of any glasses mgglass reads, from a trained run alone: written as the
 per-atom array ``eb_pred`` in extxyz (ase, OVITO) and as CSV beside it (``out.csv``). When the inputs
@@ -8,7 +8,9 @@ also writes ``eb_std``: the spread of the prediction over K single sampled O(3) 
 runs or checkpoints (or the run of an ensemble, ``python -m mgglass.ensemble``, or of a
 cross-validation) predict as an ensemble: ``eb_pred`` is their mean and ``eb_std`` their spread
 (and ``eb_sigma``, the spread with the calibrated residual, for an ensemble run recorded with
-``mgglass.ensemble --calibrate``).
+``mgglass.ensemble --calibrate``). ``--level KEY`` moves each glass's predictions onto the level its
+mean per-atom energy gives on a line fitted over the glasses the fit saw (:mod:`mgglass.level`;
+``eb_pred_network`` keeps the network's own).
 
 Large glasses are predicted in parts, with the whole-glass prediction's numbers (up to float
 summation order): SymGNN and its EGAT variants layer by layer over ranges of atoms (no halo; a
@@ -36,13 +38,17 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from mgglass.data import GlassDataError
 from mgglass.data.order import in_file_order, ordered_for_prediction
 from mgglass.inference import CHUNK_ATOMS, sampling_encoder
+from mgglass.level import LevelError, LevelLine
 from mgglass.metrics import pooled_metrics
 from mgglass.outputs import to_atoms, write_predictions
 from mgglass.runtime import keep_freed_memory, quiet_warnings
 from mgglass.task import (
+    EnsembleTask,
     PredictError,
+    fit_graph,
     graph_settings,
     load_models,
+    read_fit_glass,
     read_graph,
     resolve_device,
     uncertainty_scores,
@@ -57,18 +63,24 @@ READABLE = (".pickle", ".pkl", ".extxyz", ".xyz", ".cfg", ".data", ".dump", ".la
 class GlassFiles(torch.utils.data.Dataset):
     """Glass files, each read when its turn comes as a graph built the way the checkpoint's fit built
     them; large glasses in spatial atom order (:func:`ordered_for_prediction`: the graph as read is
-    dropped at once, and the writer puts the atoms back in the file's order)."""
+    dropped at once, and the writer puts the atoms back in the file's order). With a level ``line``,
+    each glass's mean level (:meth:`LevelLine.level_of`) goes to ``levels`` by index."""
 
-    def __init__(self, paths: list[Path], hp: dict, label_key: str = "eb"):
-        self.paths, self.hp, self.label_key = paths, hp, label_key
+    def __init__(self, paths: list[Path], hp: dict, label_key: str = "eb", line: LevelLine | None = None):
+        self.paths, self.hp, self.label_key, self.line = paths, hp, label_key, line
+        self.levels: dict[int, float] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return ordered_for_prediction(read_graph(self.paths[i], self.hp, self.label_key))
-        except GlassDataError as e:
+            if self.line is None:
+                return ordered_for_prediction(read_graph(self.paths[i], self.hp, self.label_key))
+            glass = read_fit_glass(self.paths[i], self.hp, self.label_key)
+            self.levels[i] = self.line.level_of(glass)
+            return ordered_for_prediction(fit_graph(glass, self.hp))
+        except (GlassDataError, LevelError) as e:
             raise PredictError(str(e)) from None
 
 
@@ -76,14 +88,19 @@ class PredictionWriter(BasePredictionWriter):
     """Collects each glass's per-atom arrays from ``EBTask.predict_step`` (with its labels, when the
     file has them) and writes them all at the end: ``output`` (extxyz) and the CSV beside it."""
 
-    def __init__(self, output: Path, species: list[str], paths: list[Path]):
+    def __init__(self, output: Path, species: list[str], files: GlassFiles):
         super().__init__(write_interval="batch")
-        self.output, self.species, self.paths = output, species, paths
+        self.output, self.species, self.files = output, species, files
         self.frames, self.labelled = [], {}  # labelled: file name -> its arrays (eb, eb_pred[, eb_std])
+        self.placed = {}  # with a level line: file name -> what the line did to its predictions
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        path = self.paths[batch_indices[0]]
+        path = self.files.paths[batch_indices[0]]
         data, arrays = in_file_order(batch.cpu(), dict(prediction))
+        if self.files.line is not None:
+            network = arrays["eb_pred"]
+            shifted, self.placed[path.name] = self.files.line.shift(network, self.files.levels[batch_indices[0]])
+            arrays = {"eb_pred": shifted, "eb_pred_network": network, **{k: v for k, v in arrays.items() if k != "eb_pred"}}
         if "y" in data:
             arrays = {"eb": data.y.double().numpy(), **arrays}
             self.labelled[path.name] = arrays
@@ -96,10 +113,11 @@ class PredictionWriter(BasePredictionWriter):
     def summary(self) -> dict:
         """Pearson r, R², MAE pooled over the labelled glasses and per glass; with ``eb_std``, how well
         it ranks the largest errors."""
+        out = {"level": {"line": self.files.line.describe(), "per_glass": self.placed}} if self.placed else {}
         if not self.labelled:
-            return {}
+            return out
         pooled = {k: np.concatenate([a[k] for a in self.labelled.values()]) for k in next(iter(self.labelled.values()))}
-        out = {f"pooled_{k}": v for k, v in pooled_metrics(pooled["eb"], pooled["eb_pred"]).items()}
+        out.update({f"pooled_{k}": v for k, v in pooled_metrics(pooled["eb"], pooled["eb_pred"]).items()})
         out["per_glass"] = {name: pooled_metrics(a["eb"], a["eb_pred"]) for name, a in self.labelled.items()}
         if "eb_std" in pooled:
             out["uncertainty"] = uncertainty_scores(pooled["eb"], pooled["eb_pred"], pooled["eb_std"])
@@ -112,21 +130,24 @@ def _one_glass(items: list):
     return items[0]  # a batch of one glass is that glass's graph (the sampler still reports its index)
 
 
-def predict_files(task, paths: list[Path], hp: dict, output: Path, device: str = "cpu", label_key: str = "eb") -> dict:
+def predict_files(task, paths: list[Path], hp: dict, output: Path, device: str = "cpu", label_key: str = "eb",
+                  line: LevelLine | None = None) -> dict:
     """``Trainer.predict`` over glass files, one glass per step on ``device``; writes ``output`` and
-    its CSV and returns the labelled inputs' metrics (see :class:`PredictionWriter`)."""
+    its CSV and returns the labelled inputs' metrics (see :class:`PredictionWriter`). ``line``: each
+    glass's predictions moved onto its level (:mod:`mgglass.level`)."""
     import logging
 
     import lightning as L
 
     # The Trainer's banner (GPU available, ...) is noise here: stderr keeps one line per glass or the error.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    writer = PredictionWriter(output, graph_settings(hp)[0], paths)
+    files = GlassFiles(paths, hp, label_key, line)
+    writer = PredictionWriter(output, graph_settings(hp)[0], files)
     accelerator, _, index = device.partition(":")
     trainer = L.Trainer(accelerator="gpu" if accelerator == "cuda" else "cpu", devices=[int(index)] if index else 1,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[writer])
-    loader = torch.utils.data.DataLoader(GlassFiles(paths, hp, label_key), batch_size=1, collate_fn=_one_glass)
+    loader = torch.utils.data.DataLoader(files, batch_size=1, collate_fn=_one_glass)
     trainer.predict(task, loader, return_predictions=False)
     return writer.summary()
 
@@ -166,6 +187,9 @@ def main(argv=None) -> int:
     p.add_argument("--input", nargs="+", required=True, help="glass files, folders or glob patterns (quote them)")
     p.add_argument("--output", required=True, help="extxyz file to write; the CSV goes beside it (.csv)")
     p.add_argument("--samples", type=int, default=0, help="SymGNN: also write eb_std over K sampled transforms")
+    p.add_argument("--level", metavar="KEY", help="move each glass's predictions onto the level its mean per-atom KEY gives on "
+                                                  "a line fitted over the glasses the fit saw (KEY: a per-atom array they and the "
+                                                  "inputs carry, e.g. the pickles' pot; eam: energies from the md extra's EAM)")
     p.add_argument("--chunk_atoms", type=int, default=CHUNK_ATOMS, help="predict larger glasses in chunks of about this many atoms (0: never)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--label_key", default="eb", help="per-atom label array in ase-readable inputs (pickles use their own)")
@@ -200,7 +224,13 @@ def _predict(args) -> int:
         except ValueError as e:
             raise PredictError(f"{ckpts[0]}: {e}") from None
     task.predict_chunk_atoms, task.predict_samples = args.chunk_atoms, args.samples
-    metrics = predict_files(task, inputs, hp, output, device, args.label_key)
+    line = None
+    if args.level:
+        try:
+            line = LevelLine.of_fits(task.member_settings if isinstance(task, EnsembleTask) else [hp], args.level)
+        except (GlassDataError, LevelError) as e:
+            raise PredictError(str(e)) from None
+    metrics = predict_files(task, inputs, hp, output, device, args.label_key, line)
     summary = {"checkpoint": str(ckpts[0]) if len(ckpts) == 1 else [str(c) for c in ckpts], "output": str(output), "csv": str(output.with_suffix(".csv")), "glasses": len(inputs), **metrics}
     print(json.dumps(summary), flush=True)
     return 0

@@ -199,6 +199,46 @@ def test_predict_unlabelled_glass(smoke, tmp_path):
     assert "eb_pred" in frame.arrays and "eb" not in frame.arrays and np.isfinite(frame.arrays["eb_pred"]).all()
 
 
+def test_predict_level_moves_each_glass_onto_the_line_of_the_glasses_the_fit_saw(smoke, tmp_path):
+    """--level cn: the line mean EB = a + b · mean cn over the smoke fit's training and validation
+    glasses; each glass's predictions move by one shift onto it, and eb_pred_network keeps the network's."""
+    from mgglass.data import read_glass
+
+    hp = torch.load(smoke["ckpt"], map_location="cpu", weights_only=False)["datamodule_hyper_parameters"]
+    seen = [read_glass(smoke["synth"] / name) for name in [*hp["train"], *hp["val"]]]
+    b, a = np.polyfit([g.extras["cn"].mean() for g in seen], [g.labels.mean() for g in seen], 1)
+    inputs = {name: read_glass(smoke["synth"] / name) for name in ("val0.xyz", "train0.xyz")}
+    out = tmp_path / "pred.extxyz"
+    p = run_cli("mgglass.predict", ["--ckpt_path", str(smoke["ckpt"]), "--input", *(str(smoke["synth"] / n) for n in inputs),
+                                    "--output", str(out), "--level", "cn"], smoke["base"])
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["level"]["line"]["slope"] == pytest.approx(b) and summary["level"]["line"]["intercept_ev"] == pytest.approx(a)
+    assert len(summary["level"]["line"]["glasses"]) == len(seen)
+    rows = _read_csv(out.with_suffix(".csv"))
+    for name, glass in inputs.items():
+        pred = np.array([float(r["eb_pred_ev"]) for r in rows if r["glass"] == name])
+        network = np.array([float(r["eb_pred_network_ev"]) for r in rows if r["glass"] == name])
+        placed = summary["level"]["per_glass"][name]
+        assert pred.mean() == pytest.approx(a + b * glass.extras["cn"].mean(), abs=1e-5)
+        np.testing.assert_allclose(pred - network, placed["shift_ev"], atol=2e-6)
+        assert placed["inside_fitted_range"]
+
+
+def test_predict_level_refuses_a_glass_of_another_composition(smoke, tmp_path):
+    from ase.io import read, write
+
+    atoms = read(smoke["synth"] / "val0.xyz")
+    atoms.numbers[:] = 29  # all Cu
+    write(tmp_path / "cu.extxyz", atoms)
+    out = tmp_path / "o.extxyz"
+    p = run_cli("mgglass.predict", ["--ckpt_path", str(smoke["ckpt"]), "--input", str(tmp_path / "cu.extxyz"),
+                                    "--output", str(out), "--level", "cn"], tmp_path)
+    err = [line for line in p.stderr.strip().splitlines() if "atoms predicted" not in line]
+    assert p.returncode == 2 and len(err) == 1 and "cu.extxyz: composition Cu100Zr0" in err[0], p.stderr
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [
@@ -206,6 +246,7 @@ def test_predict_unlabelled_glass(smoke, tmp_path):
         (["--input", "nowhere/*.xyz"], "pattern matches no file"),
         (["--run", "0123456789abcdef"], "run 0123456789abcdef: not found"),
         (["--output", "out.txt"], "expected an .extxyz"),
+        (["--level", "pot"], "train0.xyz: no per-atom array 'pot'"),
     ],
 )
 def test_predict_bad_inputs_are_one_line_errors(smoke, tmp_path, args, expected):

@@ -10,8 +10,10 @@
 
 from mgglass.task.checkpoints import (
     PredictError,
+    fit_graph,
     graph_settings,
     load_task,
+    read_fit_glass,
     read_graph,
     resolve_device,
 )
@@ -26,6 +28,6 @@ from mgglass.task.ensemble import (
     uncertainty_scores,
 )
 
-__all__ = ["SPLITS", "EBTask", "EnsembleError", "EnsembleTask", "PredictError", "graph_settings", "load_models",
-           "load_task", "paper_adam", "predictive_std", "read_graph", "residual_std", "resolve_device", "score_members",
+__all__ = ["SPLITS", "EBTask", "EnsembleError", "EnsembleTask", "PredictError", "fit_graph", "graph_settings", "load_models",
+           "load_task", "paper_adam", "predictive_std", "read_fit_glass", "read_graph", "residual_std", "resolve_device", "score_members",
            "uncertainty_scores"]

@@ -33,10 +33,20 @@ def graph_settings(hp: dict) -> tuple[list[str], float, bool]:
     return list(hp.get("species") or DEFAULT_SPECIES), float(hp.get("cutoff", 5.0)), bool(hp.get("self_loops", False))
 
 
+def read_fit_glass(path: Path, hp: dict, label_key: str = "eb"):
+    """One glass file read with the checkpoint's species map (labels if present)."""
+    return read_glass(path, label_key=label_key, species=graph_settings(hp)[0], labels_optional=True)
+
+
+def fit_graph(glass, hp: dict):
+    """A glass as a graph built the way the checkpoint's fit built them."""
+    species, cutoff, self_loops = graph_settings(hp)
+    return glass_to_data(glass, cutoff, species, self_loops)
+
+
 def read_graph(path: Path, hp: dict, label_key: str = "eb"):
     """One glass file as a graph built the way the checkpoint's fit built them (labels if present)."""
-    species, cutoff, self_loops = graph_settings(hp)
-    return glass_to_data(read_glass(path, label_key=label_key, species=species, labels_optional=True), cutoff, species, self_loops)
+    return fit_graph(read_fit_glass(path, hp, label_key), hp)
 
 
 def resolve_device(name: str) -> str:

@@ -1,0 +1,133 @@
+"""A glass's level from its mean per-atom energy (``mgglass.predict --level KEY``).
+
+The network ranks a glass's atoms from their surroundings, but it places the glass's *level* (its mean
+barrier) from batch norms that pull the glasses at the ends of the training series toward its middle.
+Across the released relaxation series the glasses' mean barrier follows their mean per-atom potential
+energy closely, so a line mean EB = a + b · mean energy, fitted over the glasses a fit saw (training
+and validation), places a new glass of the same composition and potential better: measured on the
+grouped leave-one-glass-out folds, R² 0.425 → 0.454 on average and 0.165 → 0.369 on the least relaxed
+glass (docs/notes/new-glasses.md#level). r does not change: every atom of a glass moves by one shift.
+
+The energy is a per-atom array both the fit's glasses and the new glass carry (the released pickles'
+``pot``), or ``eam``: energies computed for both with the ``md`` extra's Cu–Zr EAM potential. The two
+must come from one source: the wheel's EAM file is not the potential of the released ``pot`` (means
+~0.06 eV/atom apart), though it ranks atoms alike (r 0.997).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mgglass.data import GlassDataModule
+from mgglass.data.structure import Glass, read_glass
+from mgglass.md.engine import Engine, MDError, MDUnavailable
+
+EAM = "eam"  # --level eam: per-atom energies from the md extra's EAM potential
+# How far (species fraction) a glass may lie outside the compositions of the line's glasses: the line
+# is one composition's; another composition's energies sit on another line.
+COMPOSITION_MARGIN = 0.02
+
+
+class LevelError(ValueError):
+    """A level line that cannot be fitted, or a glass it cannot place (one line, names the file)."""
+
+
+def mean_level(glass: Glass, key: str) -> float:
+    """The glass's mean per-atom ``key`` (``eam``: its EAM energy per atom, eV)."""
+    if key == EAM:
+        try:
+            with Engine(glass) as engine:
+                return float(engine.energies().mean())
+        except (MDUnavailable, MDError, ValueError) as e:
+            raise LevelError(f"--level eam: {e}") from None
+    if key not in glass.extras:
+        has = ", ".join(sorted(glass.extras)) or "none"
+        raise LevelError(f"{glass.source}: no per-atom array {key!r} to set the level from (per-atom arrays: {has}); "
+                         f"--level {EAM} computes energies with the md extra")
+    return float(glass.extras[key].mean())
+
+
+def fractions(glass: Glass, species: list[str]) -> np.ndarray:
+    """Share of each species in ``species`` order."""
+    return np.bincount(glass.species_index(species), minlength=len(species)) / len(glass)
+
+
+@dataclass(frozen=True)
+class LevelLine:
+    """mean EB = intercept + slope · mean ``key``, fitted over ``glasses`` (name -> (mean key, mean EB,
+    species fractions))."""
+
+    key: str
+    intercept: float
+    slope: float
+    species: tuple[str, ...]
+    glasses: dict[str, tuple[float, float, tuple[float, ...]]]
+
+    @classmethod
+    def fit(cls, glasses: list[Glass], key: str, species: list[str]) -> LevelLine:
+        points = {}
+        for g in glasses:
+            if g.labels is None:
+                raise LevelError(f"{g.source}: the level line needs the labels of the glasses the fit saw")
+            points[Path(g.source).name] = (mean_level(g, key), float(np.mean(g.labels)), tuple(fractions(g, species).tolist()))
+        levels = [p[0] for p in points.values()]
+        if len(points) < 2 or np.ptp(levels) <= 1e-9:
+            raise LevelError(f"--level {key}: a line needs glasses at two levels at least; the fit saw "
+                             f"{', '.join(f'{n} ({v[0]:.4f})' for n, v in points.items())}")
+        slope, intercept = np.polyfit(levels, [p[1] for p in points.values()], 1)
+        return cls(key, float(intercept), float(slope), tuple(species), points)
+
+    @classmethod
+    def of_fits(cls, settings: list[dict], key: str) -> LevelLine:
+        """The line over every glass the fits saw (training and validation; for an ensemble, any member's),
+        read from the data settings their checkpoints hold."""
+        files: dict[str, tuple[Path, str]] = {}
+        for hp in settings:
+            try:
+                data = GlassDataModule(**{k: v for k, v in hp.items() if not k.startswith("_")})
+                paths = data.files("train") + data.files("val")
+            except Exception as e:  # noqa: BLE001 - missing files, failed downloads, foreign settings
+                raise LevelError(f"--level {key}: the glasses the fit saw cannot be read ({type(e).__name__}: {e})") from None
+            for path in paths:
+                files.setdefault(str(path), (path, hp.get("label_key", "eb")))
+        species = list(settings[0].get("species") or ("Cu", "Zr"))
+        try:
+            return cls.fit([read_glass(p, label_key=lk, species=species) for p, lk in files.values()], key, species)
+        except LevelError as e:
+            raise LevelError(f"--level {key}, over the glasses the fit saw: {e}") from None
+
+    def __call__(self, level: float) -> float:
+        return self.intercept + self.slope * level
+
+    @property
+    def level_range(self) -> tuple[float, float]:
+        levels = [p[0] for p in self.glasses.values()]
+        return min(levels), max(levels)
+
+    def level_of(self, glass: Glass) -> float:
+        """The glass's mean ``key``, once its composition is known to be the line's."""
+        own = fractions(glass, list(self.species))
+        seen = np.array([p[2] for p in self.glasses.values()])
+        lo, hi = seen.min(axis=0) - COMPOSITION_MARGIN, seen.max(axis=0) + COMPOSITION_MARGIN
+        if np.any(own < lo) or np.any(own > hi):
+            def formula(f):
+                return "".join(f"{s}{100 * x:.0f}" for s, x in zip(self.species, f))
+            raise LevelError(f"{glass.source}: composition {formula(own)} is not that of the glasses the level line was "
+                             f"fitted on ({formula(seen.mean(axis=0))}); the line holds for one composition")
+        return mean_level(glass, self.key)
+
+    def shift(self, pred: np.ndarray, level: float) -> tuple[np.ndarray, dict]:
+        """``pred`` moved so that its mean is the line's at ``level``, and what was done."""
+        target = self(level)
+        lo, hi = self.level_range
+        info = {"level": level, "network_mean_ev": float(pred.mean()), "line_mean_ev": target,
+                "shift_ev": target - float(pred.mean()), "inside_fitted_range": bool(lo <= level <= hi)}
+        return pred + info["shift_ev"], info
+
+    def describe(self) -> dict:
+        lo, hi = self.level_range
+        return {"key": self.key, "intercept_ev": self.intercept, "slope": self.slope, "glasses": sorted(self.glasses),
+                "level_range": [lo, hi]}

@@ -1,0 +1,69 @@
+"""mgglass.level: the line mean EB = a + b · mean energy over the glasses a fit saw, a glass's
+predictions moved onto it, and the glasses it refuses (another composition, no energies)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_md import needs_lammps
+
+from mgglass.data import make_glass
+from mgglass.level import LevelError, LevelLine, mean_level
+
+SPECIES = ["Cu", "Zr"]
+
+
+def _glass(seed: int, level: float, mean_eb: float, n: int = 64):
+    g = make_glass(n, seed=seed)
+    g.numbers = np.where(np.arange(n) < 23, 40, 29)  # Cu64Zr36, as the released glasses
+    e = np.random.default_rng(seed).normal(0, 0.1, n)
+    g.extras["e"] = level + e - e.mean()  # per-atom energies around the glass's level
+    g.labels = g.labels - g.labels.mean() + mean_eb
+    g.source = f"g{seed}.xyz"
+    return g
+
+
+def test_line_through_the_glasses_means_moves_a_glass_onto_it():
+    seen = [_glass(1, -4.48, 1.8), _glass(2, -4.47, 1.6), _glass(3, -4.46, 1.3)]
+    line = LevelLine.fit(seen, "e", SPECIES)
+    b, a = np.polyfit([-4.48, -4.47, -4.46], [1.8, 1.6, 1.3], 1)
+    assert line.slope == pytest.approx(b) and line.intercept == pytest.approx(a)
+    assert line.level_range == pytest.approx((-4.48, -4.46))
+    new = _glass(4, -4.49, 0.0)  # more relaxed than every glass the line saw
+    level = line.level_of(new)
+    assert level == pytest.approx(-4.49)
+    pred = np.random.default_rng(0).normal(1.5, 0.3, len(new))
+    moved, info = line.shift(pred, level)
+    assert moved.mean() == pytest.approx(a + b * -4.49)
+    np.testing.assert_allclose(moved - pred, info["shift_ev"])  # one shift per glass: r unchanged
+    assert info["network_mean_ev"] == pytest.approx(pred.mean()) and not info["inside_fitted_range"]
+    assert line.shift(pred, -4.47)[1]["inside_fitted_range"]
+
+
+def test_line_refuses_what_it_cannot_place():
+    seen = [_glass(1, -4.48, 1.8), _glass(2, -4.47, 1.6)]
+    line = LevelLine.fit(seen, "e", SPECIES)
+    cu = _glass(5, -4.47, 1.0)
+    cu.numbers[:] = 29  # pure Cu: not the composition the line was fitted on
+    with pytest.raises(LevelError, match=r"g5.xyz: composition Cu100Zr0 is not that of the glasses the level line was fitted on \(Cu64Zr36\)"):
+        line.level_of(cu)
+    bare = _glass(6, -4.47, 1.0)
+    del bare.extras["e"]
+    with pytest.raises(LevelError, match=r"g6.xyz: no per-atom array 'e'"):
+        line.level_of(bare)
+    with pytest.raises(LevelError, match="two levels at least"):
+        LevelLine.fit([_glass(1, -4.47, 1.8), _glass(2, -4.47, 1.6)], "e", SPECIES)
+    unlabelled = _glass(7, -4.46, 1.0)
+    unlabelled.labels = None
+    with pytest.raises(LevelError, match="g7.xyz: the level line needs the labels"):
+        LevelLine.fit([*seen, unlabelled], "e", SPECIES)
+
+
+@needs_lammps
+def test_eam_level_is_the_md_extras_mean_energy():
+    from mgglass.md.engine import Engine
+
+    g = make_glass(64, seed=3)
+    with Engine(g) as engine:
+        expected = engine.energies().mean()
+    assert mean_level(g, "eam") == pytest.approx(expected, abs=1e-12)
