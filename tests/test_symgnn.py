@@ -368,3 +368,44 @@ def test_symmetry_plot_of_a_learned_distribution_outside_no_grad(tmp_path):
     assert torch.is_grad_enabled()
     symmetry_plot(tmp_path / "angles.png", Symmetrizer(8, "learned"), n=500)
     assert (tmp_path / "angles.png").stat().st_size > 1000
+
+
+def test_drop_edges_trains_on_a_share_of_the_edges_and_evaluates_on_all(synthetic_batch, monkeypatch):
+    """DropEdge: evaluation is the same network as without it; a training step hands the message
+    passing a random share of the edges, still in dst order, and says which share."""
+    from mgglass.models.egat import PredictionModule
+
+    torch.manual_seed(0)
+    dropping = SymGNN(hidden=16, heads=(2, 1), cardinality=0.05, drop_edges=0.5)
+    plain = SymGNN(hidden=16, heads=(2, 1), cardinality=0.05)
+    plain.load_state_dict(dropping.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(dropping.eval()(synthetic_batch), plain.eval()(synthetic_batch), rtol=0, atol=0)
+    seen = {}
+    features = PredictionModule.features
+
+    def spy(self, h, e, edge_index, edge_mask=None, edge_keep=1.0):
+        seen.update(edges=edge_index.shape[1], keep=edge_keep, dst=edge_index[1], e=e.shape[0])
+        return features(self, h, e, edge_index, edge_mask, edge_keep)
+
+    monkeypatch.setattr(PredictionModule, "features", spy)
+    dropping.train()(synthetic_batch).sum().backward()
+    total = synthetic_batch.edge_index.shape[1]
+    assert seen["keep"] == 0.5 and seen["e"] == seen["edges"] and 0.4 * total < seen["edges"] < 0.6 * total
+    assert torch.all(seen["dst"][1:] >= seen["dst"][:-1]) and torch.all(synthetic_batch.edge_index[1][1:] >= synthetic_batch.edge_index[1][:-1])
+    with pytest.raises(ValueError, match="drop_edges"):
+        SymGNN(drop_edges=1.0)
+
+
+def test_dropped_edges_scale_the_neighbour_count_by_the_share_kept():
+    """With half the edges kept, the cardinality sum counts double: a layer told ``edge_keep=0.5``
+    is the layer with twice the cardinality on the same edges."""
+    torch.manual_seed(0)
+    layer = EGATLayer(4, 4, 2, cardinality=0.05).eval()
+    double = EGATLayer(4, 4, 2, cardinality=0.1).eval()
+    double.load_state_dict(layer.state_dict())
+    h, e = torch.randn(5, 4), torch.randn(8, 4)
+    edge_index = torch.tensor([[1, 2, 3, 4, 0, 2, 0, 1], [0, 0, 0, 0, 1, 1, 2, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(layer(h, e, edge_index, edge_keep=0.5)[0], double(h, e, edge_index)[0])
+        assert (layer(h, e, edge_index)[0] - double(h, e, edge_index)[0]).abs().max() > 1e-4
