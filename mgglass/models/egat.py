@@ -450,17 +450,15 @@ class EGATLayer(nn.Module):
         nn.init.zeros_(self.fc_edge.bias)
         nn.init.xavier_normal_(self.attn.view(1, *self.attn.shape), gain=gain)
 
-    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None, plan: EdgePlan | None = None,
-                edge_keep: float = 1.0):
+    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None, plan: EdgePlan | None = None):
         plan = EdgePlan(edge_index, h.shape[0]) if plan is None else plan
-        return self.update(h, self.fc_src(h), self.fc_node(h), e, edge_index[0], edge_index[1], plan, edge_mask, edge_keep)
+        return self.update(h, self.fc_src(h), self.fc_node(h), e, edge_index[0], edge_index[1], plan, edge_mask)
 
     def update(self, h_dst: Tensor, p_src: Tensor, v_src: Tensor, e: Tensor, src: Tensor, dst: Tensor, plan: EdgePlan,
-               edge_mask: Tensor | None = None, edge_keep: float = 1.0) -> tuple[Tensor, Tensor]:
+               edge_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The layer for ``plan``'s dst atoms (all, or a range: :meth:`EdgePlan.dst_range`) from the
         per-atom parts of every atom, ``p_src = fc_src(h)`` and ``v_src = fc_node(h)``; ``h_dst``: the dst
-        atoms' rows of h, ``e``, ``src``, ``dst``: their edges (``dst`` counted among them). ``edge_keep``:
-        the share of the graph's edges present (the unnormalised sum is scaled by its inverse)."""
+        atoms' rows of h, ``e``, ``src``, ``dst``: their edges (``dst`` counted among them)."""
         n, hc = h_dst.shape[0], self.heads * self.head_dim
         # The record_function scopes name the stages for ``python -m mgglass.bench profile`` (~µs each otherwise).
         with record_function(STAGES["edge"]):
@@ -490,8 +488,7 @@ class EGATLayer(nn.Module):
             if mask is not None:
                 a = masked_attention(a, mask, plan)
             if self.cardinality:  # a masked edge leaves the sum as it leaves the mean
-                c = self.cardinality / edge_keep  # the count of the whole graph from the edges kept
-                a = a + c * (1.0 if mask is None else mask.unsqueeze(-1))
+                a = a + self.cardinality * (1.0 if mask is None else mask.unsqueeze(-1))
         with record_function(STAGES["aggregation"]):
             hn = gather_weight_scatter(v_src.view(-1, self.heads, self.head_dim), a, plan, self.chunk_floats)
         with record_function(STAGES["node"]):
@@ -537,13 +534,11 @@ class PredictionModule(nn.Module):
         ]
         self.decoder = nn.Sequential(*decoder, nn.Linear(hidden, 1))
 
-    def features(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None, edge_keep: float = 1.0) -> Tensor:
-        """Per-atom features [N, hidden] after message passing (what the decoder reads). ``edge_keep``:
-        the share of the graph's edges ``edge_index`` holds (dropped edges in training: the layers
-        scale the neighbour count by its inverse)."""
+    def features(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None) -> Tensor:
+        """Per-atom features [N, hidden] after message passing (what the decoder reads)."""
         plan = EdgePlan(edge_index, h.shape[0])
         for layer in self.layers:
-            h, e = layer(h, e, edge_index, edge_mask, plan, edge_keep)
+            h, e = layer(h, e, edge_index, edge_mask, plan)
             # As in the released code: dropout after every layer (edges: only where still read).
             h = self.dropout(h)
             e = self.dropout(e) if layer.update_edges else e

@@ -17,9 +17,6 @@ Also the ablations ``SymGNNNoSym`` (raw edge vectors) and ``EGATLength`` (|x| on
 expanded in n Gaussians over the cutoff first, as SchNet does, instead of the raw length);
 ``cardinality=c`` adds an unnormalised sum of messages to each layer's attention average
 (:mod:`mgglass.models.egat`), so an atom can count its neighbours.
-``drop_edges=p`` (DropEdge, Rong et al. 2020) trains each step on a random share 1 − p of the edges,
-whose cost the step scales with; evaluation always sees every edge, and the neighbour count is
-scaled by 1/(1 − p) in training so that it means the same there.
 In eval mode samples come from a generator seeded with ``eval_seed`` on every call, so predictions
 are reproducible.
 """
@@ -289,12 +286,8 @@ class SymGNN(nn.Module):
         length_basis: int = 0,
         cutoff: float = 5.0,
         cardinality: float = 0.0,
-        drop_edges: float = 0.0,
     ):
         super().__init__()
-        if not 0.0 <= drop_edges < 1.0:
-            raise ValueError(f"drop_edges must lie in [0, 1), not {drop_edges!r}")
-        self.drop_edges = drop_edges
         self.node_encoder = nn.Sequential(nn.Embedding(num_species, hidden), mlp_block([hidden, hidden, hidden]))
         self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed, init_log_std)
         # Optional exactly invariant |x| branch added to the symmetrised encoding: EGAT on lengths alone
@@ -341,12 +334,7 @@ class SymGNN(nn.Module):
         if edge_mask is None:
             edge_mask = getattr(batch, "edge_mask", None)
         h = self.node_encoder(batch.species)
-        edge_index, vec, keep = batch.edge_index, batch.edge_vec, 1.0
-        if self.training and self.drop_edges:
-            kept = torch.rand(vec.shape[0], device=vec.device) >= self.drop_edges  # a mask keeps the edges' dst order
-            edge_index, vec, keep = edge_index[:, kept], vec[kept], 1.0 - self.drop_edges
-            edge_mask = None if edge_mask is None else edge_mask[kept]
-        return self.gnn.features(h, self.encode_vectors(vec), edge_index, edge_mask, edge_keep=keep)
+        return self.gnn.features(h, self.encode_edges(batch), batch.edge_index, edge_mask)
 
     def head(self, features: Tensor) -> Tensor:
         with record_function(STAGES["decoder"]):
