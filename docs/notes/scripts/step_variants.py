@@ -1,0 +1,54 @@
+"""SymGNN training steps (forward, MSE, backward) on train0 for variants of the default config's
+network, side by side in one process: the variants take turns in each of six rounds (the first warms
+up), medians (docs/notes/benchmarks.md#step-round-3).
+
+    MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py heads [THREADS]
+    MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py k_train [THREADS]
+    MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py drop_edges [THREADS]  # after `git apply docs/notes/scripts/drop_edges.diff`
+"""
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch_geometric.data import Batch
+
+from mgglass.bench import DEFAULT_DATA
+from mgglass.data import glass_to_data, read_glass
+from mgglass.data.order import spatially_ordered
+from mgglass.models.symgnn import SymGNN
+from mgglass.runtime import keep_freed_memory
+
+SETS = {  # init-arg overrides of experiments/symgnn.yaml's network; the first is the reference
+    "heads": {f"heads {'/'.join(map(str, h))}": {"heads": h} for h in ([8, 4, 2, 1], [4, 4, 2, 1], [4, 2, 2, 1], [2, 2, 2, 1], [4, 2, 1])},
+    "k_train": {"default": {}, "k_train=1": {"k_train": 1}, "heads 4/2/2/1": {"heads": [4, 2, 2, 1]},
+                "heads 4/2/2/1, k_train=1": {"heads": [4, 2, 2, 1], "k_train": 1}},
+    "drop_edges": {"default": {}, "drop_edges=0.5": {"drop_edges": 0.5}, "drop_edges=0.3": {"drop_edges": 0.3}},
+}
+
+variants = SETS[sys.argv[1] if len(sys.argv) > 1 else "heads"]
+keep_freed_memory()
+torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 2)
+init = yaml.safe_load(Path("experiments/symgnn.yaml").read_text())["model"]["net"]["init_args"]
+species = ("Cu", "Zr")
+data = glass_to_data(read_glass(DEFAULT_DATA / "train0.pickle", species=species), 5.0, species, False)
+data.y_norm = (data.y - data.y.mean()) / data.y.std()
+batch = Batch.from_data_list([spatially_ordered(data)[0]])
+nets = {k: SymGNN(**{**init, **v}) for k, v in variants.items()}
+times = {k: [] for k in nets}
+for rep in range(6):
+    for k, net in nets.items():
+        net.train()
+        net.zero_grad(set_to_none=True)
+        torch.manual_seed(rep)
+        t = time.perf_counter()
+        torch.nn.functional.mse_loss(net(batch), batch.y_norm).backward()
+        if rep:
+            times[k].append(time.perf_counter() - t)
+base = statistics.median(next(iter(times.values())))
+for k, ts in times.items():
+    m = statistics.median(ts)
+    print(f"{k}: median {m:.3f} s ({m / base:.2f}x), parameters {sum(p.numel() for p in nets[k].parameters())}")
