@@ -55,6 +55,16 @@ def fractions(glass: Glass, species: list[str]) -> np.ndarray:
     return np.bincount(glass.species_index(species), minlength=len(species)) / len(glass)
 
 
+def fit_line(points: dict[str, tuple[float, float]], key: str) -> tuple[float, float]:
+    """(slope, intercept) of mean EB against mean ``key`` through ``points`` (glass -> (mean key, mean EB))."""
+    levels = [p[0] for p in points.values()]
+    if len(points) < 2 or np.ptp(levels) <= 1e-9:
+        raise LevelError(f"--level {key}: a line needs glasses at two levels at least; the fit saw "
+                         f"{', '.join(f'{n} ({v[0]:.4f})' for n, v in points.items())}")
+    slope, intercept = np.polyfit(levels, [p[1] for p in points.values()], 1)
+    return float(slope), float(intercept)
+
+
 @dataclass(frozen=True)
 class LevelLine:
     """mean EB = intercept + slope · mean ``key``, fitted over ``glasses`` (name -> (mean key, mean EB,
@@ -73,12 +83,8 @@ class LevelLine:
             if g.labels is None:
                 raise LevelError(f"{g.source}: the level line needs the labels of the glasses the fit saw")
             points[Path(g.source).name] = (mean_level(g, key), float(np.mean(g.labels)), tuple(fractions(g, species).tolist()))
-        levels = [p[0] for p in points.values()]
-        if len(points) < 2 or np.ptp(levels) <= 1e-9:
-            raise LevelError(f"--level {key}: a line needs glasses at two levels at least; the fit saw "
-                             f"{', '.join(f'{n} ({v[0]:.4f})' for n, v in points.items())}")
-        slope, intercept = np.polyfit(levels, [p[1] for p in points.values()], 1)
-        return cls(key, float(intercept), float(slope), tuple(species), points)
+        slope, intercept = fit_line({n: p[:2] for n, p in points.items()}, key)
+        return cls(key, intercept, slope, tuple(species), points)
 
     @classmethod
     def of_fits(cls, settings: list[dict], key: str) -> LevelLine:

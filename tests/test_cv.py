@@ -132,6 +132,29 @@ def test_cv_summary_lists_every_fold_with_its_metrics(cv):
     assert summary["SymGNN"]["r_mean"] == pytest.approx(np.mean([r["r"] for r in rows]), abs=1e-5)
 
 
+def test_cv_summary_scores_each_fold_on_the_level_line_of_the_glasses_it_saw(cv):
+    """R² with --level: the held-out glass's predictions shifted onto the line mean label = a + b · mean cn
+    through the other three glasses (its fold's training and validation), as mgglass.predict --level does."""
+    from mgglass.cv.run import read_predictions
+    from mgglass.data import GlassDataModule, read_glass
+
+    names = GLASSES.split(",")
+    files = GlassDataModule(root="synthetic", train=tuple(names), synthetic_atoms=64).files("train")
+    glasses = {n.split(".")[0]: read_glass(f) for n, f in zip(names, files)}
+    rows = list(np.genfromtxt(cv["root"] / "cv" / "cv-smoke" / "folds.csv", delimiter=",", names=True, dtype=None, encoding=None))
+    for r in rows:
+        seen = [g for n, g in glasses.items() if n != r["held_out"]]
+        b, a = np.polyfit([g.extras["cn"].mean() for g in seen], [g.labels.mean() for g in seen], 1)
+        line = a + b * glasses[r["held_out"]].extras["cn"].mean()
+        y, p = read_predictions(cv["folds"] / f"{r['held_out']}-s0")
+        q = p - p.mean() + line
+        assert r["line_mean"] == pytest.approx(line, abs=1e-5)
+        assert r["r2_level"] == pytest.approx(1 - ((y - q) ** 2).sum() / ((y - y.mean()) ** 2).sum(), abs=1e-4)
+    assert "R² with `--level`" in (cv["root"] / "cv" / "cv-smoke" / "summary.md").read_text()
+    summary = json.loads(cv["rerun"].stdout.strip().splitlines()[-1])
+    assert summary["SymGNN"]["r2_level_mean"] == pytest.approx(np.mean([r["r2_level"] for r in rows]), abs=1e-5)
+
+
 def test_cv_summary_of_a_subset_rerun_still_covers_every_finished_fold(cv):
     """--folds names what to fit; the summary and the parent run keep every fold fitted before."""
     p = run_cli("mgglass.cv", [*cv["args"], "--folds", "train0"], cv["base"], timeout=400)

@@ -43,6 +43,7 @@ from mgglass.cv.run import (
     check_same_plan,
     collect,
     finished_scope,
+    line_mean,
     run_folds,
 )
 from mgglass.data import GlassDataError, GlassDataModule, read_glass
@@ -104,14 +105,15 @@ def _ints(text: str, what: str) -> list[int]:
     return values
 
 
-def levels_of(files: dict[str, Path], key: str, species) -> dict[str, float]:
-    """Each glass's mean of the per-atom array ``key`` (nan where a glass has none)."""
-    out = {}
+def levels_of(files: dict[str, Path], key: str, species, label_key: str = "eb") -> tuple[dict[str, float], dict[str, float]]:
+    """Each glass's mean of the per-atom array ``key`` and its mean label (nan where a glass has none)."""
+    levels, means = {}, {}
     for name, path in files.items():
-        glass = read_glass(path, label_key="eb", species=species, labels_optional=True)
+        glass = read_glass(path, label_key=label_key, species=species, labels_optional=True)
         values = glass.extras.get(key)
-        out[name] = float(np.mean(values)) if values is not None else float("nan")
-    return out
+        levels[name] = float(np.mean(values)) if values is not None else float("nan")
+        means[name] = float(np.mean(glass.labels)) if glass.labels is not None else float("nan")
+    return levels, means
 
 
 def main(argv=None) -> int:
@@ -127,14 +129,15 @@ def main(argv=None) -> int:
         dm = GlassDataModule(root=d.root, train=tuple(glasses), val=(), test=(), species=tuple(d.species), base_url=d.base_url,
                              synthetic_atoms=d.synthetic_atoms, synthetic_seed=d.synthetic_seed, label_key=d.label_key)
         files = dict(zip(glasses, dm.files("train")))
-        levels = levels_of(files, args.level_key, tuple(d.species))
+        levels, label_means = levels_of(files, args.level_key, tuple(d.species), d.label_key)
         groups = parse_groups(args.groups, glasses)
         folds = plan_folds(glasses, args.val, levels, [f.strip() for f in args.folds.split(",")] if args.folds else None, groups)
         try:  # every glass's fold under these rules: the summary covers those an earlier --folds ran
             every = plan_folds(glasses, args.val, levels, None, groups)
         except FoldError:
             every = folds
-        plan = Plan(name, configs, overrides, folds, seeds, d.root, Path(cfg.tracking.root), levels, args.level_key, args.reference)
+        plan = Plan(name, configs, overrides, folds, seeds, d.root, Path(cfg.tracking.root), levels, args.level_key, args.reference,
+                    label_means)
         check_same_plan(plan)
         slots = plan_slots(args.accelerator, args.devices_per_fold, args.workers if args.workers == "auto" else _ints(args.workers, "workers")[0])
         if args.threads < 0:
@@ -193,7 +196,9 @@ def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str, eve
     parent.finish(scope, rows, aggregates, files_out, status)
     print(text, flush=True)
     print(json.dumps({"name": plan.name, "run_id": parent.run_id, "summary": str(files_out[1]),
-                      **{a["model"]: {k: a[k] for k in ("folds", "r_mean", "r_worst", "worst_fold", "r2_mean")} for a in aggregates}}),
+                      **{a["model"]: {**{k: a[k] for k in ("folds", "r_mean", "r_worst", "worst_fold", "r2_mean")},
+                                      "r2_level_mean": a["r2_level_mean"] if np.isfinite(a["r2_level_mean"]) else None}
+                         for a in aggregates}}),
           flush=True)
     return code
 
@@ -220,7 +225,7 @@ def reference_rows(plan: Plan, files: dict[str, Path], species, compute: set[str
             np.savez(cache.with_suffix(".tmp.npz"), y=y, p=p)
             cache.with_suffix(".tmp.npz").replace(cache)
         rows.append(summary.fold_row("reference", fold.name, ",".join(glass_stem(v) for v in fold.val), "0", y, p,
-                                     plan.levels.get(fold.held_out, float("nan"))))
+                                     plan.levels.get(fold.held_out, float("nan")), line_mean(plan, fold)))
     return rows
 
 

@@ -12,6 +12,7 @@ Run again after a ``kill -9``, the same command reopens the parent run, skips fi
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import time
@@ -23,6 +24,7 @@ import numpy as np
 
 from mgglass.cv import summary
 from mgglass.cv.folds import Fold, glass_stem
+from mgglass.level import LevelError, fit_line
 from mgglass.tracking import (
     experiment_id,
     git_commit,
@@ -53,6 +55,7 @@ class Plan:
     levels: dict[str, float] = field(default_factory=dict)
     level_key: str = "pot"
     reference: str = "soap"
+    label_means: dict[str, float] = field(default_factory=dict)  # each glass's mean label (the level line's)
 
     @property
     def out_dir(self) -> Path:
@@ -154,12 +157,26 @@ def finished_scope(plan: Plan, every: list[Fold]) -> Plan:
     return replace(plan, folds=folds, seeds=sorted(seeds))
 
 
+def line_mean(plan: Plan, fold: Fold) -> float:
+    """The held-out glass's mean EB on the level line through the glasses its fold saw (training and
+    validation; :func:`mgglass.level.fit_line`), nan where a glass lacks a level or a label."""
+    seen = {g: (plan.levels.get(g, math.nan), plan.label_means.get(g, math.nan)) for g in (*fold.train, *fold.val)}
+    target = plan.levels.get(fold.held_out, math.nan)
+    if not math.isfinite(target) or not all(math.isfinite(v) for pair in seen.values() for v in pair):
+        return math.nan
+    try:
+        slope, intercept = fit_line(seen, plan.level_key)
+    except LevelError:
+        return math.nan
+    return intercept + slope * target
+
+
 def collect(plan: Plan, model: str) -> list[dict]:
     """Table rows of the finished fold fits: one per fold and seed, and the seeds' ensemble."""
     rows = []
     for fold in plan.folds:
         val = ",".join(glass_stem(v) for v in fold.val)
-        level = plan.levels.get(fold.held_out, float("nan"))
+        level, line = plan.levels.get(fold.held_out, float("nan")), line_mean(plan, fold)
         preds, y = [], None
         for seed in plan.seeds:
             folder = plan.fold_dir(fold, seed)
@@ -167,9 +184,9 @@ def collect(plan: Plan, model: str) -> list[dict]:
                 continue
             y, p = read_predictions(folder)
             preds.append(p)
-            rows.append(summary.fold_row(model, fold.name, val, str(seed), y, p, level))
+            rows.append(summary.fold_row(model, fold.name, val, str(seed), y, p, level, line))
         if len(preds) > 1:
-            rows.append(summary.ensemble_row(model, fold.name, val, y, preds, level))
+            rows.append(summary.ensemble_row(model, fold.name, val, y, preds, level, line))
     return rows
 
 
@@ -212,6 +229,8 @@ class ParentRun:
             prefix = "cv" if a["model"] != "reference" else "reference"
             metrics += [Metric(f"{prefix}/r_mean", a["r_mean"], ts, 0), Metric(f"{prefix}/r_worst", a["r_worst"], ts, 0),
                         Metric(f"{prefix}/r2_mean", a["r2_mean"], ts, 0)]
+            if np.isfinite(a["r2_level_mean"]):
+                metrics.append(Metric(f"{prefix}/r2_level_mean", a["r2_level_mean"], ts, 0))
         for r in rows:
             if r["seed"] in ("ensemble", "0") or r["model"] == "reference":
                 tag = "reference" if r["model"] == "reference" else ("ensemble" if r["seed"] == "ensemble" else "fold")

@@ -1,6 +1,7 @@
 """What a cross-validation reports: per held-out glass r, R², MAE, Spearman and the predicted
-against the labelled mean, beside the glass's mean potential energy; the mean and the worst fold;
-ensembles of a fold's seeds; the table (CSV, Markdown) and the plot."""
+against the labelled mean, beside the glass's mean potential energy, and R² once the glass's
+predictions sit on the level line of the glasses its fold saw (what ``mgglass.predict --level`` does);
+the mean and the worst fold; ensembles of a fold's seeds; the table (CSV, Markdown) and the plot."""
 
 from __future__ import annotations
 
@@ -13,23 +14,28 @@ import numpy as np
 from mgglass.metrics import pooled_metrics
 from mgglass.task import score_members
 
-COLUMNS = ("model", "held_out", "val", "seed", "atoms", "level", "label_mean", "pred_mean", "r", "r2", "mae", "spearman")
+COLUMNS = ("model", "held_out", "val", "seed", "atoms", "level", "label_mean", "pred_mean", "line_mean", "r", "r2", "r2_level", "mae",
+           "spearman")
 ENSEMBLE_COLUMNS = ("members", "best_member_r", "spearman_std_abs_error", "top10_overlap", "within_1std", "within_2std")
 
 
-def fold_row(model: str, held_out: str, val: str, seed: str, y: np.ndarray, p: np.ndarray, level: float) -> dict:
-    """One table row: the metrics of predictions ``p`` against labels ``y`` on one held-out glass."""
+def fold_row(model: str, held_out: str, val: str, seed: str, y: np.ndarray, p: np.ndarray, level: float,
+             line_mean: float = float("nan")) -> dict:
+    """One table row: the metrics of predictions ``p`` against labels ``y`` on one held-out glass;
+    ``line_mean``: the glass's mean EB on its fold's level line (nan: none), for ``r2_level``."""
     m = pooled_metrics(y, p)
+    r2_level = pooled_metrics(y, p - np.mean(p) + line_mean)["r2"] if math.isfinite(line_mean) else float("nan")
     return {"model": model, "held_out": held_out, "val": val, "seed": seed, "atoms": len(y), "level": level,
-            "label_mean": float(np.mean(y)), "pred_mean": float(np.mean(p)), "r": m["r"], "r2": m["r2"], "mae": m["mae"],
-            "spearman": m["spearman"]}
+            "label_mean": float(np.mean(y)), "pred_mean": float(np.mean(p)), "line_mean": line_mean, "r": m["r"], "r2": m["r2"],
+            "r2_level": r2_level, "mae": m["mae"], "spearman": m["spearman"]}
 
 
-def ensemble_row(model: str, held_out: str, val: str, y: np.ndarray, members: list[np.ndarray], level: float) -> dict:
+def ensemble_row(model: str, held_out: str, val: str, y: np.ndarray, members: list[np.ndarray], level: float,
+                 line_mean: float = float("nan")) -> dict:
     """The row of the members' mean on one held-out glass, with its best member and how the members'
     spread ranks and covers the errors."""
     mean, _, scores = score_members(y, members)
-    row = fold_row(model, held_out, val, "ensemble", y, mean, level)
+    row = fold_row(model, held_out, val, "ensemble", y, mean, level, line_mean)
     row.update(members=len(members), best_member_r=scores["best_member_r"], **scores["uncertainty"])
     return row
 
@@ -38,16 +44,19 @@ def aggregate(rows: list[dict], model: str) -> dict | None:
     """Mean and worst fold of ``model``'s rows (seeds averaged within a fold first)."""
     per_fold: dict[str, list[float]] = {}
     r2: dict[str, list[float]] = {}
+    r2_level: dict[str, list[float]] = {}
     for r in rows:
         if r["model"] == model and r["seed"] != "ensemble":
             per_fold.setdefault(r["held_out"], []).append(r["r"])
             r2.setdefault(r["held_out"], []).append(r["r2"])
+            r2_level.setdefault(r["held_out"], []).append(r.get("r2_level", float("nan")))
     if not per_fold:
         return None
     means = {k: float(np.mean(v)) for k, v in per_fold.items()}
     worst = min(means, key=means.get)
     return {"model": model, "folds": len(means), "r_mean": float(np.mean(list(means.values()))), "r_worst": means[worst],
-            "worst_fold": worst, "r2_mean": float(np.mean([np.mean(v) for v in r2.values()]))}
+            "worst_fold": worst, "r2_mean": float(np.mean([np.mean(v) for v in r2.values()])),
+            "r2_level_mean": float(np.mean([np.mean(v) for v in r2_level.values()]))}  # nan unless every fold has a line
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -69,14 +78,19 @@ def markdown(rows: list[dict], summaries: list[dict], title: str, level_key: str
              "Leave-one-glass-out: each row is a model trained without the held-out glass (validation glasses",
              "in the `val` column, never the held-out one); r, R², MAE and Spearman are over that glass's atoms.",
              "Pearson r is per glass here, not pooled over several glasses as in the paper's test number.", "",
-             f"| model | held out | mean {level_key} | val | seed | r | R² | MAE (eV) | Spearman | label mean | predicted mean |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"R² with `--level`: the glass's predictions moved, all by one shift, onto the line mean EB = a + b · mean {level_key}",
+             "through the glasses its fold saw (training and validation), as `mgglass.predict --level` moves a new glass's.", "",
+             (f"| model | held out | mean {level_key} | val | seed | r | R² | R² with `--level` | MAE (eV) | Spearman | label mean | "
+              "predicted mean | line's mean |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["model"], r["level"] if math.isfinite(r["level"]) else 0, r["held_out"], str(r["seed"]))):
         lines.append(f"| {r['model']} | {r['held_out']} | {_f(r['level'], 4)} | {r['val']} | {r['seed']} | **{_f(r['r'])}** | "
-                     f"{_f(r['r2'])} | {_f(r['mae'])} | {_f(r['spearman'])} | {_f(r['label_mean'])} | {_f(r['pred_mean'])} |")
-    lines += ["", "| model | folds | mean r | worst fold | mean R² |", "|---|---|---|---|---|"]
+                     f"{_f(r['r2'])} | {_f(r.get('r2_level'))} | {_f(r['mae'])} | {_f(r['spearman'])} | {_f(r['label_mean'])} | "
+                     f"{_f(r['pred_mean'])} | {_f(r.get('line_mean'))} |")
+    lines += ["", "| model | folds | mean r | worst fold | mean R² | mean R² with `--level` |", "|---|---|---|---|---|---|"]
     for s in summaries:
-        lines.append(f"| {s['model']} | {s['folds']} | **{_f(s['r_mean'])}** | {_f(s['r_worst'])} ({s['worst_fold']}) | {_f(s['r2_mean'])} |")
+        lines.append(f"| {s['model']} | {s['folds']} | **{_f(s['r_mean'])}** | {_f(s['r_worst'])} ({s['worst_fold']}) | {_f(s['r2_mean'])} | "
+                     f"{_f(s.get('r2_level_mean'))} |")
     ens = [r for r in rows if r["seed"] == "ensemble"]
     if ens:
         lines += ["", "Ensembles (the mean of a fold's seeds; `eb_std` is the members' spread):", "",
