@@ -178,7 +178,18 @@ def test_cv_adds_the_descriptor_reference_without_refitting(cv):
     assert summary["reference"]["folds"] == 4 and -1 <= summary["reference"]["r_mean"] <= 1
 
 
+def test_cv_summary_only_rebuilds_the_summary_and_fits_nothing(cv):
+    """--summary_only with a seed no fold has: the summary of the finished fits, and no new fit."""
+    p = run_cli("mgglass.cv", [*cv["args"], "--seeds", "0,1", "--summary_only"], cv["base"], timeout=400)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "--summary_only" in p.stdout and "fitting" not in p.stdout
+    assert not any(cv["folds"].glob("*-s1*"))
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["SymGNN"]["folds"] == 4
+
+
 @pytest.mark.parametrize("extra, match", [
+    (["--summary_only", "--name", "cv-never-run"], "holds no cross-validation to summarise"),
     (["--folds", "train9"], "--folds: train9 not among the glasses"),
     (["--val", "val9.xyz"], "--val val9.xyz: val9.xyz not among the glasses"),
     (["--data.train=[train0.xyz]"], "--data.train is set per fold"),

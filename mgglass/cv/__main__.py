@@ -44,6 +44,7 @@ from mgglass.cv.run import (
     collect,
     finished_scope,
     line_mean,
+    read_plan,
     run_folds,
 )
 from mgglass.data import GlassDataError, GlassDataModule, read_glass
@@ -64,12 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0", help="comma-separated seeds: one fit per fold and seed (default 0)")
     p.add_argument("--val", default="least-relaxed",
                    help=f"validation glasses of each fold: {' | '.join(RULES)} | NAME[,NAME] (never the held-out glass)")
-    p.add_argument("--level_key", default="pot", help="per-atom array whose glass mean orders the glasses (default pot)")
+    p.add_argument("--level_key", default="pot", help="per-atom array whose glass mean orders the glasses and sets the level line (default pot)")
     p.add_argument("--workers", default="auto", help="fits at once (int or auto)")
     p.add_argument("--devices_per_fold", type=int, default=1, help="devices per fit (DDP above 1)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per fit (default: the cores shared out among the workers)")
     p.add_argument("--accelerator", default="auto", choices=("auto", "gpu", "cpu"))
     p.add_argument("--reference", default="soap", choices=("soap", "none"), help="descriptor reference on the same folds")
+    p.add_argument("--summary_only", action="store_true", help="rebuild the summary and the parent run's metrics from the "
+                   "fits already finished; fit nothing (and compute no reference not cached)")
     return p
 
 
@@ -139,6 +142,8 @@ def main(argv=None) -> int:
         plan = Plan(name, configs, overrides, folds, seeds, d.root, Path(cfg.tracking.root), levels, args.level_key, args.reference,
                     label_means)
         check_same_plan(plan)
+        if args.summary_only and read_plan(plan) is None:
+            raise CVError(f"--summary_only: {plan.out_dir} holds no cross-validation to summarise")
         slots = plan_slots(args.accelerator, args.devices_per_fold, args.workers if args.workers == "auto" else _ints(args.workers, "workers")[0])
         if args.threads < 0:
             raise CVError(f"--threads: expected a positive number, not {args.threads}")
@@ -153,23 +158,25 @@ def main(argv=None) -> int:
     except GlassDataError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         return EXIT_FAILED
-    return run(plan, cfg, slots, files, tuple(d.species), model=cfg.model.net.class_path.rsplit(".", 1)[-1], every=every)
+    return run(plan, cfg, slots, files, tuple(d.species), model=cfg.model.net.class_path.rsplit(".", 1)[-1], every=every,
+               fit=not args.summary_only)
 
 
-def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str, every=None) -> int:
+def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str, every=None, fit: bool = True) -> int:
     parent = ParentRun(plan, cfg.tracking)
-    print(f"{PROG}: {plan.name}: {len(plan.folds)} fold(s) x {len(plan.seeds)} seed(s) on {len(slots)} worker(s) "
-          f"({'; '.join(dict.fromkeys(s.describe() for s in slots))})\n"
+    work = (f"{len(plan.folds)} fold(s) x {len(plan.seeds)} seed(s) on {len(slots)} worker(s) "
+            f"({'; '.join(dict.fromkeys(s.describe() for s in slots))})") if fit else "the summary of the fits already finished (--summary_only)"
+    print(f"{PROG}: {plan.name}: {work}\n"
           f"{PROG}: MLflow parent run {parent.run_id} in {parent.uri}; fits in {plan.root / 'checkpoints' / plan.name}/; "
           f"summary in {plan.out_dir}/", flush=True)
     status, code, failures = "FINISHED", 0, []
     try:
-        failures = run_folds(plan, slots, parent.run_id)
+        failures = run_folds(plan, slots, parent.run_id) if fit else []
         # The summary covers every finished fit of this cross-validation, not only this invocation's.
         scope = finished_scope(plan, every or plan.folds)
         rows = collect(scope, model)
         if plan.reference != "none":
-            rows += reference_rows(scope, files, species, compute={f.name for f in plan.folds})
+            rows += reference_rows(scope, files, species, compute={f.name for f in plan.folds} if fit else set())
     except KeyboardInterrupt:
         parent.client.set_terminated(parent.run_id, status="KILLED")
         return 130
