@@ -1,5 +1,6 @@
 """python -m mgglass.cv --config experiments/symgnn.yaml [--folds train0,train3] [--seeds 0,1,2]
-    [--val least-relaxed|ends|NAME,...] [--workers auto|N] [--name NAME] [--reference soap|none] [--section.key=value ...]
+    [--val least-relaxed|ends|NAME,...] [--workers auto|N] [--name NAME] [--reference soap|none] [--summary_only]
+    [--section.key=value ...]
 
 Leave-one-glass-out cross-validation over the seven labelled training glasses (train0-6; test0 is
 never in a fold, so choices made on folds leave it clean): for each held-out glass one fit of the
@@ -10,9 +11,11 @@ where there are GPUs), each a child MLflow run under the cross-validation's pare
 A SOAP + LightGBM reference runs on the same folds (``--reference none`` skips it).
 
 Prints and writes (under ``<tracking root>/cv/<name>/``) the table per held-out glass: r, R², MAE,
-Spearman, predicted against labelled mean, and the glass's mean potential energy; the mean and the
-worst fold; with several seeds, the seeds' ensemble and how its spread ranks the errors. Rerunning
-the same command after an interruption (even ``kill -9``) continues where it stopped.
+Spearman, predicted against labelled mean, the glass's mean potential energy and R² on the level line
+of the glasses its fold saw (as ``mgglass.predict --level`` places a glass); the mean and the worst
+fold; with several seeds, the seeds' ensemble and how its spread ranks the errors. Rerunning the same
+command after an interruption (even ``kill -9``) continues where it stopped; ``--summary_only``
+rebuilds the outputs from the fits already finished and fits nothing.
 """
 
 from __future__ import annotations
