@@ -178,14 +178,21 @@ def test_cv_adds_the_descriptor_reference_without_refitting(cv):
     assert summary["reference"]["folds"] == 4 and -1 <= summary["reference"]["r_mean"] <= 1
 
 
-def test_cv_summary_only_rebuilds_the_summary_and_fits_nothing(cv):
-    """--summary_only with a seed no fold has: the summary of the finished fits, and no new fit."""
-    p = run_cli("mgglass.cv", [*cv["args"], "--seeds", "0,1", "--summary_only"], cv["base"], timeout=400)
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    assert "--summary_only" in p.stdout and "fitting" not in p.stdout
+def test_cv_summary_only_rebuilds_the_summary_and_fits_nothing(cv, capsys, monkeypatch):
+    """--summary_only with a seed no fold has: the summary of the finished fits, and no new fit (in
+    this process: a fit would need a child process, so none can start unnoticed)."""
+    from mgglass.cv.__main__ import main
+
+    monkeypatch.setenv("MGGLASS_CACHE_DIR", str(cv["base"].parent / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    capsys.readouterr()
+    rc = main([*cv["args"], "--seeds", "0,1", "--summary_only"])
+    captured = capsys.readouterr()
+    out = captured.out
+    assert rc == 0, out[-2000:] + captured.err[-2000:]
+    assert "--summary_only" in out and "fitting" not in out
     assert not any(cv["folds"].glob("*-s1*"))
-    summary = json.loads(p.stdout.strip().splitlines()[-1])
-    assert summary["SymGNN"]["folds"] == 4
+    assert json.loads(out.strip().splitlines()[-1])["SymGNN"]["folds"] == 4
 
 
 @pytest.mark.parametrize("extra, match", [

@@ -59,6 +59,21 @@ def test_line_refuses_what_it_cannot_place():
         LevelLine.fit([*seen, unlabelled], "e", SPECIES)
 
 
+def test_an_ensembles_line_is_over_every_glass_any_member_saw():
+    """Members fitted on different glasses (fold models): the line goes through the union of their
+    training and validation glasses, read from the data settings their checkpoints hold."""
+    from mgglass.data import GlassDataModule, read_glass
+
+    common = {"root": "synthetic", "synthetic_atoms": 64, "test": [], "_instantiator": "lightning.pytorch.cli.instantiate_module"}
+    settings = [{**common, "train": ["a.xyz", "b.xyz"], "val": ["c.xyz"]}, {**common, "train": ["d.xyz", "a.xyz"], "val": ["c.xyz"]}]
+    line = LevelLine.of_fits(settings, "cn")
+    assert sorted(line.glasses) == ["a.xyz", "b.xyz", "c.xyz", "d.xyz"]
+    names = ("a.xyz", "b.xyz", "c.xyz", "d.xyz")
+    glasses = [read_glass(f) for f in GlassDataModule(root="synthetic", train=names, synthetic_atoms=64).files("train")]
+    b, a = np.polyfit([g.extras["cn"].mean() for g in glasses], [g.labels.mean() for g in glasses], 1)
+    assert line.slope == pytest.approx(b) and line.intercept == pytest.approx(a)
+
+
 @needs_lammps
 def test_eam_level_is_the_md_extras_mean_energy():
     from mgglass.md.engine import Engine

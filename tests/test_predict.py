@@ -223,14 +223,6 @@ def test_predict_level_moves_each_glass_onto_the_line_of_the_glasses_the_fit_saw
         assert pred.mean() == pytest.approx(a + b * glass.extras["cn"].mean(), abs=1e-5)
         np.testing.assert_allclose(pred - network, placed["shift_ev"], atol=2e-6)
         assert placed["inside_fitted_range"]
-    # An ensemble's line is over every glass any member saw (here both members saw the same ones).
-    last = smoke["ckpt"].parent / "last.ckpt"
-    p = run_cli("mgglass.predict", ["--ckpt_path", str(smoke["ckpt"]), str(last), "--input", str(smoke["synth"] / "val0.xyz"),
-                                    "--output", str(tmp_path / "ens.extxyz"), "--level", "cn"], smoke["base"])
-    assert p.returncode == 0, p.stderr[-2000:]
-    ens = json.loads(p.stdout.strip().splitlines()[-1])["level"]
-    assert ens["line"] == summary["level"]["line"]
-    assert ens["per_glass"]["val0.xyz"]["line_mean_ev"] == pytest.approx(summary["level"]["per_glass"]["val0.xyz"]["line_mean_ev"])
 
 
 def test_predict_level_refuses_a_glass_of_another_composition(smoke, tmp_path):
