@@ -49,7 +49,6 @@ from mgglass.task import (
     graph_settings,
     load_models,
     read_fit_glass,
-    read_graph,
     resolve_device,
     uncertainty_scores,
 )
@@ -75,10 +74,9 @@ class GlassFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         try:
-            if self.line is None:
-                return ordered_for_prediction(read_graph(self.paths[i], self.hp, self.label_key))
             glass = read_fit_glass(self.paths[i], self.hp, self.label_key)
-            self.levels[i] = self.line.level_of(glass)
+            if self.line is not None:
+                self.levels[i] = self.line.level_of(glass)
             return ordered_for_prediction(fit_graph(glass, self.hp))
         except (GlassDataError, LevelError) as e:
             raise PredictError(str(e)) from None
