@@ -42,21 +42,21 @@ def ensemble_row(model: str, held_out: str, val: str, y: np.ndarray, members: li
 
 def aggregate(rows: list[dict], model: str) -> dict | None:
     """Mean and worst fold of ``model``'s rows (seeds averaged within a fold first)."""
-    per_fold: dict[str, list[float]] = {}
-    r2: dict[str, list[float]] = {}
-    r2_level: dict[str, list[float]] = {}
+    folds: dict[str, list[dict]] = {}
     for r in rows:
         if r["model"] == model and r["seed"] != "ensemble":
-            per_fold.setdefault(r["held_out"], []).append(r["r"])
-            r2.setdefault(r["held_out"], []).append(r["r2"])
-            r2_level.setdefault(r["held_out"], []).append(r.get("r2_level", float("nan")))
-    if not per_fold:
+            folds.setdefault(r["held_out"], []).append(r)
+    if not folds:
         return None
-    means = {k: float(np.mean(v)) for k, v in per_fold.items()}
+
+    def per_fold(key: str) -> dict[str, float]:
+        return {h: float(np.mean([r[key] for r in seeds])) for h, seeds in folds.items()}
+
+    means = per_fold("r")
     worst = min(means, key=means.get)
     return {"model": model, "folds": len(means), "r_mean": float(np.mean(list(means.values()))), "r_worst": means[worst],
-            "worst_fold": worst, "r2_mean": float(np.mean([np.mean(v) for v in r2.values()])),
-            "r2_level_mean": float(np.mean([np.mean(v) for v in r2_level.values()]))}  # nan unless every fold has a line
+            "worst_fold": worst, "r2_mean": float(np.mean(list(per_fold("r2").values()))),
+            "r2_level_mean": float(np.mean(list(per_fold("r2_level").values())))}  # nan unless every fold has a line
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -85,12 +85,12 @@ def markdown(rows: list[dict], summaries: list[dict], title: str, level_key: str
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["model"], r["level"] if math.isfinite(r["level"]) else 0, r["held_out"], str(r["seed"]))):
         lines.append(f"| {r['model']} | {r['held_out']} | {_f(r['level'], 4)} | {r['val']} | {r['seed']} | **{_f(r['r'])}** | "
-                     f"{_f(r['r2'])} | {_f(r.get('r2_level'))} | {_f(r['mae'])} | {_f(r['spearman'])} | {_f(r['label_mean'])} | "
-                     f"{_f(r['pred_mean'])} | {_f(r.get('line_mean'))} |")
+                     f"{_f(r['r2'])} | {_f(r['r2_level'])} | {_f(r['mae'])} | {_f(r['spearman'])} | {_f(r['label_mean'])} | "
+                     f"{_f(r['pred_mean'])} | {_f(r['line_mean'])} |")
     lines += ["", "| model | folds | mean r | worst fold | mean R² | mean R² with `--level` |", "|---|---|---|---|---|---|"]
     for s in summaries:
         lines.append(f"| {s['model']} | {s['folds']} | **{_f(s['r_mean'])}** | {_f(s['r_worst'])} ({s['worst_fold']}) | {_f(s['r2_mean'])} | "
-                     f"{_f(s.get('r2_level_mean'))} |")
+                     f"{_f(s['r2_level_mean'])} |")
     ens = [r for r in rows if r["seed"] == "ensemble"]
     if ens:
         lines += ["", "Ensembles (the mean of a fold's seeds; `eb_std` is the members' spread):", "",
