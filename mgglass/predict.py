@@ -67,6 +67,7 @@ class GlassFiles(torch.utils.data.Dataset):
 
     def __init__(self, paths: list[Path], hp: dict, label_key: str = "eb", line: LevelLine | None = None):
         self.paths, self.hp, self.label_key, self.line = paths, hp, label_key, line
+        self.names = glass_names(paths)
         self.levels: dict[int, float] = {}
 
     def __len__(self) -> int:
@@ -89,19 +90,21 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, output: Path, species: list[str], files: GlassFiles):
         super().__init__(write_interval="batch")
         self.output, self.species, self.files = output, species, files
-        self.frames, self.labelled = [], {}  # labelled: file name -> its arrays (eb, eb_pred[, eb_std])
-        self.placed = {}  # with a level line: file name -> what the line did to its predictions
+        self.frames, self.labelled = [], {}  # labelled: glass name -> its arrays (eb, eb_pred[, eb_std])
+        self.placed = {}  # with a level line: glass name -> what the line did to its predictions
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        path = self.files.paths[batch_indices[0]]
+        i = batch_indices[0]
+        path, name = self.files.paths[i], self.files.names[i]
         data, arrays = in_file_order(batch.cpu(), dict(prediction))
+        data.name = name
         if self.files.line is not None:
             network = arrays["eb_pred"]
-            shifted, self.placed[path.name] = self.files.line.shift(network, self.files.levels[batch_indices[0]])
+            shifted, self.placed[name] = self.files.line.shift(network, self.files.levels[i])
             arrays = {"eb_pred": shifted, "eb_pred_network": network, **{k: v for k, v in arrays.items() if k != "eb_pred"}}
         if "y" in data:
             arrays = {"eb": data.y.double().numpy(), **arrays}
-            self.labelled[path.name] = arrays
+            self.labelled[name] = arrays
         self.frames.append(to_atoms(data, self.species, arrays))
         print(f"{PROG}: {path}: {data.num_nodes} atoms predicted", file=sys.stderr, flush=True)
 
@@ -154,8 +157,10 @@ def predict_files(task, paths: list[Path], hp: dict, output: Path, device: str =
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
-    """Files, folders (their glass files, sorted) and glob patterns -> files, in order, no repeats."""
+    """Files, folders (their glass files, sorted) and glob patterns -> files, in order, no repeats
+    (a file named twice, however spelt, is predicted once)."""
     out: list[Path] = []
+    seen: set[Path] = set()
     for item in items:
         path = Path(item)
         if path.is_dir():
@@ -170,8 +175,25 @@ def expand_inputs(items: list[str]) -> list[Path]:
             found = [path]
         else:
             raise PredictError(f"{item}: no such file")
-        out.extend(p for p in found if p not in out)
+        for p in found:
+            if p.resolve() not in seen:
+                seen.add(p.resolve())
+                out.append(p)
     return out
+
+
+def glass_names(paths: list[Path]) -> list[str]:
+    """The name each input goes by in the outputs (CSV ``glass`` column, extxyz ``glass``, per-glass
+    metrics): its file name, or where inputs share one (``run1/final.extxyz``, ``run2/final.extxyz``),
+    the fewest trailing folders that tell them apart."""
+    parts = [p.resolve().parts for p in paths]
+    names = []
+    for mine in parts:
+        k = 1
+        while k < len(mine) and any(other != mine and other[-k:] == mine[-k:] for other in parts):
+            k += 1
+        names.append("/".join(mine[-k:]))
+    return names
 
 
 def main(argv=None) -> int:

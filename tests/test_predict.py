@@ -199,6 +199,39 @@ def test_predict_unlabelled_glass(smoke, tmp_path):
     assert "eb_pred" in frame.arrays and "eb" not in frame.arrays and np.isfinite(frame.arrays["eb_pred"]).all()
 
 
+
+def test_glass_names_tell_inputs_of_one_file_name_apart(tmp_path):
+    from mgglass.predict import expand_inputs, glass_names
+
+    for d in ("x/run1", "y/run1", "run2"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "final.xyz").write_text("")
+    (tmp_path / "run2" / "other.xyz").write_text("")
+    paths = expand_inputs([str(tmp_path / "x/run1/final.xyz"), str(tmp_path / "run2"), str(tmp_path / "y/run1/final.xyz"),
+                           str(tmp_path / "run2/../run2/final.xyz")])  # the last: a file already named
+    assert glass_names(paths) == ["x/run1/final.xyz", "run2/final.xyz", "other.xyz", "y/run1/final.xyz"]
+
+
+def test_predict_keeps_glasses_of_one_file_name_apart(smoke, tmp_path):
+    """Inputs that share a file name (run1/final.extxyz, run2/final.extxyz) are told apart in the CSV and
+    the metrics (they were one key: the second glass's metrics replaced the first's)."""
+    import shutil
+
+    for d, name in (("a", "test0.xyz"), ("b", "test1.xyz")):
+        (tmp_path / d).mkdir()
+        shutil.copy(smoke["synth"] / name, tmp_path / d / "glass.xyz")
+    out = tmp_path / "pred.extxyz"
+    p = run_cli("mgglass.predict", ["--ckpt_path", str(smoke["ckpt"]), "--input", str(tmp_path / "a/glass.xyz"),
+                                    str(tmp_path / "b/glass.xyz"), "--output", str(out)], smoke["base"])
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    rows = _read_csv(out.with_suffix(".csv"))
+    assert [r["glass"] for r in rows] == ["a/glass.xyz"] * 64 + ["b/glass.xyz"] * 64
+    assert set(summary["per_glass"]) == {"a/glass.xyz", "b/glass.xyz"} and summary["glasses"] == 2
+    y, pred = (np.array([float(r[k]) for r in rows]) for k in ("eb_ev", "eb_pred_ev"))
+    assert summary["pooled_r"] == pytest.approx(np.corrcoef(y, pred)[0, 1], abs=1e-4)  # over both glasses
+    assert summary["per_glass"]["a/glass.xyz"]["r"] == pytest.approx(np.corrcoef(y[:64], pred[:64])[0, 1], abs=1e-4)
+
 def test_predict_level_moves_each_glass_onto_the_line_of_the_glasses_the_fit_saw(smoke, tmp_path):
     """--level cn: the line mean EB = a + b · mean cn over the smoke fit's training and validation
     glasses; each glass's predictions move by one shift onto it, and eb_pred_network keeps the network's."""
