@@ -69,6 +69,8 @@ class GlassFiles(torch.utils.data.Dataset):
         self.paths, self.hp, self.label_key, self.line = paths, hp, label_key, line
         self.names = glass_names(paths)
         self.levels: dict[int, float] = {}
+        # The file's positions and cell as read (float64), for the writer: the graph holds float32 copies.
+        self.coords: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -78,6 +80,7 @@ class GlassFiles(torch.utils.data.Dataset):
             glass = read_fit_glass(self.paths[i], self.hp, self.label_key)
             if self.line is not None:
                 self.levels[i] = self.line.level_of(glass)
+            self.coords[i] = (np.asarray(glass.positions, dtype=np.float64), np.asarray(glass.cell, dtype=np.float64))
             return ordered_for_prediction(fit_graph(glass, self.hp))
         except (GlassDataError, LevelError) as e:
             raise PredictError(str(e)) from None
@@ -98,6 +101,8 @@ class PredictionWriter(BasePredictionWriter):
         path, name = self.files.paths[i], self.files.names[i]
         data, arrays = in_file_order(batch.cpu(), dict(prediction))
         data.name = name
+        pos, cell = self.files.coords.pop(i)
+        data.pos, data.cell = torch.from_numpy(pos), torch.from_numpy(cell).unsqueeze(0)  # as in the file
         if self.files.line is not None:
             network = arrays["eb_pred"]
             shifted, self.placed[name] = self.files.line.shift(network, self.files.levels[i])

@@ -108,7 +108,8 @@ def test_large_glass_is_read_in_spatial_order_and_written_in_the_files(small_tas
     out = tmp_path / "pred.extxyz"
     summary = predict_files(small_task, [path], hp, out)
     frame = read(out)
-    np.testing.assert_allclose(frame.positions, read(path).positions, rtol=0, atol=1e-5)  # same atoms, same order (float32)
+    np.testing.assert_array_equal(frame.positions, read(path).positions)  # same atoms, same order, the file's float64 coordinates
+    np.testing.assert_array_equal(frame.cell[:], read(path).cell[:])
     np.testing.assert_allclose(frame.arrays["eb"], glass.labels, rtol=0, atol=1e-6)
     expected = predict_glass(small_task, glass_to_data(glass), reorder_above=10**9)  # no reordering at all
     np.testing.assert_allclose(frame.arrays["eb_pred"], expected, rtol=0, atol=2e-5)
