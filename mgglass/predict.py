@@ -237,6 +237,9 @@ def _predict(args) -> int:
     if output.suffix not in (".extxyz", ".xyz"):
         raise PredictError(f"--output {output}: expected an .extxyz file name")
     inputs = expand_inputs(args.input)
+    if output.resolve() in {p.resolve() for p in inputs}:
+        raise PredictError(f"--output {output}: is also an input glass (named, or in a folder or pattern given to --input); "
+                           "writing it would replace that glass")
     ckpts = checkpoints_of(args.run, args.ckpt_path, args.tracking_root, args.tracking_uri)
     device = resolve_device(args.device)
     residual = calibrated_residual(args.run, args.tracking_root, args.tracking_uri) if len(ckpts) > 1 else None

@@ -299,6 +299,21 @@ def test_predict_bad_inputs_are_one_line_errors(smoke, tmp_path, args, expected)
     assert not (tmp_path / "o.extxyz").exists()
 
 
+
+@pytest.mark.parametrize("named", ["file", "folder"])
+def test_predict_refuses_an_output_that_is_an_input(tmp_path, capsys, named):
+    """--output naming an input glass (or a file in a folder given to --input) would replace that glass
+    with the predictions: refused before anything is loaded."""
+    from mgglass.predict import main
+
+    glass = tmp_path / "g.extxyz"
+    glass.write_text("the user's glass\n")
+    code = main(["--ckpt_path", str(tmp_path / "never-read.ckpt"), "--input", str(glass if named == "file" else tmp_path),
+                 "--output", str(glass)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"--output {glass}: is also an input glass" in err[0], err
+    assert glass.read_text() == "the user's glass\n"
+
 def test_predict_bad_glass_file_is_a_one_line_error_and_writes_nothing(smoke, tmp_path):
     (tmp_path / "broken.extxyz").write_text("3\nnot an extxyz header\nCu 0 0\n")
     out = tmp_path / "o.extxyz"
