@@ -31,13 +31,18 @@ def test_folds_hold_every_glass_out_once_and_never_train_on_it():
     assert [f.val for f in folds] == [("train6.pickle",)] * 6 + [("train5.pickle",)]  # the official split's choice
     ends = plan_folds(glasses, "ends", levels)
     assert ends[0].val == ("train6.pickle", "train1.pickle") and ends[1].val == ("train6.pickle", "train0.pickle")
+    temperatures = [f"T0.{t}.extxyz" for t in (50, 60, 70, 80)]  # decimals in a name are part of it
+    assert [f.name for f in plan_folds(temperatures, "T0.70.extxyz,T0.80.extxyz")] == ["T0.50", "T0.60", "T0.70", "T0.80"]
     named = plan_folds(glasses, "train6.pickle,train5.pickle", levels, only=["train6", "train2.pickle"])
     assert [(f.held_out, f.val) for f in named] == [("train2.pickle", ("train6.pickle", "train5.pickle")),
                                                    ("train6.pickle", ("train5.pickle",))]
     for bad, match in [((glasses, "train6.pickle", levels, None), None), ((glasses[:2], "least-relaxed", levels, None), "at least 3"),
                        ((glasses, "least-relaxed", None, None), "name the validation glasses"),
                        ((glasses, "least-relaxed", levels, ["train9"]), "not among the glasses"),
-                       ((glasses, "train8.pickle", levels, None), "not among the glasses")]:
+                       ((glasses, "train8.pickle", levels, None), "not among the glasses"),
+                       # one fold folder, run and reference cache for two glasses would mix their fits
+                       (([*glasses[:2], "a/final.xyz", "b/final.xyz"], "train0.pickle", None, None),
+                        "a/final.xyz and b/final.xyz both go by 'final'")]:
         if match is None:  # train6 validating alone leaves its own fold without a validation glass
             with pytest.raises(FoldError, match="no validation glass left"):
                 plan_folds(*bad)

@@ -21,6 +21,7 @@ folds train on the held-out atoms' twins.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 import numpy as np
 
@@ -47,8 +48,9 @@ class Fold:
 
 
 def glass_stem(name: str) -> str:
-    """``train3.pickle`` -> ``train3``: how folds, runs and table rows name a glass."""
-    return name.rsplit("/", 1)[-1].split(".", 1)[0]
+    """``train3.pickle`` -> ``train3``, ``runs/T0.50.extxyz`` -> ``T0.50``: how folds, runs and table
+    rows name a glass (:func:`plan_folds` refuses glasses that share one)."""
+    return PurePath(name).stem
 
 
 def validation_for(held_out: str, rest: list[str], rule: str, levels: dict[str, float] | None) -> tuple[str, ...]:
@@ -97,6 +99,13 @@ def plan_folds(glasses: list[str], rule: str = "least-relaxed", levels: dict[str
     glass's group too."""
     if len(set(glasses)) != len(glasses):
         raise FoldError(f"a glass is named twice in {', '.join(glasses)}")
+    by_stem: dict[str, list[str]] = {}
+    for g in glasses:
+        by_stem.setdefault(glass_stem(g), []).append(g)
+    shared = next((names for names in by_stem.values() if len(names) > 1), None)
+    if shared:  # one fold folder, run and reference cache for two glasses would mix their fits
+        raise FoldError(f"{' and '.join(shared)} both go by {glass_stem(shared[0])!r}, the name of a glass's fold, runs "
+                        "and table rows (its file name without folder and suffix); rename one")
     if len(glasses) < 3:
         raise FoldError(f"leave-one-glass-out needs at least 3 glasses (train, validation, held out); got {len(glasses)}")
     stems = {glass_stem(g): g for g in glasses}
