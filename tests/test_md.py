@@ -245,6 +245,18 @@ def test_barriers_rows_hold_the_accepted_events_of_known_searches(tmp_path, monk
     assert rows["3"]["accepted"] == "2" and rows["7"]["rejected"] == "did not converge;did not converge"
     assert int(rows["3"]["force_calls"]) == 30
 
+    # Rerun after a kill -9 that landed while atom 7's row was being written: only atom 7 is searched
+    # again (atom 3's row stays), and the file ends as an uninterrupted run writes it.
+    full = out.read_text()
+    lines = full.splitlines(keepends=True)
+    out.write_text("".join(lines[:2]) + lines[2][:9])
+    script = iter([None, None, 1.25])
+    assert md_cli.main(["barriers", "--glass", str(glass), "--atoms", "3,7", "--events", "3", "--out", str(out)]) == 0
+    assert out.read_text() == full and next(script, "all used") == "all used"
+    # Another seed into the same file would mix two runs' barriers: refused, the file kept.
+    assert md_cli.main(["barriers", "--glass", str(glass), "--atoms", "3,7", "--events", "3", "--seed", "1", "--out", str(out)]) == 2
+    assert out.read_text() == full
+
 
 def _barriers_csv(path: Path, rows: list[tuple], header: str = "atom,eb_md,eb_mean,eb_min,accepted,events,force_calls,seconds,rejected,eb_events,eb_label_ev") -> str:
     """A barriers CSV as the barriers command writes it; rows are (atom, [accepted barriers], events, label)."""

@@ -107,6 +107,10 @@ def cmd_barriers(args) -> int:
         raise ValueError(f"--atoms: {bad} outside 0..{len(glass) - 1} of {args.glass}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {"glass": str(Path(args.glass).resolve()), "atoms": atoms, "events": args.events, "seed": args.seed,
+                "stat": args.stat, "fmax": args.fmax}
+    done = _finished_barriers(out, settings)  # a rerun continues: each atom's searches have their own seed
+    todo = [a for a in atoms if a not in done]
     with contextlib.ExitStack() as stack:
         f = writer = None
 
@@ -115,18 +119,51 @@ def cmd_barriers(args) -> int:
             if glass.labels is not None:
                 row = {**row, "eb_label_ev": float(glass.labels[row["atom"]])}
             if writer is None:  # the file appears with the first finished atom, not before
-                f = stack.enter_context(open(out, "w", newline=""))
+                f = stack.enter_context(open(out, "a" if done else "w", newline=""))
                 writer = csv.DictWriter(f, list(row))
-                writer.writeheader()
+                if not done:
+                    writer.writeheader()
             writer.writerow(row)
             f.flush()
 
-        rows, info = barriers(glass, atoms, args.events, args.seed, args.stat, args.threads, on_row=save, fmax=args.fmax)
+        new, info = barriers(glass, todo, args.events, args.seed, args.stat, args.threads, on_row=save, fmax=args.fmax) if todo else ([], {})
+    by_atom = {**done, **{r["atom"]: r for r in new}}
+    rows = [by_atom[a] for a in atoms]
+    info = {**info, "atoms": len(atoms), "events_per_atom": args.events, "stat": args.stat, "seed": args.seed, "resumed_atoms": len(done)}
     result = {"glass": args.glass, **info, "out": str(out), "accepted_events": sum(r["accepted"] for r in rows)}
     if glass.labels is not None:
         result.update(_label_scores(rows, {r["atom"]: float(glass.labels[r["atom"]]) for r in rows}))
     print(json.dumps(result), flush=True)
     return 0
+
+
+def _finished_barriers(out: Path, settings: dict) -> dict[int, dict]:
+    """The atoms an earlier run with these ``settings`` finished in ``out`` (atom -> its row's numbers);
+    none for a new ``out``. The settings live beside it (``<out>.settings.json``), and an ``out`` from
+    other settings, or none known, is refused rather than overwritten: it holds hours of searches."""
+    meta = out.with_name(out.name + ".settings.json")
+    if not out.exists():
+        tmp = meta.with_name(meta.name + ".tmp")
+        tmp.write_text(json.dumps(settings))
+        tmp.replace(meta)
+        return {}
+    try:
+        same = json.loads(meta.read_text()) == settings
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        raise ValueError(f"--out {out}: holds barriers of another run (glass, atoms, events, seed, stat or fmax differ, or "
+                         f"{meta.name} is missing); a rerun with the same options continues it: choose another --out")
+    text = out.read_text(encoding="utf-8")
+    if not text.endswith("\n"):  # killed while writing a row: that atom runs again
+        text = text[: text.rfind("\n") + 1]
+        out.write_text(text, encoding="utf-8")
+    try:
+        rows = [{"atom": int(r["atom"]), "accepted": int(r["accepted"]), "eb_mean": float(r["eb_mean"]), "eb_min": float(r["eb_min"])}
+                for r in csv.DictReader(io.StringIO(text, newline=""))]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"--out {out}: not a barriers CSV this command wrote ({e}); choose another --out") from None
+    return {r["atom"]: r for r in rows}
 
 
 def _label_scores(rows: list[dict], labels: dict[int, float]) -> dict:
