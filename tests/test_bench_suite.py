@@ -95,3 +95,27 @@ def test_bench_options_are_checked_in_one_line(capsys, tmp_path):
     (tmp_path / "x.ckpt").write_bytes(b"")
     assert profile.main(["--ckpt_path", str(tmp_path / "x.ckpt"), "--sizes", "1,9"]) == 2
     assert "must be cubes" in capsys.readouterr().err
+
+
+def test_bench_all_refuses_a_missing_checkpoint_before_running_anything(tmp_path, capsys):
+    from mgglass.bench.suite import main
+
+    page = tmp_path / "performance.md"
+    page.write_text("the measured page\n")
+    assert main(["--ckpt_path", str(tmp_path / "typo.ckpt"), "--out", str(page)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "typo.ckpt: no such file" in err[0]
+    assert page.read_text() == "the measured page\n"
+
+
+def test_bench_all_keeps_the_page_when_a_benchmark_fails(tmp_path, monkeypatch, capsys):
+    from mgglass.bench import suite
+
+    monkeypatch.setattr(suite, "bench", lambda name, args, threads, timeout: (f"{name}: out of memory", 0.0, 1))
+    (tmp_path / "x.ckpt").write_text("")
+    page = tmp_path / "performance.md"
+    page.write_text("the measured page\n")
+    assert suite.main(["--ckpt_path", str(tmp_path / "x.ckpt"), "--out", str(page)]) == 1
+    assert page.read_text() == "the measured page\n"
+    assert "latency: out of memory" in (tmp_path / "performance.failed.md").read_text()
+    assert f"{page} kept" in capsys.readouterr().out

@@ -173,6 +173,9 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=None, help="comma-separated model names (default: all)")
     p.add_argument("--timeout", type=float, default=3600)
     args = p.parse_args(argv)
+    if not Path(args.ckpt_path).is_file():  # an hour of benchmarks would run before the page said so
+        print(f"{p.prog}: error: --ckpt_path {args.ckpt_path}: no such file", file=sys.stderr, flush=True)
+        return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_name(out.stem + "_scaling.png")
@@ -210,9 +213,12 @@ def main(argv=None) -> int:
     meta = {"date": time.strftime("%Y-%m-%d"), "commit": git_commit()[:7], "machine": machine(), "torch": torch.__version__,
             "threads": args.threads, "ckpt": args.ckpt_path, "chunk_atoms": args.chunk_atoms,
             "dst_range": min(args.chunk_atoms, DST_RANGE)}
+    ok = bool(sections["latency"] and sections["scaling"])
+    if not ok:  # the page in place keeps its numbers; what failed goes beside it
+        out = out.with_name(f"{out.stem}.failed{out.suffix}")
     out.write_text(render(sections, meta))
-    print(f"wrote {out}", flush=True)
-    return 0 if sections["latency"] and sections["scaling"] else 1
+    print(f"wrote {out}" + ("" if ok else f" (latency or scaling failed; {args.out} kept)"), flush=True)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
