@@ -95,6 +95,25 @@ def test_unusable_storage_is_one_line_error(tmp_path, monkeypatch, capsys):
     assert rc == 2 and len(err.splitlines()) == 1 and "storage: nosuchdb://host/x" in err, err
 
 
+
+def test_a_study_takes_no_other_search(tmp_path, monkeypatch):
+    """Two sweep files of one stem (sweeps/symgnn.yaml, mine/symgnn.yaml) name one study by default: the
+    study remembers its search, so the edited copy is refused instead of mixing its trials in."""
+    from mgglass.sweep.__main__ import _open_study
+    from mgglass.sweep.spec import SweepError, load_spec
+
+    monkeypatch.chdir(ROOT)
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    (tmp_path / "mine").mkdir()
+    original = load_spec(sweep_file(tmp_path, study="s"))
+    assert _open_study(original, url, create=True).user_attrs["mgglass_search"] == original.search()
+    _open_study(load_spec(sweep_file(tmp_path, study="s")), url, create=True)  # the same search continues
+    space = yaml.safe_load((ROOT / SMOKE_SWEEP).read_text())["space"]
+    edited = {**space, "model.net.init_args.dropout": {"type": "float", "low": 0.0, "high": 0.5}}
+    edited_file = sweep_file(tmp_path / "mine", study="s", space=edited, overrides={"trainer.max_epochs": 5})
+    with pytest.raises(SweepError, match=r"study 's' holds another search's trials \(overrides, space differ\)"):
+        _open_study(load_spec(edited_file), url, create=True)
+
 @pytest.mark.parametrize("name", ["symgnn", "schnet", "smoke"])
 def test_shipped_sweeps_parse_with_the_fit_parser(monkeypatch, name):
     """Every key of the shipped search spaces exists with the right type, at both ends of each range."""

@@ -135,6 +135,9 @@ def _int(text: str) -> int:
         raise SweepError(f"command line: --workers: expected an integer or auto, not {text!r}") from None
 
 
+SEARCH_ATTR = "mgglass_search"  # the study's user attribute that holds SweepSpec.search()
+
+
 def _open_study(spec: SweepSpec, url: str, create: bool):
     import optuna
 
@@ -145,12 +148,22 @@ def _open_study(spec: SweepSpec, url: str, create: bool):
         except KeyError:
             raise SweepError(f"storage {url}: no study named {spec.study!r}") from None
     try:
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=spec.study, storage=storage, sampler=build_sampler(spec), pruner=build_pruner(spec.pruner, spec.path),
             direction=spec.direction, load_if_exists=True,
         )
     except ValueError as e:  # e.g. an existing study with another direction
         raise SweepError(f"storage {url}: study {spec.study!r}: {e}") from None
+    # The study's name defaults to the sweep file's stem, so an edited copy elsewhere (mine/symgnn.yaml)
+    # would join the original's trials: a study remembers its search and takes no other.
+    mine, theirs = spec.search(), study.user_attrs.get(SEARCH_ATTR)
+    if theirs is None:  # new, or from before studies remembered
+        study.set_user_attr(SEARCH_ATTR, mine)
+    elif theirs != mine:
+        differ = ", ".join(k for k in mine if mine[k] != theirs.get(k))
+        raise SweepError(f"storage {redact(url)}: study {spec.study!r} holds another search's trials ({differ} differ); "
+                         f"give {spec.path} its own study (study: NAME in the file, or --study NAME)")
+    return study
 
 
 def best_only(spec: SweepSpec, cfg) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,12 @@ class SweepSpec:
     @property
     def best_config_path(self) -> Path:
         return Path(self.best_config or f"experiments/generated/{self.study}-best.yaml")
+
+    def search(self) -> dict[str, Any]:
+        """What makes two sweeps one search (a study holds the trials of one): configs, fixed overrides,
+        space and objective, as JSON values."""
+        return json.loads(json.dumps({"configs": self.configs, "overrides": self.overrides, "space": [asdict(p) for p in self.space],
+                                      "metric": self.metric, "direction": self.direction}, sort_keys=True, default=str))
 
     def storage_url(self, tracking_root: str) -> str:
         return self.storage or f"sqlite:///{tracking_root}/optuna.db"
