@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgglass.data import GlassDataModule
+from mgglass.data import GlassDataModule, glass_names
 from mgglass.data.structure import Glass, read_glass
 from mgglass.md.engine import Engine, MDError, MDUnavailable
 
@@ -79,10 +79,10 @@ class LevelLine:
     @classmethod
     def fit(cls, glasses: list[Glass], key: str, species: list[str]) -> LevelLine:
         points = {}
-        for g in glasses:
+        for g, name in zip(glasses, glass_names([Path(g.source) for g in glasses])):
             if g.labels is None:
                 raise LevelError(f"{g.source}: the level line needs the labels of the glasses the fit saw")
-            points[Path(g.source).name] = (mean_level(g, key), float(np.mean(g.labels)), tuple(fractions(g, species).tolist()))
+            points[name] = (mean_level(g, key), float(np.mean(g.labels)), tuple(fractions(g, species).tolist()))
         slope, intercept = fit_line({n: p[:2] for n, p in points.items()}, key)
         return cls(key, intercept, slope, tuple(species), points)
 

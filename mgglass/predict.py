@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from mgglass.data import GlassDataError
+from mgglass.data import GlassDataError, glass_names
 from mgglass.data.order import in_file_order, ordered_for_prediction
 from mgglass.inference import CHUNK_ATOMS, sampling_encoder
 from mgglass.level import LevelError, LevelLine
@@ -186,19 +186,6 @@ def expand_inputs(items: list[str]) -> list[Path]:
                 out.append(p)
     return out
 
-
-def glass_names(paths: list[Path]) -> list[str]:
-    """The name each input goes by in the outputs (CSV ``glass`` column, extxyz ``glass``, per-glass
-    metrics): its file name, or where inputs share one (``run1/final.extxyz``, ``run2/final.extxyz``),
-    the fewest trailing folders that tell them apart."""
-    parts = [p.resolve().parts for p in paths]
-    names = []
-    for mine in parts:
-        k = 1
-        while k < len(mine) and any(other != mine and other[-k:] == mine[-k:] for other in parts):
-            k += 1
-        names.append("/".join(mine[-k:]))
-    return names
 
 
 def main(argv=None) -> int:

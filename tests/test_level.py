@@ -38,6 +38,11 @@ def test_line_through_the_glasses_means_moves_a_glass_onto_it():
     np.testing.assert_allclose(moved - pred, info["shift_ev"])  # one shift per glass: r unchanged
     assert info["network_mean_ev"] == pytest.approx(pred.mean()) and not info["inside_fitted_range"]
     assert line.shift(pred, -4.47)[1]["inside_fitted_range"]
+    # Glasses of one file name in two folders (members' data roots) are two points, not one.
+    twins = [_glass(1, -4.48, 1.8), _glass(2, -4.47, 1.6), _glass(3, -4.46, 1.3)]
+    for g, src in zip(twins, ("a/g.xyz", "b/g.xyz", "a/h.xyz")):
+        g.source = src
+    assert set(LevelLine.fit(twins, "e", SPECIES).glasses) == {"a/g.xyz", "b/g.xyz", "h.xyz"}
 
 
 def test_line_refuses_what_it_cannot_place():

@@ -370,3 +370,19 @@ def test_compare_prints_one_json_line_per_glass(cuzr_dir, tmp_path):
     assert p.returncode == 0, p.stderr
     row = json.loads(p.stdout.strip().splitlines()[-1])
     assert row["atoms"] == 3000 and row["composition"]["Cu"] == pytest.approx(0.64) and png.stat().st_size > 10_000
+
+
+def test_compare_plots_glasses_of_one_file_name_apart(tmp_path, monkeypatch):
+    """runA/final.extxyz and runB/final.extxyz are two curves (they were one, labelled 'final')."""
+    from mgglass.data import make_glass
+    from mgglass.md import __main__ as md_cli
+
+    paths = []
+    for run, seed in (("runA", 0), ("runB", 1)):
+        (tmp_path / run).mkdir()
+        make_glass(64, seed=seed).to_atoms().write(tmp_path / run / "final.extxyz")
+        paths.append(str(tmp_path / run / "final.extxyz"))
+    plotted = {}
+    monkeypatch.setattr(md_cli, "plot_rdfs", lambda png, glasses: plotted.update(glasses))
+    assert md_cli.main(["compare", *paths, "--png", str(tmp_path / "rdf.png")]) == 0
+    assert sorted(plotted) == ["runA/final", "runB/final"] and plotted["runA/final"] is not plotted["runB/final"]

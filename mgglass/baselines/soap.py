@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgglass.data import read_glass
+from mgglass.data import glass_names, read_glass
 from mgglass.data.download import cache_dir, sha256_file
 
 MODEL = "SOAP+LightGBM"
@@ -113,9 +113,9 @@ def fit_predict(train: list[Path], val: list[Path], test: list[Path], species=("
     )
     model.fit(x_tr, y_tr, eval_X=(x_va,), eval_y=(y_va,), callbacks=[lgb.early_stopping(settings.patience, verbose=False)])
     out = {}
-    for path in test:
+    for path, name in zip(test, glass_names([Path(p) for p in test])):
         x, y = cached_features(path, species, settings)
-        out[Path(path).name] = (y, model.predict(x, num_iteration=model.best_iteration_))
+        out[name] = (y, model.predict(x, num_iteration=model.best_iteration_))
     val_pred = model.predict(x_va, num_iteration=model.best_iteration_)
     info = {"best_iteration": int(model.best_iteration_ or settings.n_estimators), "val_r": float(np.corrcoef(val_pred, y_va)[0, 1]),
             "seconds": time.perf_counter() - t0, "model": MODEL, "seed": seed, **asdict(settings)}

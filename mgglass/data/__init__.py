@@ -7,7 +7,7 @@ flow src -> dst), ``edge_vec`` [E,3] (dst image − src, Å), ``edge_shift`` [E,
 """
 
 from .datamodule import OFFICIAL_SPLIT, GlassDataModule
-from .dataset import glass_to_data, load_graph
+from .dataset import glass_names, glass_to_data, load_graph
 from .errors import GlassDataError
 from .graph import PBCGraph, radius_graph_pbc
 from .structure import Glass, read_glass
@@ -19,6 +19,7 @@ __all__ = [
     "GlassDataError",
     "GlassDataModule",
     "PBCGraph",
+    "glass_names",
     "glass_to_data",
     "load_graph",
     "make_glass",

@@ -109,3 +109,17 @@ def load_graph(
         torch.save({k: data[k] for k in _FIELDS if k in data}, tmp)
         tmp.replace(cached)  # atomic, so concurrent DDP ranks never read half a file
     return data
+
+
+def glass_names(paths: list[Path]) -> list[str]:
+    """The name each glass file of ``paths`` goes by in outputs (``mgglass.predict``'s CSV and metrics, a
+    level line's glasses, the reference's test glasses, RDF plots): its file name, or where files share
+    one (``run1/final.extxyz``, ``run2/final.extxyz``), the fewest trailing folders that tell them apart."""
+    parts = [p.resolve().parts for p in paths]
+    names = []
+    for mine in parts:
+        k = 1
+        while k < len(mine) and any(other != mine and other[-k:] == mine[-k:] for other in parts):
+            k += 1
+        names.append("/".join(mine[-k:]))
+    return names

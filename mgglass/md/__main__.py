@@ -23,11 +23,11 @@ import csv
 import io
 import json
 import sys
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
-from mgglass.data import GlassDataError, read_glass
+from mgglass.data import GlassDataError, glass_names, read_glass
 from mgglass.md.engine import MDError, MDUnavailable
 from mgglass.md.propensity import propensity
 from mgglass.md.quench import quench
@@ -62,9 +62,9 @@ def cmd_quench(args) -> int:
 
 def cmd_compare(args) -> int:
     glasses = {}
-    for path in args.glasses:
-        glasses[Path(path).stem] = _read(path)
-        print(json.dumps({"glass": path, **summary(glasses[Path(path).stem])}), flush=True)
+    for path, name in zip(args.glasses, glass_names([Path(p) for p in args.glasses])):  # runA/final, runB/final
+        glasses[str(PurePath(name).with_suffix(""))] = glass = _read(path)
+        print(json.dumps({"glass": path, **summary(glass)}), flush=True)
     if args.png:
         plot_rdfs(Path(args.png), glasses)
     return 0
