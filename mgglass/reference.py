@@ -39,6 +39,12 @@ PROG = "mgglass.reference"
 METRICS = ("val_r", "test_r", "test_r2", "test_mae")  # logged per seed under the fit's names (val/r, ...)
 
 
+def _split_of(params: dict) -> dict[str, str]:
+    """A reference run's glasses per split (runs before 2026-12-05 logged the training glasses only, and
+    the validation and test glasses were the official split's: ``make reference``)."""
+    return {k: params.get(f"data.{k}", json.dumps(list(OFFICIAL_SPLIT[k]))) for k in ("train", "val", "test")}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n", 1)[1])
     p.add_argument("--seeds", default="0", help="comma-separated LightGBM seeds, one run each (default 0)")
@@ -71,10 +77,19 @@ def main(argv=None) -> int:
     client = open_client(uri)
     exp = experiment_id(client, uri, args.experiment)
     results, identity = [], json.dumps(asdict(settings), sort_keys=True)
+    glasses = {k: json.dumps([f.name for f in split[k]]) for k in ("train", "val", "test")}
     for seed in seeds:
         name = f"{args.name}-s{seed}"
         earlier = client.search_runs([exp], filter_string=f"attributes.run_name = '{name}'")
-        done = [r for r in earlier if r.info.status == "FINISHED" and r.data.params.get("settings") == identity]
+        finished = [r for r in earlier if r.info.status == "FINISHED"]
+        other = next((r for r in finished if _split_of(r.data.params) != glasses), None)
+        if other is not None:  # the report pools a name's runs as one row: one name, one split
+            theirs = _split_of(other.data.params)
+            differ = ", ".join(f"{k} {', '.join(json.loads(theirs[k]))}" for k in glasses if theirs[k] != glasses[k])
+            print(f"{PROG}: error: --name {args.name}: its run {name} was on other glasses ({differ}); give this split "
+                  "its own --name", file=sys.stderr)
+            return 2
+        done = [r for r in finished if r.data.params.get("settings") == identity]
         if done:
             print(f"{PROG}: {name}: finished before (run {done[0].info.run_id}); not run again", file=sys.stderr, flush=True)
             results.append({"seed": seed, "run_id": done[0].info.run_id, **{k: stored_metric(done[0].data.metrics, k) for k in METRICS}})
@@ -86,7 +101,8 @@ def main(argv=None) -> int:
                                                           "mlflow.note.content": "descriptor reference, official split"})
         rid = run.info.run_id
         client.log_param(rid, "settings", identity)
-        client.log_param(rid, "data.train", json.dumps([f.name for f in split["train"]]))
+        for k, names in glasses.items():
+            client.log_param(rid, f"data.{k}", names)
         try:
             out, info = fit_predict(split["train"], split["val"], split["test"], settings=settings, seed=seed)
         except (ReferenceError, GlassDataError) as e:

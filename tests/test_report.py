@@ -203,6 +203,11 @@ def test_descriptor_reference_runs_are_rows_of_the_table(tmp_path, monkeypatch):
     q = run_cli("mgglass.reference", args, tmp_path)
     assert q.returncode == 0 and q.stderr.count("not run again") == 2, q.stderr[-2000:]
     assert json.loads(q.stdout.strip().splitlines()[-1])["runs"] == runs  # the finished runs' own numbers, same keys
+    # Another test glass under the same name would have been answered by these runs' numbers: refused.
+    other = [*args[:6], "--test", "c.xyz,d.xyz", *args[8:]]
+    o = run_cli("mgglass.reference", other, tmp_path)
+    err = o.stderr.strip().splitlines()
+    assert o.returncode == 2 and len(err) == 1 and "soap-lgbm-s0 was on other glasses (test d.xyz)" in err[0], o.stderr[-2000:]
     client = open_client(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     (row,) = table_rows(collect(client, [client.get_experiment_by_name("smoke").experiment_id]))
     assert row["model"] == "SOAP+LightGBM" and row["group"] == "soap-lgbm" and row["n"] == 2
