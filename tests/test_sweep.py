@@ -75,6 +75,7 @@ def test_bad_search_space_is_one_line_error_before_any_trial(tmp_path, monkeypat
         ({"sampler": {"name": "tpe", "bogus": 1}}, "sampler: tpe"),
         ({"trials": None, "timeout": None}, "needs a budget"),
         ({"colour": "blue"}, "unknown field(s) ['colour']"),
+        ({"best_config": "experiments/smoke.yaml"}, "best_config: experiments/smoke.yaml is one of its configs"),
     ],
 )
 def test_bad_sweep_fields_are_one_line_errors(tmp_path, monkeypatch, capsys, fields, expected):

@@ -244,6 +244,10 @@ def _check_numbers(spec: SweepSpec) -> None:
         raise spec.fail("accelerator", f"expected auto, gpu or cpu, not {spec.accelerator!r}")
     if spec.grace_period <= spec.heartbeat_interval:
         raise spec.fail("grace_period", "must exceed heartbeat_interval")
+    best = spec.best_config_path.resolve()
+    if best in {Path(c).resolve() for c in spec.configs} | {spec.path.resolve()}:  # written over at every completed trial
+        raise spec.fail("best_config", f"{spec.best_config_path} is {'this sweep file' if best == spec.path.resolve() else 'one of its configs'}; "
+                        "the best trial is written there: choose another file")
 
 
 def _construct(module, table: dict[str, str], conf: dict, what: str, path: Path, extra: dict | None = None):
