@@ -201,10 +201,13 @@ def test_explain_writes_artifacts_and_a_child_run(fitted, tmp_path):
     args = ["--ckpt_path", str(fitted["ckpt"]), "--glass", str(fitted["glass"]), "--select", "centre", "--n", "3",
             "--explainer.epochs", "30", "--analysis.group_size", "8", "--out", str(out),
             "--tracking_root", str(fitted["root"])]
+    (out / "neighbourhoods").mkdir(parents=True)
+    (out / "neighbourhoods" / "atom_899.extxyz").write_text("an earlier run's atom\n")  # --out reused
     p = run_cli("mgglass.explain", args, fitted["root"])
     assert p.returncode == 0, p.stderr[-2000:]
     result = json.loads(p.stdout.strip().splitlines()[-1])
     summary = json.loads((out / "summary.json").read_text())
+    assert sorted(f.name for f in (out / "neighbourhoods").iterdir()) == sorted(f"atom_{a}.extxyz" for a in summary["atoms"])
     # the default 10-Å homology ball does not fit this 24.7-Å box: fitted to it and said so
     assert "ph_radius 10.0 Å does not fit this glass" in p.stderr and summary["analysis"]["ph_radius"] < 8.3
     assert len(summary["atoms"]) == 3 and summary["seconds_per_atom"] > 0

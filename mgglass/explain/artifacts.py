@@ -57,6 +57,8 @@ def write_neighbourhoods(folder: Path, data, explained, species: list[str]) -> N
     from ase.io import write
 
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in set(folder.glob("atom_*.extxyz")) - {folder / f"atom_{ex.atom}.extxyz" for ex in explained}:
+        stale.unlink()  # an earlier run's atoms in a reused --out would read as (and be logged as) this run's
     for ex in explained:
         sub = ex.sub
         atoms = Atoms(symbols=[species[s] for s in sub.species.numpy()], positions=ex.rel + data.pos[ex.atom].double().numpy())
