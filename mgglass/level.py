@@ -47,7 +47,12 @@ def mean_level(glass: Glass, key: str) -> float:
         has = ", ".join(sorted(glass.extras)) or "none"
         raise LevelError(f"{glass.source}: no per-atom array {key!r} to set the level from (per-atom arrays: {has}); "
                          f"--level {EAM} computes energies with the md extra")
-    return float(glass.extras[key].mean())
+    values = np.asarray(glass.extras[key], dtype=float)
+    if values.shape != (len(glass),):  # a pickle's arrays are not checked against the atoms when read
+        raise LevelError(f"{glass.source}: per-atom array {key!r} has shape {values.shape}, not one value for each of its {len(glass)} atoms")
+    if not np.isfinite(values).all():
+        raise LevelError(f"{glass.source}: per-atom array {key!r} has {int((~np.isfinite(values)).sum())} values that are not finite")
+    return float(values.mean())
 
 
 def fractions(glass: Glass, species: list[str]) -> np.ndarray:

@@ -56,6 +56,13 @@ def test_line_refuses_what_it_cannot_place():
     del bare.extras["e"]
     with pytest.raises(LevelError, match=r"g6.xyz: no per-atom array 'e'"):
         line.level_of(bare)
+    short, holed = _glass(8, -4.47, 1.0), _glass(9, -4.47, 1.0)
+    short.extras["e"] = short.extras["e"][:10]  # a pickle's 'pot' of another glass: its mean was taken
+    holed.extras["e"][3] = np.nan  # one NaN made every moved prediction NaN
+    with pytest.raises(LevelError, match=r"g8.xyz: per-atom array 'e' has shape \(10,\), not one value for each of its 64 atoms"):
+        line.level_of(short)
+    with pytest.raises(LevelError, match=r"g9.xyz: per-atom array 'e' has 1 values that are not finite"):
+        line.level_of(holed)
     with pytest.raises(LevelError, match="two levels at least"):
         LevelLine.fit([_glass(1, -4.47, 1.8), _glass(2, -4.47, 1.6)], "e", SPECIES)
     unlabelled = _glass(7, -4.46, 1.0)
