@@ -4,6 +4,7 @@ glass's own r."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -38,7 +39,12 @@ def pooled_metrics(y, p) -> dict[str, float]:
     predictions ``p``: the same torchmetrics as the task, for tests, predictions and benchmarks."""
     # This process's arrays only: no DDP sync, which would wait for ranks that never call this.
     metrics = split_metrics(sync_on_compute=False).set_dtype(torch.float64)
-    metrics.update(torch.as_tensor(p, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64))
+    p, y = torch.as_tensor(p, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    if y.numel() < 2:  # a one-atom glass: no correlation or R² (torchmetrics raises), errors still
+        err = (p - y).abs()
+        return {"r": math.nan, "r2": math.nan, "mae": float(err.mean()) if len(err) else math.nan,
+                "rmse": float(err.pow(2).mean().sqrt()) if len(err) else math.nan, "spearman": math.nan}
+    metrics.update(p, y)
     return {k: float(v) for k, v in metrics.compute().items()}
 
 

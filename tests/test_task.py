@@ -151,6 +151,9 @@ def test_pooled_metrics_are_the_fit_metrics_in_numpy_terms():
     assert m["mae"] == pytest.approx(np.mean(np.abs(y - p)), abs=1e-9)
     assert m["rmse"] == pytest.approx(np.sqrt(np.mean((y - p) ** 2)), abs=1e-9)
     assert -1 <= m["spearman"] <= 1
+    # A one-atom glass (mgglass.predict on any file): errors, and no correlation instead of a traceback.
+    one = pooled_metrics([1.0], [1.5])
+    assert one["mae"] == one["rmse"] == pytest.approx(0.5) and all(np.isnan(one[k]) for k in ("r", "r2", "spearman"))
 
 
 def _aux_net():
