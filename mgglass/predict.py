@@ -41,7 +41,7 @@ from mgglass.inference import CHUNK_ATOMS, sampling_encoder
 from mgglass.level import LevelError, LevelLine
 from mgglass.metrics import pooled_metrics
 from mgglass.outputs import to_atoms, write_predictions
-from mgglass.runtime import keep_freed_memory, quiet_warnings
+from mgglass.runtime import OutputError, keep_freed_memory, output_dir, quiet_warnings
 from mgglass.task import (
     EnsembleTask,
     PredictError,
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     quiet_warnings()
     try:
         return _predict(args)
-    except PredictError as e:
+    except (PredictError, OutputError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         return 2
 
@@ -224,6 +224,7 @@ def _predict(args) -> int:
     if output.suffix not in (".extxyz", ".xyz"):
         raise PredictError(f"--output {output}: expected an .extxyz file name")
     inputs = expand_inputs(args.input)
+    output_dir(output.parent, "--output")
     if output.resolve() in {p.resolve() for p in inputs}:
         raise PredictError(f"--output {output}: is also an input glass (named, or in a folder or pattern given to --input); "
                            "writing it would replace that glass")

@@ -23,6 +23,7 @@ import numpy as np
 from mgglass.data import glass_to_data, read_glass
 from mgglass.data.safe_pickle import safe_load
 from mgglass.models import model_class
+from mgglass.runtime import OutputError, output_dir
 from mgglass.tracking import git_commit, open_client, stored_history, stored_metric
 
 PROG = "mgglass.report"
@@ -381,6 +382,15 @@ def main(argv=None) -> int:
                    help="an earlier results page (e.g. docs/results.md): keep its rows of run groups this store does not "
                         "hold, pool its seeds with the store's where they differ, keep its MD row unless --propensity")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out)
+    if out.suffix != ".md":  # the page replaces whatever --out names
+        print(f"{PROG}: error: --out {out}: expected a Markdown page (.md)", file=sys.stderr)
+        return 2
+    try:
+        output_dir(out.parent, "--out")
+    except OutputError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     uri = args.tracking_uri or f"sqlite:///{args.tracking_root}/mlflow.db"
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         print(f"{PROG}: error: no MLflow store at {uri}", file=sys.stderr)
@@ -403,8 +413,6 @@ def main(argv=None) -> int:
         return 2
     rows, n_kept = merge_page(rows, kept, records) if kept else (rows, 0)
     text = render(rows, physical, uri, len(records), git_commit(), md, kept, n_kept)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(json.dumps({"out": str(out), "runs": len(records), "rows": len(rows), "from_page": n_kept}))
     return 0

@@ -1,5 +1,6 @@
 """Process-wide settings the entry points apply before any work (``fit``, ``test``, ``validate``, ``bench``,
-``predict``, ``explain``): glibc's allocator, and the library warnings that only clutter a log.
+``predict``, ``explain``): glibc's allocator, the library warnings that only clutter a log, and the
+output folder made before the work whose results it holds.
 
 glibc serves every allocation above ~32 MB with a fresh ``mmap`` and returns it to the kernel on
 free, so each [edges, channels] activation (33–266 MB per 8000-atom glass) is page-faulted in anew
@@ -57,3 +58,20 @@ def quiet_warnings() -> None:
         ".*recommended to use `Trainer.devices=1`.*",  # our sampler never repeats a glass across ranks
     ):
         warnings.filterwarnings("ignore", pattern)
+
+
+class OutputError(ValueError):
+    """An output that cannot be written where asked, said in one line."""
+
+
+def output_dir(path, option: str):
+    """``path`` (a folder) made now with its parents, before the work whose results go there: a folder
+    that cannot be made is one line naming ``option``, not a traceback after minutes of work."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{option} {path}: cannot make this folder ({e.strerror or e})") from None
+    return path

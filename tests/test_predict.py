@@ -313,6 +313,11 @@ def test_predict_refuses_an_output_that_is_an_input(tmp_path, capsys, named):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and f"--output {glass}: is also an input glass" in err[0], err
     assert glass.read_text() == "the user's glass\n"
+    # A folder that cannot be made (its parent is a file): one line before anything is loaded, not a
+    # traceback after the prediction.
+    code = main(["--ckpt_path", str(tmp_path / "never-read.ckpt"), "--input", str(glass), "--output", str(glass / "out.extxyz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"--output {glass}: cannot make this folder" in err[0], err
 
 def test_predict_bad_glass_file_is_a_one_line_error_and_writes_nothing(smoke, tmp_path):
     (tmp_path / "broken.extxyz").write_text("3\nnot an extxyz header\nCu 0 0\n")

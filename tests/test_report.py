@@ -175,6 +175,18 @@ def test_report_without_store_is_one_line_error(tmp_path):
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "no MLflow store" in p.stderr
 
 
+@pytest.mark.parametrize("out, expected", [("glass.pickle", "expected a Markdown page (.md)"), ("file/r.md", "cannot make this folder")])
+def test_report_refuses_an_out_it_cannot_or_should_not_write(tmp_path, capsys, out, expected):
+    from mgglass.report import main
+
+    (tmp_path / "glass.pickle").write_bytes(b"a user's glass")
+    (tmp_path / "file").write_text("")
+    assert main(["--tracking_root", str(tmp_path / "none"), "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert (tmp_path / "glass.pickle").read_bytes() == b"a user's glass"
+
+
 def test_physical_baselines_on_the_released_test_glass(cuzr_dir):
     from mgglass.report import physical_baselines
 

@@ -15,6 +15,7 @@ from mgglass.data import GlassDataError
 from mgglass.inference import predict_glass
 from mgglass.metrics import pooled_metrics
 from mgglass.outputs import to_atoms, write_predictions, write_split_outputs
+from mgglass.runtime import OutputError, output_dir
 from mgglass.task import (
     PredictError,
     load_models,
@@ -88,6 +89,11 @@ def evaluate_main(stage: str, argv=None) -> int:
     for ckpt in ckpts:
         if not Path(ckpt).is_file():
             return fail(prog, f"ckpt_path: {ckpt}: no such checkpoint")
+    if out_dir:
+        try:
+            output_dir(out_dir, "--out")
+        except OutputError as e:
+            return fail(prog, str(e))
     split = "val" if stage == "validate" else "test"
     member_data = [_saved_data(c) for c in ckpts] if len(ckpts) > 1 else []  # the members' own data sections
     problem = _ensemble_split_problem(argv, member_data, split) if member_data else None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mgglass.data import GlassDataModule, load_graph
 from mgglass.inference import predict_glass
-from mgglass.runtime import quiet_warnings
+from mgglass.runtime import output_dir, quiet_warnings
 from mgglass.task import graph_settings, load_task, read_graph, resolve_device
 from mgglass.tracking import read_run_file, resolve_run
 
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     except _Fail as e:
         msg = str(e)
     except Exception as e:  # jsonargparse raises its own error types for bad options and files
-        if type(e).__name__ not in ("ArgumentError", "ExplainError", "ValueError", "GlassDataError", "PredictError"):
+        if type(e).__name__ not in ("ArgumentError", "ExplainError", "ValueError", "GlassDataError", "PredictError", "OutputError"):
             raise
         msg = " ".join(str(e).split())
     print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
@@ -127,7 +127,7 @@ def _explain(args) -> int:
     analysis = fit_to_glass(AnalysisSettings(**args.analysis.as_dict()), data)
     run_info = read_run_file(ckpt.parent) if args.mlflow else None
     name = (run_info or {}).get("run_name") or ckpt.parent.name
-    out = Path(args.out) if args.out else Path(args.tracking_root) / "explanations" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = output_dir(Path(args.out) if args.out else Path(args.tracking_root) / "explanations" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", "--out")
 
     bar = tqdm(total=len(atoms), desc=f"{PROG}: explaining", unit="atom", file=sys.stderr, mininterval=1.0)
     explained = explain_atoms(task, data, atoms, settings, analysis, args.seed, progress=lambda *_: bar.update())

@@ -234,6 +234,8 @@ def cmd_pool(args) -> int:
             labels[atom] = label
         rows.append(row)
     out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; name the CSV to write")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", newline="") as f:
@@ -296,6 +298,9 @@ def main(argv=None) -> int:
         return commands[args.command](args)
     except (ValueError, GlassDataError, MDUnavailable, MDError) as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as e:  # an output that cannot be written (a folder that cannot be made, a folder named as a file)
+        print(f"{PROG}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr, flush=True)
         return 2
 
 
