@@ -298,6 +298,12 @@ def test_validate_and_test_entry_points_on_best_checkpoint(smoke, capsys, monkey
     assert got["val_r"] == pytest.approx(max(h.value for h in hist), rel=1e-5)
     mae = {h.step: h.value for h in c.get_metric_history(rid, ui_name("val_mae"))}
     assert got["val_mae"] == pytest.approx(mae[best_epoch], rel=1e-5)
+    # A file that is no checkpoint, with a --config: one line (it was the Trainer's traceback).
+    bad = Path(smoke["root"]) / "notes.ckpt"
+    bad.write_text("not a checkpoint")
+    assert evaluate_main("test", ["--ckpt_path", str(bad), "--config", SMOKE]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "notes.ckpt: not a loadable mgglass checkpoint" in err[0], err
     assert evaluate_main("test", ["--ckpt_path", str(ckpt / "missing.ckpt")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
 

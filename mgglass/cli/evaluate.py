@@ -19,6 +19,7 @@ from mgglass.runtime import OutputError, output_dir
 from mgglass.task import (
     PredictError,
     load_models,
+    load_task,
     predictive_std,
     score_members,
     uncertainty_scores,
@@ -73,7 +74,12 @@ def evaluate_main(stage: str, argv=None) -> int:
     a parity plot. Several checkpoints, or the run of an ensemble, are scored as their ensemble
     (mean prediction; ``eb_std`` the members' spread, with how it ranks the errors)."""
     prog = f"mgglass.{stage}"
-    argv, out_dir = _pop_option(list(sys.argv[1:] if argv is None else argv), "--out")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: python -m {prog} (--ckpt_path CKPT [CKPT ...] | --run RUN_ID [...]) [--config FILE ...] [--out DIR]\n\n"
+              + " ".join(evaluate_main.__doc__.split("\n", 1)[1].split()) + "\n\nOther options are the fit's (python -m mgglass.fit --help).")
+        return 0
+    argv, out_dir = _pop_option(argv, "--out")
     argv, ckpts = _pop_all(argv, "--ckpt_path")
     argv, runs = _pop_all(argv, "--run")
     residual = None  # a calibrated ensemble run's s: its eb_sigma is scored too
@@ -89,6 +95,11 @@ def evaluate_main(stage: str, argv=None) -> int:
     for ckpt in ckpts:
         if not Path(ckpt).is_file():
             return fail(prog, f"ckpt_path: {ckpt}: no such checkpoint")
+    if len(ckpts) == 1:  # an ensemble's members are loaded, and checked, as it is built
+        try:
+            load_task(Path(ckpts[0]), "cpu")  # a file that is no mgglass checkpoint: one line, not the Trainer's traceback
+        except PredictError as e:
+            return fail(prog, str(e))
     if out_dir:
         try:
             output_dir(out_dir, "--out")
