@@ -119,3 +119,15 @@ def test_bench_all_keeps_the_page_when_a_benchmark_fails(tmp_path, monkeypatch, 
     assert page.read_text() == "the measured page\n"
     assert "latency: out of memory" in (tmp_path / "performance.failed.md").read_text()
     assert f"{page} kept" in capsys.readouterr().out
+
+
+def test_bench_commands_turn_a_bad_checkpoint_or_glass_into_one_line(tmp_path, capsys):
+    from mgglass.bench.__main__ import main
+
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    assert main(["latency", "--ckpt_path", str(tmp_path / "notes.ckpt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mgglass.bench latency: error:") and "not a loadable mgglass checkpoint" in err[0]
+    assert main(["graph", "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such file" in err[0]

@@ -335,3 +335,12 @@ def test_latency_benchmark_reports_end_to_end_and_model_times(smoke, tmp_path):
     out = json.loads(p.stdout.strip().splitlines()[-1])
     # Both times are reported; how they compare is the benchmark's business (a loaded machine reorders them).
     assert out["atoms"] == 64 and out["edges"] > 0 and out["end_to_end_s"] > 0 and out["model_only_s"] > 0
+
+
+def test_a_device_that_is_no_device_is_named_as_such():
+    from mgglass.task import PredictError, resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    for bad in ("bogus", "cpu:0", "cuda:x"):  # it was passed on, and the checkpoint blamed
+        with pytest.raises(PredictError, match=f"--device {bad}: expected auto, cpu, cuda or cuda:N"):
+            resolve_device(bad)

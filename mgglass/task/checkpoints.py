@@ -53,6 +53,9 @@ def resolve_device(name: str) -> str:
     """``auto`` -> cuda when there is a GPU, else cpu; a CUDA device that is not there is refused."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+        raise PredictError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise PredictError(f"--device {name}: no CUDA device is available")
     return name
