@@ -140,3 +140,14 @@ def test_cli_error_is_one_line_and_nonzero(tmp_path):
     assert r.returncode != 0
     assert r.stderr.strip().count("\n") == 0 and "evil.pickle" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("cutoff", ["nan", "inf", "-1", "0"])
+def test_cli_refuses_a_cutoff_that_is_no_length(tmp_path, capsys, cutoff):
+    from mgglass.data import make_glass
+    from mgglass.data.__main__ import main
+
+    make_glass(64, seed=0).to_atoms().write(tmp_path / "g.extxyz")
+    assert main([str(tmp_path / "g.extxyz"), "--cutoff", cutoff]) == 2  # nan and inf were tracebacks, -1 "0 edges/atom"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cutoff must be a positive number of Å" in err[0]

@@ -320,6 +320,16 @@ def test_pool_refuses_what_would_bias_the_pool(tmp_path, capsys):
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("mgglass.md: error:"), lines
         assert not out.exists()
+    (tmp_path / "folder").mkdir()
+    for args, needle in ((["pool", a, "--out", str(tmp_path / "folder")], "is a folder"),
+                         (["pool", a, "--out", str(tmp_path / "a.csv" / "p.csv")], "a.csv"),  # under a file: no such folder
+                         (["barriers", "--glass", a, "--n", "-1", "--out", str(out)], "--n must be at least 1, not -1"),
+                         (["barriers", "--glass", a, "--events", "0", "--out", str(out)], "--events must be at least 1"),
+                         (["barriers", "--glass", a, "--fmax", "0", "--out", str(out)], "--fmax must be a positive force")):
+        assert md_cli.main(args) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("mgglass.md: error:"), lines
+        assert not out.exists()
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):

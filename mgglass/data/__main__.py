@@ -27,9 +27,9 @@ def main(argv=None) -> int:
             graph = None
             if args.format is None:
                 graph = glass_to_data(g, args.cutoff, species)
-        except GlassDataError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        except (GlassDataError, ValueError) as e:  # a bad file, or a --cutoff that is no length
+            print(f"python -m mgglass.data: error: {e}", file=sys.stderr)
+            return 2
         counts = {s: g.symbols.count(s) for s in sorted(set(g.symbols))}
         volume = abs(np.linalg.det(g.cell))
         parts = [f"{path}: {len(g)} atoms", " ".join(f"{s}{n}" for s, n in counts.items()), f"V={volume:.1f} Å^3"]

@@ -125,6 +125,8 @@ def radius_graph_pbc(positions: torch.Tensor, cell: torch.Tensor, cutoff: float,
     """
     if positions.ndim != 2 or positions.shape[1] != 3:
         raise ValueError(f"positions must be [N, 3], got {tuple(positions.shape)}")
+    if not (math.isfinite(cutoff) and cutoff > 0):
+        raise ValueError(f"cutoff must be a positive number of Å, not {cutoff}")
     cell = cell.to(positions)
     n = positions.shape[0]
     reach = _image_counts(cell, cutoff).tolist()

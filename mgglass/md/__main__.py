@@ -94,6 +94,11 @@ def cmd_propensity(args) -> int:
 
 
 def cmd_barriers(args) -> int:
+    for name in ("n", "events", "threads"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, not {getattr(args, name)}")
+    if not (args.fmax > 0):
+        raise ValueError(f"--fmax must be a positive force (eV/Å), not {args.fmax}")
     glass = _read(args.glass)
     if args.atoms:
         try:
