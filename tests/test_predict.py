@@ -344,3 +344,12 @@ def test_a_device_that_is_no_device_is_named_as_such():
     for bad in ("bogus", "cpu:0", "cuda:x"):  # it was passed on, and the checkpoint blamed
         with pytest.raises(PredictError, match=f"--device {bad}: expected auto, cpu, cuda or cuda:N"):
             resolve_device(bad)
+
+
+def test_a_run_looked_up_where_there_is_no_store_creates_none(tmp_path):
+    from mgglass.task import PredictError
+    from mgglass.tracking import resolve_checkpoints
+
+    with pytest.raises(PredictError, match="run deadbeef: not found: no run folders .* and no MLflow store"):
+        resolve_checkpoints("deadbeef", str(tmp_path / "none"))
+    assert not (tmp_path / "none").exists()  # opening the store made the folder and an empty mlflow.db

@@ -34,6 +34,8 @@ def resolve_checkpoints(run_id: str, tracking_root: str = "mlruns", tracking_uri
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri or f"sqlite:///{tracking_root}/mlflow.db"
+    if tracking_uri is None and not Path(tracking_root, "mlflow.db").is_file():  # opening it would create an empty store
+        raise PredictError(f"run {run_id}: not found: no run folders under {tracking_root}/checkpoints and no MLflow store {uri}")
     try:
         client = open_client(uri)
         run = client.get_run(run_id)
