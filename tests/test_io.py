@@ -122,6 +122,10 @@ def test_missing_corrupt_empty_and_count_mismatch(tmp_path):
     short.write_bytes(pickle.dumps(d))
     with pytest.raises(GlassDataError, match="short.pickle: 3 labels for 4 atoms"):
         read_glass(short)
+    flat = tmp_path / "flat.pickle"  # [6, 2] positions: read as [4, 3], they gave another glass's shape
+    flat.write_bytes(pickle.dumps({**d, "positions": np.ones((6, 2)), "trajectory_start_velocities": np.ones(4)}))
+    with pytest.raises(GlassDataError, match=r"flat.pickle: positions have shape \(6, 2\), expected \(4, 3\)"):
+        read_glass(flat)
     g = Glass(np.ones((2, 3)), np.array([29, 40]), np.eye(3) * 5, None)
     assert g.validate(periodic=True) is g
 

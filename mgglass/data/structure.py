@@ -132,8 +132,11 @@ def _read_symgnn_pickle(path: Path) -> Glass:
     if box.shape != (3,):
         raise GlassDataError(path, f"box has shape {box.shape}, expected (3,)")
     labels = d.get(PICKLE_LABEL_KEY)
+    positions = np.asarray(d["positions"], dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != 3:  # reshaped, an [N, 2] array read as another atom count
+        raise GlassDataError(path, f"positions have shape {positions.shape}, expected ({len(types)}, 3)")
     return Glass(
-        positions=np.asarray(d["positions"], dtype=np.float64).reshape(-1, 3),
+        positions=positions,
         numbers=numbers,
         cell=np.diag(box),
         labels=None if labels is None else np.asarray(labels, dtype=np.float64).reshape(-1),
