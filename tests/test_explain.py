@@ -246,6 +246,7 @@ def test_explain_writes_artifacts_and_a_child_run(fitted, tmp_path):
         (["--select", "middle"], "--select must be one of"),
         (["--glass", "nope.extxyz"], "--glass nope.extxyz: no such file"),
         (["--explainer.epochs", "0"], "--explainer.epochs must be positive"),
+        (["--analysis.bin_width", "-1"], "--analysis.bin_width must be positive"),  # failed after the explanation
         (["--no_such_option", "1"], "error"),
     ],
 )

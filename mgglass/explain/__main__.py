@@ -109,7 +109,7 @@ def _explain(args) -> int:
         raise _Fail("give exactly one of --run and --ckpt_path")
     if args.atoms is None and args.select not in SELECTIONS:
         raise _Fail(f"--select must be one of {', '.join(SELECTIONS)}, not {args.select!r}")
-    for name in ("n", "explainer.epochs", "analysis.group_size"):
+    for name in ("n", "explainer.epochs", "analysis.group_size", "analysis.ph_radius", "analysis.bin_width"):
         if args[name] <= 0:
             raise _Fail(f"--{name} must be positive, not {args[name]}")
     ckpt = resolve_run(args.run, args.tracking_root, args.tracking_uri) if args.run else Path(args.ckpt_path)
