@@ -189,12 +189,16 @@ def propensity_baseline(path: Path) -> dict:
     """Pearson r of −propensity with the EB from ``python -m mgglass.md propensity``'s CSV."""
     import csv
 
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "eb_ev" not in rows[0]:
-        raise ValueError(f"{path}: not a propensity CSV of a labelled glass (needs propensity_a2 and eb_ev columns)")
-    prop = np.array([float(r["propensity_a2"]) for r in rows])
-    eb = np.array([float(r["eb_ev"]) for r in rows])
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        prop = np.array([float(r["propensity_a2"]) for r in rows])
+        eb = np.array([float(r["eb_ev"]) for r in rows])
+    except (UnicodeDecodeError, KeyError, TypeError, ValueError):
+        rows = []
+    if len(rows) < 3 or not (np.isfinite(prop).all() and np.isfinite(eb).all()):  # r of fewer atoms is no baseline
+        raise ValueError(f"{path}: not a propensity CSV of a labelled glass (needs propensity_a2 and eb_ev columns, "
+                         "finite, over 3 atoms or more)")
     return {"r": float(np.corrcoef(-prop, eb)[0, 1]), "what": f"{len(rows)} atoms, {path.name}"}
 
 
@@ -211,7 +215,10 @@ def page_rows(page: Path) -> dict:
 
     An MLflow store lives on one machine, and a clean clone has none; the page is what survives.
     """
-    text = page.read_text()
+    try:
+        text = page.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{page}: not a results page of {PROG} (not text)") from None
     lines = text.splitlines()
     header = next((i for i, line in enumerate(lines) if line.startswith("| model | run group")), None)
     if header is None:

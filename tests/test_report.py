@@ -154,6 +154,16 @@ def test_propensity_csv_gives_the_md_row(tmp_path):
     (tmp_path / "bad.csv").write_text("atom,species,propensity_a2\n0,Cu,0.1\n")
     with pytest.raises(ValueError, match="bad.csv"):
         propensity_baseline(tmp_path / "bad.csv")
+    # One atom gave r = nan in the MD row; a binary file, a decoding error that named no file.
+    (tmp_path / "one.csv").write_text("atom,species,propensity_a2,eb_ev\n0,Cu,0.1,2.0\n")
+    (tmp_path / "glass.pickle").write_bytes(bytes(range(256)))
+    for name in ("one.csv", "glass.pickle"):
+        with pytest.raises(ValueError, match=f"{name}: not a propensity CSV"):
+            propensity_baseline(tmp_path / name)
+    from mgglass.report import page_rows
+
+    with pytest.raises(ValueError, match="glass.pickle: not a results page"):
+        page_rows(tmp_path / "glass.pickle")
 
 
 def test_report_reads_the_smoke_fit(tmp_path_factory, tmp_path):
