@@ -311,11 +311,14 @@ def test_pool_refuses_what_would_bias_the_pool(tmp_path, capsys):
     binary.write_bytes(bytes(range(256)))
     bad = tmp_path / "bad.csv"
     bad.write_text(Path(a).read_text().replace("2.000000", "two"))
+    negative = tmp_path / "negative.csv"
+    negative.write_text(Path(a).read_text().replace("2.000000", "-5.0"))  # was pooled into eb_md
     out = tmp_path / "pooled.csv"
     for args, needle in (([a, a], "named twice"), ([a, again], "again.csv and " + a + ": atom 3 has the same barriers"),
                          ([a, other], "different glasses"), ([a, old], "old.csv: not a barriers CSV"),
                          ([a, str(bad)], "bad.csv, line 3:"), ([a, str(tmp_path / "none.csv")], "none.csv: no such file"),
-                         ([empty], "empty.csv: no atoms"), ([a, str(binary)], "binary.csv: not a text file")):
+                         ([empty], "empty.csv: no atoms"), ([a, str(binary)], "binary.csv: not a text file"),
+                         ([a, str(negative)], "negative.csv, line 3: eb_events holds -5.0, not a barrier")):
         assert md_cli.main(["pool", *args, "--out", str(out)]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("mgglass.md: error:"), lines

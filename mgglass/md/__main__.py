@@ -209,6 +209,9 @@ def _read_barriers_csv(path: str) -> list[dict]:
                              "label": float(r["eb_label_ev"]) if r.get("eb_label_ev") not in (None, "") else None})
             except ValueError as e:
                 raise ValueError(f"{path}, line {line}: {e}") from None
+            wrong = [b for b in rows[-1]["ok"] if not (np.isfinite(b) and b > 0)]
+            if wrong:  # an accepted saddle lies above the minimum
+                raise ValueError(f"{path}, line {line}: eb_events holds {wrong[0]}, not a barrier (finite, above 0 eV)")
     return rows
 
 
