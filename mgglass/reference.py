@@ -21,7 +21,7 @@ import numpy as np
 from mlflow.entities import Metric, Param
 
 from mgglass.baselines.soap import MODEL, ReferenceError, SoapSettings, fit_predict
-from mgglass.data import OFFICIAL_SPLIT, GlassDataError
+from mgglass.data import OFFICIAL_SPLIT, GlassDataError, read_glass
 from mgglass.data.download import resolve_files
 from mgglass.metrics import pooled_metrics
 from mgglass.runtime import keep_freed_memory
@@ -69,6 +69,8 @@ def main(argv=None) -> int:
         missing = [str(f) for files in split.values() for f in files if not f.is_file()]
         if missing:
             raise GlassDataError(missing[0], "no such glass file")
+        for f in (f for files in split.values() for f in files):
+            read_glass(f)  # a bad file is refused before a run is created for it (it was left FAILED)
     except (GlassDataError, OSError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

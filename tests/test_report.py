@@ -206,6 +206,21 @@ def test_physical_baselines_on_the_released_test_glass(cuzr_dir):
     assert all(abs(v) < 0.2 for v in r.values())  # local energetics and composition do not predict EBs
 
 
+def test_reference_refuses_a_bad_glass_before_creating_a_run(tmp_path, capsys):
+    import pickle
+
+    from mgglass.data import write_synthetic
+    from mgglass.reference import main
+
+    write_synthetic(tmp_path / "g", ["a.xyz", "b.xyz", "c.xyz"], n_atoms=64)
+    (tmp_path / "g" / "torn.pickle").write_bytes(pickle.dumps({"positions": [[0.0, 0.0, 0.0]]})[:20])
+    args = ["--data_dir", str(tmp_path / "g"), "--train", "a.xyz,torn.pickle", "--val", "b.xyz", "--test", "c.xyz",
+            "--tracking_root", str(tmp_path / "mlruns")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "torn.pickle: corrupt pickle" in err[0], err
+    assert not (tmp_path / "mlruns").exists()  # no store, no FAILED run
+
 def test_descriptor_reference_runs_are_rows_of_the_table(tmp_path, monkeypatch):
     """python -m mgglass.reference logs each seed as a run the report lists (model SOAP+LightGBM);
     rerun, a finished seed is not fitted again."""
