@@ -328,7 +328,8 @@ def test_pool_refuses_what_would_bias_the_pool(tmp_path, capsys):
                          (["pool", a, "--out", str(tmp_path / "a.csv" / "p.csv")], "a.csv"),  # under a file: no such folder
                          (["barriers", "--glass", a, "--n", "-1", "--out", str(out)], "--n must be at least 1, not -1"),
                          (["barriers", "--glass", a, "--events", "0", "--out", str(out)], "--events must be at least 1"),
-                         (["barriers", "--glass", a, "--fmax", "0", "--out", str(out)], "--fmax must be a positive force")):
+                         (["barriers", "--glass", a, "--fmax", "0", "--out", str(out)], "--fmax must be a positive force"),
+                         (["compare", a, "--png", str(tmp_path / "rdf.txt")], "--png")):  # matplotlib's error named nothing
         assert md_cli.main(args) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("mgglass.md: error:"), lines

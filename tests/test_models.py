@@ -209,3 +209,11 @@ def test_faenet_recomputed_frames_update_batch_norm_once(synthetic_batch):
         torch.testing.assert_close(re_state[name], value, msg=name)
     # one update per frame in the forward, none in the recomputation
     assert all(int(re_state[k.replace("running_mean", "num_batches_tracked")]) == len(base.signs) for k in norms)
+
+
+def test_model_list_takes_no_arguments(capsys):
+    from mgglass.models.__main__ import main
+
+    assert main(["bogus"]) == 2  # a name was ignored and the whole list printed
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "takes no arguments (got bogus)" in err[0]

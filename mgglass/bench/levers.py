@@ -53,7 +53,8 @@ def run(ckpt: str, glass: str, reps: int, threads: int) -> list[dict]:
     torch.set_num_threads(threads)
     task, hp = load_task(Path(ckpt), "cpu")
     species, cutoff, self_loops = graph_settings(hp)
-    data = glass_to_data(read_glass(DEFAULT_DATA / f"{glass}.pickle", species=species), cutoff, species, self_loops)
+    path = DEFAULT_DATA / (glass if glass.endswith(".pickle") else f"{glass}.pickle")  # train0 or train0.pickle
+    data = glass_to_data(read_glass(path, species=species), cutoff, species, self_loops)
     data.y_norm = (data.y - data.y.mean()) / data.y.std()
     batches = {False: Batch.from_data_list([data]), True: Batch.from_data_list([spatially_ordered(data)[0]])}
     net = task.net

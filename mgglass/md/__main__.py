@@ -61,6 +61,8 @@ def cmd_quench(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    if args.png and Path(args.png).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ValueError(f"--png {args.png}: expected a .png (or .pdf, .svg) file name")
     glasses = {}
     for path, name in zip(args.glasses, glass_names([Path(p) for p in args.glasses])):  # runA/final, runB/final
         glasses[str(PurePath(name).with_suffix(""))] = glass = _read(path)

@@ -18,6 +18,10 @@ def describe(name: str) -> tuple[str, str]:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:  # it takes none: a name or option was ignored and the whole list printed
+        print(f"python -m mgglass.models: error: takes no arguments (got {' '.join(argv)}); it lists every model", file=sys.stderr)
+        return 2
     rows = [("name", "family", "params", "invariance", "")]
     for name, (_, family, invariance) in REGISTRY.items():
         params, note = describe(name)
