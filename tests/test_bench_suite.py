@@ -131,3 +131,12 @@ def test_bench_commands_turn_a_bad_checkpoint_or_glass_into_one_line(tmp_path, c
     assert main(["graph", "--data", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such file" in err[0]
+
+
+@pytest.mark.parametrize("argv", [["fit", "--model", "bogus"], ["models", "--models", "bogus,symgnn"]])
+def test_bench_refuses_an_unknown_model_before_timing_anything(argv, capsys):
+    from mgglass.bench.__main__ import main
+
+    assert main(argv) == 2  # fit: a traceback after reading the glasses; models: a row of the table, exit 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown model 'bogus'" in err[0]

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
 
 from mgglass.data import GlassDataModule
-from mgglass.models import build_model
+from mgglass.models import REGISTRY, build_model, model_class
 from mgglass.runtime import keep_freed_memory
 from mgglass.task import EBTask
 
@@ -88,6 +89,12 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic", action="store_true", help="generated glasses instead of the official ones")
     ap.add_argument("--atoms", type=int, default=8000, help="atoms per synthetic glass")
     args = ap.parse_args(argv)
+    try:
+        if args.model not in REGISTRY:
+            model_class(args.model)  # before the glasses are read and graphed
+    except ValueError as e:
+        print(f"mgglass.bench fit: error: --model: {e}", file=sys.stderr)
+        return 2
     keep_freed_memory()  # as the training entry points do
     torch.set_num_threads(args.threads)
 

@@ -26,7 +26,7 @@ from torch_geometric.data import Batch
 from mgglass.bench import DEFAULT_DATA
 from mgglass.cli import ConfigError, build
 from mgglass.data import load_graph
-from mgglass.models import REGISTRY, build_model
+from mgglass.models import REGISTRY, build_model, model_class
 from mgglass.runtime import keep_freed_memory
 
 
@@ -90,6 +90,13 @@ def main(argv=None) -> int:
     if not isinstance(init, dict):
         print(f"mgglass.bench models: --init_args must be a JSON object: {init}", file=sys.stderr)
         return 2
+    if not args.config:
+        for name in (n for n in args.models.split(",") if n not in REGISTRY):  # a registry model that fails to build stays a row
+            try:
+                model_class(name)
+            except ValueError as e:  # it was a row of the table, exit 1 and nothing on stderr
+                print(f"mgglass.bench models: error: --models: {e}", file=sys.stderr)
+                return 2
 
     if args.worker:
         print(json.dumps(worker(args.worker, args.device, args.data, args.reps, args.threads, init)))
