@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from pathlib import Path
 
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -67,8 +68,6 @@ class OutputError(ValueError):
 def output_dir(path, option: str):
     """``path`` (a folder) made now with its parents, before the work whose results go there: a folder
     that cannot be made is one line naming ``option``, not a traceback after minutes of work."""
-    from pathlib import Path
-
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
