@@ -394,3 +394,21 @@ def test_soap_reference_learns_the_synthetic_label(tmp_path, monkeypatch):
     preds, info = fit_predict(files[:2], files[2:3], files[3:], settings=fast)
     y, p = preds["d.xyz"]
     assert np.corrcoef(y, p)[0, 1] > 0.8 and info["best_iteration"] > 10
+
+
+def test_glass_levels_are_checked_as_predict_level_checks_them(tmp_path):
+    from mgglass.cv.__main__ import levels_of
+    from mgglass.data import make_glass
+    from mgglass.level import LevelError
+
+    ok, holed = make_glass(64, seed=0).to_atoms(), make_glass(64, seed=1).to_atoms()
+    for atoms, name in ((ok, "ok.extxyz"), (holed, "holed.extxyz")):
+        atoms.new_array("cn", np.arange(64, dtype=float))
+        atoms.write(tmp_path / name)
+    levels, _ = levels_of({"ok.extxyz": tmp_path / "ok.extxyz"}, "cn", ("Cu", "Zr"))
+    assert levels["ok.extxyz"] == pytest.approx(31.5)
+    assert np.isnan(levels_of({"ok.extxyz": tmp_path / "ok.extxyz"}, "pot", ("Cu", "Zr"))[0]["ok.extxyz"])  # none: nan
+    holed.arrays["cn"][5] = np.nan
+    holed.write(tmp_path / "holed.extxyz")
+    with pytest.raises(LevelError, match="holed.extxyz: per-atom array 'cn' has 1 values that are not finite"):
+        levels_of({"holed.extxyz": tmp_path / "holed.extxyz"}, "cn", ("Cu", "Zr"))

@@ -51,6 +51,7 @@ from mgglass.cv.run import (
     run_folds,
 )
 from mgglass.data import GlassDataError, GlassDataModule, read_glass
+from mgglass.level import LevelError, mean_level
 from mgglass.workers import SlotError, plan_slots
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -112,12 +113,12 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def levels_of(files: dict[str, Path], key: str, species, label_key: str = "eb") -> tuple[dict[str, float], dict[str, float]]:
-    """Each glass's mean of the per-atom array ``key`` and its mean label (nan where a glass has none)."""
+    """Each glass's mean of the per-atom array ``key`` and its mean label (nan where a glass has none);
+    an array that is there is checked as ``mgglass.predict --level`` checks it (one finite value per atom)."""
     levels, means = {}, {}
     for name, path in files.items():
         glass = read_glass(path, label_key=label_key, species=species, labels_optional=True)
-        values = glass.extras.get(key)
-        levels[name] = float(np.mean(values)) if values is not None else float("nan")
+        levels[name] = mean_level(glass, key) if key in glass.extras else float("nan")
         means[name] = float(np.mean(glass.labels)) if glass.labels is not None else float("nan")
     return levels, means
 
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
     except SlotError as e:
         print(f"{PROG}: error: --{e.where.replace('_trial', '_fold')}: {e.msg}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except GlassDataError as e:
+    except (GlassDataError, LevelError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         return EXIT_FAILED
     return run(plan, cfg, slots, files, tuple(d.species), model=cfg.model.net.class_path.rsplit(".", 1)[-1], every=every,
