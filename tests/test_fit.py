@@ -360,8 +360,10 @@ def test_print_config_is_fully_resolved(capsys):
         (["--trainer.max_epoch=3"], "--trainer.max_epoch"),
         (["--data.root=/nonexistent/glasses"], "/nonexistent/glasses/train0.xyz: no such file"),
         (["--model.net.init_args.hidden=abc"], "hidden"),
+        # Lightning takes it; the fused kernels then fail in the first step
+        (["--trainer.precision=bf16-mixed"], "trainer.precision=bf16-mixed: mgglass's models run in float32 only"),
     ],
-    ids=["unknown-model", "misspelled-key", "missing-data", "bad-value"],
+    ids=["unknown-model", "misspelled-key", "missing-data", "bad-value", "precision"],
 )
 def test_config_errors_are_one_line_before_training(args, needle, tmp_path, capsys, monkeypatch):
     from mgglass.fit import main

@@ -37,6 +37,9 @@ class ConfigError(Exception):
     """A config problem, reported as one line."""
 
 
+FLOAT32 = ("None", "32", "32-true")  # trainer.precision values the models support
+
+
 class MGCLI(LightningCLI):
     """LightningCLI without subcommands (``run=False``): the entry points drive the Trainer."""
 
@@ -102,6 +105,13 @@ class MGCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config
+        if str(cfg.trainer.precision) not in FLOAT32:
+            # Lightning accepts them, but SymGNN's and EGAT's fused kernels write float32 buffers (a
+            # traceback in the first step) and bf16-true gave other nets NaN metrics.
+            raise ConfigError(
+                f"trainer.precision={cfg.trainer.precision}: mgglass's models run in float32 only (32-true); "
+                "bfloat16 measured at most 1.2x faster here (docs/notes/benchmarks.md#step-round-3)"
+            )
         if not self._progress:
             cfg.trainer.enable_progress_bar = False
             cfg.trainer.enable_model_summary = False
