@@ -97,6 +97,19 @@ def test_unusable_storage_is_one_line_error(tmp_path, monkeypatch, capsys):
 
 
 
+@pytest.mark.parametrize("storage", ["journal", "default"])
+def test_best_of_a_storage_that_is_not_there_creates_nothing(tmp_path, monkeypatch, capsys, storage):
+    from mgglass.sweep.__main__ import main
+
+    monkeypatch.chdir(ROOT)
+    journal = tmp_path / "journal.log"
+    extra = ["--storage", f"journal:{journal}"] if storage == "journal" else []
+    rc = main(["--best", SMOKE_SWEEP, f"--tracking.root={tmp_path / 'mlruns'}", f"--best_config={tmp_path / 'b.yaml'}", *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "no such file, so no study 'smoke' yet" in err, err
+    assert list(tmp_path.iterdir()) == []  # no empty journal, database or folder left behind
+
+
 def test_a_study_takes_no_other_search(tmp_path, monkeypatch):
     """Two sweep files of one stem (sweeps/symgnn.yaml, mine/symgnn.yaml) name one study by default: the
     study remembers its search, so the edited copy is refused instead of mixing its trials in."""

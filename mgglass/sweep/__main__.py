@@ -141,6 +141,10 @@ SEARCH_ATTR = "mgglass_search"  # the study's user attribute that holds SweepSpe
 def _open_study(spec: SweepSpec, url: str, create: bool):
     import optuna
 
+    if not create:  # reading a study must not leave an empty journal or database behind
+        file = url[len("journal:") :] if url.startswith("journal:") else url[len("sqlite:///") :] if url.startswith("sqlite:///") else None
+        if file is not None and not Path(file).is_file():
+            raise SweepError(f"storage {redact(url)}: no such file, so no study {spec.study!r} yet")
     storage = open_storage(url, spec)
     if not create:
         try:
