@@ -5,6 +5,7 @@ up), medians (docs/notes/benchmarks.md#step-round-3).
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py heads [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py k_train [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py drop_edges [THREADS]  # after `git apply docs/notes/scripts/drop_edges.diff`
+    MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py width [THREADS]
 """
 
 import statistics
@@ -27,6 +28,7 @@ SETS = {  # init-arg overrides of experiments/symgnn.yaml's network; the first i
     "k_train": {"default": {}, "k_train=1": {"k_train": 1}, "heads 4/2/2/1": {"heads": [4, 2, 2, 1]},
                 "heads 4/2/2/1, k_train=1": {"heads": [4, 2, 2, 1], "k_train": 1}},
     "drop_edges": {"default": {}, "drop_edges=0.5": {"drop_edges": 0.5}, "drop_edges=0.3": {"drop_edges": 0.3}},
+    "width": {"default": {}, "hidden 48": {"hidden": 48}, "hidden 64": {"hidden": 64}, "heads 8/8/8/8": {"heads": [8, 8, 8, 8]}},
 }
 
 variants = SETS[sys.argv[1] if len(sys.argv) > 1 else "heads"]
