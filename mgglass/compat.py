@@ -50,6 +50,20 @@ def averaged_module(callback) -> nn.Module | None:
     return None if averaged is None else averaged.module
 
 
+def drop_lightning_tips() -> None:
+    """Keep Lightning's "💡 Tip:" lines (an advertisement for its cloud logger, printed by every Trainer
+    without a LitLogger) out of mgglass's output. They come through ``rank_zero_info`` on the logger
+    named after the private module ``lightning.pytorch.utilities.rank_zero``; a filter there is the
+    only way to drop them without silencing Lightning's other lines."""
+    import logging
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_a_tip)  # once: same object
+
+
+def _not_a_tip(record) -> bool:
+    return not str(record.msg).startswith("💡 Tip:")
+
+
 # -- Optuna ------------------------------------------------------------------------------------
 def trial_id(trial) -> int:
     """A trial's storage id (``Trial._trial_id`` / ``FrozenTrial._trial_id``): what another process

@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from mgglass.compat import drop_lightning_tips
+
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -51,6 +53,7 @@ def quiet_warnings() -> None:
         return
     import warnings
 
+    drop_lightning_tips()
     for pattern in (
         ".*does not have many workers.*",
         ".*exists and is not empty.*",  # the run folder holds config.yaml and mlflow_run.json

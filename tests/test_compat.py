@@ -76,6 +76,27 @@ def test_lightning_cli_appends_default_callbacks_after_the_configured_ones(tmp_p
         assert names.index("EarlyStopping") < names.index("Mine"), names
 
 
+def test_lightning_tips_come_through_the_logger_compat_filters(tmp_path, caplog):
+    import logging
+
+    import lightning as L
+
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+
+    def lines():  # what a Trainer logs there (filters act before caplog's handler sees a record)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=rank_zero.name):
+            L.Trainer(logger=False, enable_checkpointing=False, default_root_dir=str(tmp_path), accelerator="cpu")
+        return [r.getMessage() for r in caplog.records]
+
+    rank_zero.removeFilter(compat._not_a_tip)  # another test may have added it already
+    with contract("lightning", "the '💡 Tip:' line from lightning.pytorch.utilities.rank_zero"):
+        assert any(m.startswith("💡 Tip:") for m in lines()), "no tip logged: drop_lightning_tips may go"
+        compat.drop_lightning_tips()
+        kept = lines()
+        assert not any("💡 Tip:" in m for m in kept) and any("GPU available" in m for m in kept), kept
+
+
 def test_lightning_model_checkpoint_private_methods(tmp_path):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
