@@ -181,11 +181,10 @@ def expand_inputs(items: list[str]) -> list[Path]:
         else:
             raise PredictError(f"{item}: no such file")
         for p in found:
-            if p.resolve() not in seen:
-                seen.add(p.resolve())
+            if (key := p.resolve()) not in seen:
+                seen.add(key)
                 out.append(p)
     return out
-
 
 
 def main(argv=None) -> int:

@@ -31,6 +31,7 @@ from mgglass.sweep.spec import (
     build_sampler,
     load_spec,
     open_storage,
+    storage_file,
 )
 
 PROG = "mgglass.sweep"
@@ -141,16 +142,15 @@ SEARCH_ATTR = "mgglass_search"  # the study's user attribute that holds SweepSpe
 def _open_study(spec: SweepSpec, url: str, create: bool):
     import optuna
 
-    if not create:  # reading a study must not leave an empty journal or database behind
-        file = url[len("journal:") :] if url.startswith("journal:") else url[len("sqlite:///") :] if url.startswith("sqlite:///") else None
-        if file is not None and not Path(file).is_file():
-            raise SweepError(f"storage {redact(url)}: no such file, so no study {spec.study!r} yet")
-    storage = open_storage(url, spec)
     if not create:
+        file = storage_file(url)
+        if file is not None and not file.is_file():  # opening it would leave an empty journal or database behind
+            raise SweepError(f"storage {redact(url)}: no such file, so no study {spec.study!r} yet")
         try:
-            return optuna.load_study(study_name=spec.study, storage=storage)
+            return optuna.load_study(study_name=spec.study, storage=open_storage(url, spec))
         except KeyError:
             raise SweepError(f"storage {url}: no study named {spec.study!r}") from None
+    storage = open_storage(url, spec)
     try:
         study = optuna.create_study(
             study_name=spec.study, storage=storage, sampler=build_sampler(spec), pruner=build_pruner(spec.pruner, spec.path),

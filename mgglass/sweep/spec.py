@@ -291,21 +291,29 @@ def quiet_experimental():
         yield
 
 
+def storage_file(url: str) -> Path | None:
+    """The file behind a ``journal:PATH`` or ``sqlite:///PATH`` storage (None for a server's URL)."""
+    for prefix in ("journal:", "sqlite:///"):
+        if url.startswith(prefix):
+            return Path(url[len(prefix) :])
+    return None
+
+
 def open_storage(url: str, spec: SweepSpec | None = None, heartbeat: bool = True):
     """An Optuna storage for ``url``: ``journal:PATH`` (a journal file, lock-safe on one machine or a
     shared filesystem) or an RDB URL. SQLite waits up to 60 s for a lock instead of failing with
     "database is locked"; SQL storages get heartbeats so that trials of a dead process are retried."""
     import optuna
 
+    file = storage_file(url)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        file = Path(url[len("journal:") :])
-        file.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(file)))
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if heartbeat and spec is not None:
         from optuna.storages import RetryHeartbeatStaleTrialCallback
