@@ -3,6 +3,7 @@
 import os
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +97,10 @@ def test_data_source_order(tmp_path, monkeypatch, cuzr_dir):
     shutil.copy(cuzr_dir / "test0.pickle", mirror)
     (p,) = resolve_files(["test0.pickle"], base_url=mirror.as_uri())
     assert p.parent.name == "cuzr" and p.is_file()
+    # A glass of one's own, named by its path, with no data folder set: that file, not a download.
+    assert resolve_files([str(mirror / "test0.pickle"), "m/mine.extxyz"], base_url="file:///nowhere") == [mirror / "test0.pickle", Path("m/mine.extxyz")]
+    with pytest.raises(GlassDataError, match="give a file of your own by its path"):
+        resolve_files(["mine.extxyz"])
 
 
 def test_datamodule_normalises_from_train_only():

@@ -308,6 +308,34 @@ def test_validate_and_test_entry_points_on_best_checkpoint(smoke, capsys, monkey
     assert "no such checkpoint" in capsys.readouterr().err
 
 
+def test_a_checkpoint_is_scored_without_its_training_glasses(smoke, tmp_path, capsys, monkeypatch):
+    """validate/test read only the split they score, normalised as the checkpoint was: a folder
+    holding only the test (or validation) glasses gives the logged numbers, loss included."""
+    from mgglass.cli import evaluate_main
+    from mgglass.data.download import cache_dir
+
+    monkeypatch.setenv("MGGLASS_CACHE_DIR", str(Path(smoke["root"]).parent / "cache"))
+    best = str(next((Path(smoke["root"]) / "checkpoints" / "smoke").glob("best-epoch=*.ckpt")))
+    synthetic = cache_dir() / "synthetic" / "n64_s0"  # experiments/smoke.yaml's glasses
+    for split, names in (("test", ["test0.xyz", "test1.xyz"]), ("val", ["val0.xyz", "val1.xyz"])):
+        alone = tmp_path / split
+        alone.mkdir()
+        for name in names:
+            (alone / name).write_bytes((synthetic / name).read_bytes())
+        capsys.readouterr()
+        assert evaluate_main("test" if split == "test" else "validate", ["--ckpt_path", best, f"--data.root={alone}"]) == 0, capsys.readouterr().err
+        got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        if split == "test":
+            logged = metrics_of(smoke["root"])
+        else:  # the logged validation of the best checkpoint's epoch
+            c, run = only_run(smoke["root"])
+            epoch = int(best.rsplit("=", 1)[1].split(".")[0])
+            logged = {k: next(h.value for h in c.get_metric_history(run.info.run_id, ui_name(k)) if h.step == epoch)
+                      for k in ("val_loss", "val_r", "val_mae")}
+        for k in (f"{split}_loss", f"{split}_r", f"{split}_mae"):
+            assert got[k] == pytest.approx(logged[k], rel=1e-5, abs=1e-6), k
+
+
 def test_auxiliary_loss_is_logged_and_the_checkpoint_predicts_without_them(tmp_path_factory, capsys, monkeypatch):
     """--data.aux_targets=[cn]: the task gets the same list (linked), the auxiliary loss is logged per
     epoch, and the checkpoint predicts the test split like any other. (That the auxiliary head learns

@@ -26,6 +26,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from mgglass.callbacks import ModelCheckpoint, PlainProgress, RecalibrateBatchNorm
 from mgglass.callbacks.progress import want_progress_bar
 from mgglass.data import GlassDataError, GlassDataModule
+from mgglass.data.datamodule import SPLITS
 from mgglass.runtime import keep_freed_memory, quiet_warnings
 from mgglass.task import EBTask
 from mgglass.tracking import TrackingConfig
@@ -290,13 +291,12 @@ def build(args, progress: bool | None = None, extra_callbacks=(), parse_only: bo
         sys.argv = argv  # the DDP launcher re-runs sys.argv in its child processes
 
 
-def check_data(dm: GlassDataModule) -> str:
-    """Fail fast (GlassDataError) on a missing data file; returns the dataset content hash."""
-    for split in ("train", "val", "test"):
+def check_data(dm: GlassDataModule, splits: tuple[str, ...] = SPLITS) -> None:
+    """Fail fast (GlassDataError) on a missing data file of ``splits``."""
+    for split in splits:
         for path in dm.files(split):
             if not Path(path).is_file():
                 raise GlassDataError(path, f"no such file ({split} split; set data.root or $MGGLASS_DATA_DIR)")
-    return dm.content_hash()
 
 
 def fail(prog: str, msg: str, code: int = 2) -> int:

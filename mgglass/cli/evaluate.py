@@ -118,7 +118,7 @@ def evaluate_main(stage: str, argv=None) -> int:
     try:
         # Nothing is written: no MLflow, and the checkpoint callback points at the checkpoint's folder.
         cli = build([*argv, "--tracking.enabled=false", f"--checkpoint.dirpath={Path(ckpts[0]).parent}"])
-        check_data(cli.datamodule)
+        check_data(cli.datamodule, (split,))  # scored with the checkpoint's normaliser: no training glass needed
         if len(ckpts) > 1:
             return _evaluate_ensemble(prog, split, cli, ckpts, member_data, out_dir, residual)
         run = cli.trainer.validate if stage == "validate" else cli.trainer.test
@@ -182,7 +182,7 @@ def _evaluate_ensemble(prog: str, split: str, cli, ckpts: list[str], saved: list
     except PredictError as e:
         return fail(prog, str(e))
     dm = cli.datamodule
-    dm.setup()  # every split
+    dm.setup("validate" if split == "val" else "test")
     graphs = [g for g in dm.graphs[split] if "y" in g]
     if not graphs:
         return fail(prog, f"the {split} split has no labelled glass to score")

@@ -22,6 +22,15 @@ OFFICIAL_SPLIT = {
     "val": ("train6.pickle",),
     "test": ("test0.pickle",),
 }
+SPLITS = ("train", "val", "test")
+# What each Trainer entry point reads. validate and test score one split with the normaliser the
+# checkpoint carries (load_state_dict), so a checkpoint is scored without the glasses it was trained
+# on; a fit, or no stage, reads every split (a missing test glass fails before training, not after).
+STAGE_SPLITS = {"validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+def splits_for(stage: str | None) -> tuple[str, ...]:
+    return STAGE_SPLITS.get(stage, SPLITS)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -117,7 +126,8 @@ class GlassDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Runs on one process per node: download/generate and fill the graph cache once.
-        for split in ("train", "val", "test"):
+        fn = getattr(getattr(self.trainer, "state", None), "fn", None)
+        for split in splits_for(getattr(fn, "value", None)):
             for path in self.files(split):
                 self._load(path, split)
 
@@ -128,13 +138,20 @@ class GlassDataModule(L.LightningDataModule):
 
     # -- graphs --------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        for split in ("train", "val", "test"):
+        """Read the graphs of the splits ``stage`` needs (:func:`splits_for`); the label normaliser is
+        fitted on the training glasses when they are read, else it comes from a checkpoint."""
+        for split in splits_for(stage):
             if split not in self.graphs:
                 self.graphs[split] = [self._load(p, split) for p in self.files(split)]
                 if split == "train":  # in spatial order: ~5% off a step; nothing reads a training atom by index
                     self.graphs[split] = [spatially_ordered(g)[0] for g in self.graphs[split]]
-        if self.y_mean is None:
+        if self.y_mean is None and "train" in self.graphs:
             self._fit_normaliser()
+        self._normalise()
+
+    def _normalise(self) -> None:
+        if self.y_mean is None:
+            return  # until a checkpoint's normaliser arrives (load_state_dict)
         for graphs in self.graphs.values():
             for g in graphs:
                 if "y" in g:
@@ -151,7 +168,9 @@ class GlassDataModule(L.LightningDataModule):
         return {"y_mean": self.y_mean, "y_std": self.y_std}
 
     def load_state_dict(self, state: dict) -> None:
+        # Lightning restores a checkpoint after setup: the graphs read for validate/test get its normaliser.
         self.y_mean, self.y_std = state["y_mean"], state["y_std"]
+        self._normalise()
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         graphs = self.graphs[split]

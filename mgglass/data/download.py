@@ -40,7 +40,8 @@ def sha256_file(path: str | Path) -> str:
 def fetch(name: str, dest: str | Path, base_url: str = OFFICIAL_BASE_URL) -> Path:
     """Download one official file into ``dest`` unless a verified copy is there; verify its SHA-256."""
     if name not in SHA256:
-        raise GlassDataError(name, f"not an official file (known: {', '.join(sorted(SHA256))})")
+        raise GlassDataError(name, f"not an official file (known: {', '.join(sorted(SHA256))}); "
+                                   "give a file of your own by its path or set data.root")
     dest = Path(dest)
     path = dest / name
     if path.is_file() and sha256_file(path) == SHA256[name]:
@@ -63,8 +64,10 @@ def fetch(name: str, dest: str | Path, base_url: str = OFFICIAL_BASE_URL) -> Pat
 
 
 def resolve_files(names: list[str], root: str | Path | None = None, base_url: str = OFFICIAL_BASE_URL) -> list[Path]:
-    """Paths of ``names``: under ``root`` if given, else under $MGGLASS_DATA_DIR, else downloaded."""
+    """Paths of ``names``: under ``root`` if given, else under $MGGLASS_DATA_DIR, else the official
+    files downloaded. A name with a folder in it (``/data/my.pickle``, ``runs/my.extxyz``) is a path
+    of its own under any of them."""
     root = root or os.environ.get("MGGLASS_DATA_DIR")
     if root:
         return [Path(root) / n for n in names]
-    return [fetch(n, cache_dir() / "cuzr", base_url) for n in names]
+    return [Path(n) if Path(n).name != str(n) else fetch(n, cache_dir() / "cuzr", base_url) for n in names]
