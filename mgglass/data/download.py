@@ -65,8 +65,8 @@ def fetch(name: str, dest: str | Path, base_url: str = OFFICIAL_BASE_URL) -> Pat
 
 def resolve_files(names: list[str], root: str | Path | None = None, base_url: str = OFFICIAL_BASE_URL) -> list[Path]:
     """Paths of ``names``: under ``root`` if given, else under $MGGLASS_DATA_DIR, else the official
-    files downloaded. A name with a folder in it (``/data/my.pickle``, ``runs/my.extxyz``) is a path
-    of its own under any of them."""
+    files downloaded. An absolute path is that file under any of them; with neither folder set, so is
+    a name with a folder in it (``runs/my.extxyz``), while a bare name must be an official file."""
     root = root or os.environ.get("MGGLASS_DATA_DIR")
     if root:
         return [Path(root) / n for n in names]
