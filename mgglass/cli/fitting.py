@@ -112,9 +112,10 @@ def run(argv: list[str], callbacks=(), tags: dict[str, str] | None = None) -> Fi
         cfg, trainer, task, dm = cli.config, cli.trainer, cli.model, cli.datamodule
         # Rank 0 checks (and generates/downloads) the files; other ranks get them through
         # Lightning's prepare_data + barrier, so concurrent ranks never write the same file.
+        data_hash = ""
         if _global_rank() == 0:
             check_data(dm)
-        data_hash = dm.content_hash() if _global_rank() == 0 else ""
+            data_hash = dm.content_hash()
         ckpt_dir = Path(cfg.checkpoint.dirpath)
         ckpt_path = resolve_ckpt(cfg.ckpt_path, ckpt_dir)
     except ConfigError as e:
