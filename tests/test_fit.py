@@ -334,6 +334,15 @@ def test_a_checkpoint_is_scored_without_its_training_glasses(smoke, tmp_path, ca
                       for k in ("val_loss", "val_r", "val_mae")}
         for k in (f"{split}_loss", f"{split}_r", f"{split}_mae"):
             assert got[k] == pytest.approx(logged[k], rel=1e-5, abs=1e-6), k
+    # Two glasses of one file name, named by their paths: two glasses in the outputs, told apart by folder.
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "final.xyz").write_bytes((synthetic / f"test{folder == 'b':d}.xyz").read_bytes())
+    out = tmp_path / "out"
+    argv = ["--ckpt_path", best, f"--data.test=[{tmp_path / 'a' / 'final.xyz'},{tmp_path / 'b' / 'final.xyz'}]", "--out", str(out)]
+    assert evaluate_main("test", argv) == 0, capsys.readouterr().err
+    written = np.genfromtxt(out / "predictions.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    assert sorted(set(written["glass"])) == ["a/final.xyz", "b/final.xyz"]
 
 
 def test_auxiliary_loss_is_logged_and_the_checkpoint_predicts_without_them(tmp_path_factory, capsys, monkeypatch):

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler, Sampler
 from torch_geometric.loader import DataLoader
 
-from .dataset import load_graph
+from .dataset import glass_names, load_graph
 from .download import OFFICIAL_BASE_URL, cache_dir, resolve_files, sha256_file
 from .order import spatially_ordered
 from .synthetic import write_synthetic
@@ -142,9 +142,12 @@ class GlassDataModule(L.LightningDataModule):
         fitted on the training glasses when they are read, else it comes from a checkpoint."""
         for split in splits_for(stage):
             if split not in self.graphs:
-                self.graphs[split] = [self._load(p, split) for p in self.files(split)]
+                files = self.files(split)
+                self.graphs[split] = [self._load(p, split) for p in files]
                 if split == "train":  # in spatial order: ~5% off a step; nothing reads a training atom by index
                     self.graphs[split] = [spatially_ordered(g)[0] for g in self.graphs[split]]
+                for g, name in zip(self.graphs[split], glass_names(files)):
+                    g.name = name  # what outputs call it: a/final.extxyz and b/final.extxyz stay two glasses
         if self.y_mean is None and "train" in self.graphs:
             self._fit_normaliser()
         self._normalise()
