@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         return fail(prog, f"no --config given and no {config} beside the checkpoint")
     try:
         cli = build(["--config", str(config), "--tracking.enabled=false", f"--checkpoint.dirpath={ckpt.parent}"])
-        check_data(cli.datamodule, ("test",))
+        check_data(cli.datamodule, "test")
     except ConfigError as e:
         return fail(prog, str(e))
     dm = cli.datamodule

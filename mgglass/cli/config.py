@@ -26,7 +26,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from mgglass.callbacks import ModelCheckpoint, PlainProgress, RecalibrateBatchNorm
 from mgglass.callbacks.progress import want_progress_bar
 from mgglass.data import GlassDataError, GlassDataModule
-from mgglass.data.datamodule import SPLITS
+from mgglass.data.datamodule import splits_for
 from mgglass.runtime import keep_freed_memory, quiet_warnings
 from mgglass.task import EBTask
 from mgglass.tracking import TrackingConfig
@@ -291,9 +291,9 @@ def build(args, progress: bool | None = None, extra_callbacks=(), parse_only: bo
         sys.argv = argv  # the DDP launcher re-runs sys.argv in its child processes
 
 
-def check_data(dm: GlassDataModule, splits: tuple[str, ...] = SPLITS) -> None:
-    """Fail fast (GlassDataError) on a missing data file of ``splits``."""
-    for split in splits:
+def check_data(dm: GlassDataModule, stage: str | None = None) -> None:
+    """Fail fast (GlassDataError) on a missing data file of the splits ``stage`` reads (:func:`splits_for`)."""
+    for split in splits_for(stage):
         for path in dm.files(split):
             if not Path(path).is_file():
                 raise GlassDataError(path, f"no such file ({split} split; set data.root or $MGGLASS_DATA_DIR)")

@@ -12,6 +12,7 @@ import yaml
 
 from mgglass.cli.config import ConfigError, build, check_data, fail
 from mgglass.data import GlassDataError
+from mgglass.data.datamodule import splits_for
 from mgglass.inference import predict_glass
 from mgglass.metrics import pooled_metrics
 from mgglass.outputs import to_atoms, write_predictions, write_split_outputs
@@ -105,7 +106,7 @@ def evaluate_main(stage: str, argv=None) -> int:
             output_dir(out_dir, "--out")
         except OutputError as e:
             return fail(prog, str(e))
-    split = "val" if stage == "validate" else "test"
+    (split,) = splits_for(stage)
     member_data = [_saved_data(c) for c in ckpts] if len(ckpts) > 1 else []  # the members' own data sections
     problem = _ensemble_split_problem(argv, member_data, split) if member_data else None
     if problem:
@@ -118,9 +119,9 @@ def evaluate_main(stage: str, argv=None) -> int:
     try:
         # Nothing is written: no MLflow, and the checkpoint callback points at the checkpoint's folder.
         cli = build([*argv, "--tracking.enabled=false", f"--checkpoint.dirpath={Path(ckpts[0]).parent}"])
-        check_data(cli.datamodule, (split,))  # scored with the checkpoint's normaliser: no training glass needed
+        check_data(cli.datamodule, stage)  # scored with the checkpoint's normaliser: no training glass needed
         if len(ckpts) > 1:
-            return _evaluate_ensemble(prog, split, cli, ckpts, member_data, out_dir, residual)
+            return _evaluate_ensemble(prog, stage, cli, ckpts, member_data, out_dir, residual)
         run = cli.trainer.validate if stage == "validate" else cli.trainer.test
         results = run(cli.model, datamodule=cli.datamodule, ckpt_path=ckpts[0], verbose=False)
     except ConfigError as e:
@@ -169,11 +170,12 @@ def _trained_on(glasses, saved: list[dict], split: str) -> str | None:
     return None
 
 
-def _evaluate_ensemble(prog: str, split: str, cli, ckpts: list[str], saved: list[dict], out_dir: str | None,
+def _evaluate_ensemble(prog: str, stage: str, cli, ckpts: list[str], saved: list[dict], out_dir: str | None,
                        residual: float | None = None) -> int:
     """The ensemble of ``ckpts`` on the configured split: its metrics, each member's r, and how the
     members' spread (and, with a calibrated ``residual``, ``eb_sigma``) ranks and covers the errors;
     ``out_dir`` gets the predictions with ``eb_std`` (and ``eb_sigma``)."""
+    (split,) = splits_for(stage)
     problem = _trained_on(cli.config.data[split] or (), saved, split)  # a --config's split
     if problem:
         return fail(prog, problem)
@@ -182,7 +184,7 @@ def _evaluate_ensemble(prog: str, split: str, cli, ckpts: list[str], saved: list
     except PredictError as e:
         return fail(prog, str(e))
     dm = cli.datamodule
-    dm.setup("validate" if split == "val" else "test")
+    dm.setup(stage)
     graphs = [g for g in dm.graphs[split] if "y" in g]
     if not graphs:
         return fail(prog, f"the {split} split has no labelled glass to score")

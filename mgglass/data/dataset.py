@@ -113,8 +113,9 @@ def load_graph(
 
 def glass_names(paths: list[Path]) -> list[str]:
     """The name each glass file of ``paths`` goes by in outputs (``mgglass.predict``'s CSV and metrics, a
-    level line's glasses, the reference's test glasses, RDF plots, a split's predictions): its file name, or where files share
-    one (``run1/final.extxyz``, ``run2/final.extxyz``), the fewest trailing folders that tell them apart."""
+    level line's glasses, the reference's test glasses, RDF plots, a split's predictions): its file
+    name, or where files share one (``run1/final.extxyz``, ``run2/final.extxyz``), the fewest trailing
+    folders that tell them apart."""
     parts = [p.resolve().parts for p in paths]
     names = []
     for mine in parts:

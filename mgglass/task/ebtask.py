@@ -20,10 +20,9 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection
 
 from mgglass.compat import cli_instantiating
+from mgglass.data.datamodule import SPLITS
 from mgglass.inference import predict_glass, transform_spread
 from mgglass.metrics import per_glass_r, split_metrics
-
-SPLITS = ("train", "val", "test")
 
 
 def paper_adam(params: Iterable) -> torch.optim.Optimizer:

@@ -23,9 +23,8 @@ import numpy as np
 import torch
 
 from mgglass.callbacks.calibration import recalibrate
-from mgglass.data.structure import read_glass
 from mgglass.inference import predict_glass
-from mgglass.task.checkpoints import load_task, read_graph
+from mgglass.task.checkpoints import fit_graph, load_task, read_fit_glass
 
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 DATA = Path(os.environ.get("MGGLASS_DATA_DIR", "../shared/data/cuzr"))
@@ -37,15 +36,15 @@ def r2(y, p):
 
 
 task, hp = load_task(ckpt, "cpu")
-stats = {n: read_glass(DATA / f"{n}.pickle") for n in seen + held}
-pot = {n: g.extras["pot"].mean() for n, g in stats.items()}
-level = {n: g.labels.mean() for n, g in stats.items()}
+glasses = {n: read_fit_glass(DATA / f"{n}.pickle", hp) for n in seen + held}  # read once: levels and graphs
+pot = {n: g.extras["pot"].mean() for n, g in glasses.items()}
+level = {n: g.labels.mean() for n, g in glasses.items()}
 b, a = np.polyfit([pot[n] for n in seen], [level[n] for n in seen], 1)
 print(f"{ckpt}")
 print("| glass | role | r, checkpoint's statistics | r, the glass's own | R² checkpoint's | R² own | R² own at the checkpoint's mean | R² on the level line: checkpoint's / own | mean: label / checkpoint's / own |")
 print("|---|---|---|---|---|---|---|---|---|")
 for name in held + seen:
-    g = read_graph(DATA / f"{name}.pickle", hp)
+    g = fit_graph(glasses[name], hp)
     y = g.y.double().numpy()
     p0 = predict_glass(task, g)
     own = copy.deepcopy(task)
