@@ -6,6 +6,9 @@ up), medians (docs/notes/benchmarks.md#step-round-3).
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py k_train [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py drop_edges [THREADS]  # after `git apply docs/notes/scripts/drop_edges.diff`
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py width [THREADS]
+    MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py cutoff [THREADS]
+
+A variant's ``cutoff`` (Å) is the radius graph's, not an init arg (default 5.0); docs/notes/benchmarks.md#cutoff.
 """
 
 import statistics
@@ -29,6 +32,7 @@ SETS = {  # init-arg overrides of experiments/symgnn.yaml's network; the first i
                 "heads 4/2/2/1, k_train=1": {"heads": [4, 2, 2, 1], "k_train": 1}},
     "drop_edges": {"default": {}, "drop_edges=0.5": {"drop_edges": 0.5}, "drop_edges=0.3": {"drop_edges": 0.3}},
     "width": {"default": {}, "hidden 48": {"hidden": 48}, "hidden 64": {"hidden": 64}, "heads 8/8/8/8": {"heads": [8, 8, 8, 8]}},
+    "cutoff": {f"cutoff {c}": {"cutoff": c} for c in (5.0, 3.9, 4.2, 6.0)},
 }
 
 variants = SETS[sys.argv[1] if len(sys.argv) > 1 else "heads"]
@@ -36,13 +40,21 @@ keep_freed_memory()
 torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 2)
 init = yaml.safe_load(Path("experiments/symgnn.yaml").read_text())["model"]["net"]["init_args"]
 species = ("Cu", "Zr")
-data = glass_to_data(read_glass(DEFAULT_DATA / "train0.pickle", species=species), 5.0, species, False)
-data.y_norm = (data.y - data.y.mean()) / data.y.std()
-batch = Batch.from_data_list([spatially_ordered(data)[0]])
-nets = {k: SymGNN(**{**init, **v}) for k, v in variants.items()}
+glass = read_glass(DEFAULT_DATA / "train0.pickle", species=species)
+
+
+def train_batch(cutoff: float) -> Batch:
+    data = glass_to_data(glass, cutoff, species, False)
+    data.y_norm = (data.y - data.y.mean()) / data.y.std()
+    return Batch.from_data_list([spatially_ordered(data)[0]])
+
+
+batches = {c: train_batch(c) for c in {v.get("cutoff", 5.0) for v in variants.values()}}
+nets = {k: SymGNN(**{**init, **{a: x for a, x in v.items() if a != "cutoff"}}) for k, v in variants.items()}
 times = {k: [] for k in nets}
 for rep in range(6):
     for k, net in nets.items():
+        batch = batches[variants[k].get("cutoff", 5.0)]
         net.train()
         net.zero_grad(set_to_none=True)
         torch.manual_seed(rep)
@@ -53,4 +65,5 @@ for rep in range(6):
 base = statistics.median(next(iter(times.values())))
 for k, ts in times.items():
     m = statistics.median(ts)
-    print(f"{k}: median {m:.3f} s ({m / base:.2f}x), parameters {sum(p.numel() for p in nets[k].parameters())}")
+    edges = batches[variants[k].get("cutoff", 5.0)].num_edges
+    print(f"{k}: median {m:.3f} s ({m / base:.2f}x), parameters {sum(p.numel() for p in nets[k].parameters())}, edges {edges}")
