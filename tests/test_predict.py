@@ -337,6 +337,23 @@ def test_latency_benchmark_reports_end_to_end_and_model_times(smoke, tmp_path):
     assert out["atoms"] == 64 and out["edges"] > 0 and out["end_to_end_s"] > 0 and out["model_only_s"] > 0
 
 
+def test_latency_benchmark_times_several_checkpoints_in_turn(smoke, tmp_path):
+    """One JSON line per checkpoint, in the order given; a checkpoint given twice is a one-line error."""
+    import shutil
+
+    twin = tmp_path / "twin.ckpt"
+    shutil.copy(smoke["ckpt"], twin)
+    args = ["latency", "--input", str(smoke["synth"] / "test0.xyz"), "--repeats", "1", "--ckpt_path"]
+    p = run_cli("mgglass.bench", [*args, str(smoke["ckpt"]), str(twin)], tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = [json.loads(line) for line in p.stdout.strip().splitlines() if line.startswith("{")]
+    assert [line["ckpt"] for line in lines] == [str(smoke["ckpt"]), str(twin)]
+    assert all(line["atoms"] == 64 and line["end_to_end_s"] > 0 for line in lines)
+    p = run_cli("mgglass.bench", [*args, str(twin), str(twin)], tmp_path)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "a checkpoint is given twice" in err[0], p.stderr
+
+
 def test_a_device_that_is_no_device_is_named_as_such():
     from mgglass.task import PredictError, resolve_device
 
