@@ -212,3 +212,32 @@ def test_training_glasses_are_held_in_spatial_order_with_their_labels(tmp_path):
     assert bool((train.edge_index[1][1:] >= train.edge_index[1][:-1]).all())
     assert sorted(map(tuple, perm[train.edge_index].t().tolist())) == sorted(map(tuple, raw.edge_index.t().tolist()))
     assert torch.equal(val.pos, load_graph(dm.files("val")[0], cache=False).pos)  # validation keeps the file's order
+
+
+def test_synthetic_glasses_under_the_official_names_are_pickles_as_released():
+    """``data.root: synthetic`` with the default split: its ``.pickle`` names get pickled dicts in the
+    released format (they were extxyz text under a pickle's name, read back as a corrupt pickle)."""
+    from mgglass.data.safe_pickle import safe_load
+    from mgglass.data.synthetic import make_glass, name_seed
+
+    dm = GlassDataModule(root="synthetic", synthetic_atoms=64)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.graphs["train"]) == 6 and len(dm.graphs["val"]) == 1
+    path = dm.files("train")[0]
+    d = safe_load(path)
+    assert path.name == "train0.pickle" and sorted(set(d["types"].tolist())) == [1, 2] and d["box"].shape == (3,)
+    glass = make_glass(64, seed=name_seed("train0.pickle", 0))
+    np.testing.assert_allclose(np.sort(d["trajectory_start_velocities"]), np.sort(glass.labels))
+    torch.testing.assert_close(torch.sort(dm.graphs["train"][0].y.double())[0], torch.sort(torch.as_tensor(glass.labels))[0], rtol=0, atol=1e-6)
+
+
+def test_an_older_synthetic_text_file_under_a_pickle_name_is_rewritten(tmp_path):
+    from mgglass.data.structure import read_glass
+    from mgglass.data.synthetic import write_synthetic
+
+    (tmp_path / "x.pickle").write_text("64\nLattice=...\n")  # what the extxyz writer left there before
+    (tmp_path / "y.pickle").write_bytes(b"\x80 not touched")
+    write_synthetic(tmp_path, ["x.pickle", "y.pickle"], n_atoms=64)
+    assert read_glass(tmp_path / "x.pickle").labels.shape == (64,)
+    assert (tmp_path / "y.pickle").read_bytes() == b"\x80 not touched"  # a pickle is left as it is

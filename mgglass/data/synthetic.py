@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase.data import atomic_numbers
 
 from .graph import radius_graph_pbc
 from .structure import Glass
@@ -91,19 +92,43 @@ def name_seed(name: str, seed: int) -> int:
 
 
 def write_synthetic(folder: str | Path, names: list[str], n_atoms: int = 128, seed: int = 0) -> list[Path]:
-    """Write one extxyz file per name (labels in the ``eb`` array, the first-shell count in ``cn``)
-    unless it already exists."""
+    """Write one file per name unless it already exists: extxyz (labels in the ``eb`` array, the
+    first-shell count in ``cn``), or for a ``.pickle`` name a dict as the released glasses have it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for name in names:
         path = folder / name
-        if not path.exists():
+        if not path.exists() or _text_under_a_pickle_name(path):
             glass = make_glass(n_atoms, seed=name_seed(name, seed))
-            atoms = glass.to_atoms(LABEL_KEY)
-            atoms.arrays.update(glass.extras)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")  # per process: ranks may write at once
-            atoms.write(tmp, format="extxyz")
+            if path.suffix == ".pickle":  # the released files' format, so the official split's names work
+                _write_pickle(tmp, glass)
+            else:
+                atoms = glass.to_atoms(LABEL_KEY)
+                atoms.arrays.update(glass.extras)
+                atoms.write(tmp, format="extxyz")
             tmp.replace(path)
         out.append(path)
     return out
+
+
+def _text_under_a_pickle_name(path: Path) -> bool:
+    """An extxyz file that versions before the pickle writer left under a ``.pickle`` name (unreadable)."""
+    if path.suffix != ".pickle":
+        return False
+    with open(path, "rb") as f:
+        return f.read(1) != b"\x80"  # every pickle of protocol 2 or later starts so
+
+
+def _write_pickle(path: Path, glass: Glass) -> None:
+    """``glass`` as the released pickles hold one (types 1 = Cu, 2 = Zr; an orthorhombic box)."""
+    import pickle
+
+    from .structure import PICKLE_LABEL_KEY, PICKLE_TYPES
+
+    types = {number: t for t, symbol in PICKLE_TYPES.items() for number in [atomic_numbers[symbol]]}
+    d = {"positions": glass.positions, "types": np.array([types[int(z)] for z in glass.numbers]),
+         "box": np.diag(glass.cell).copy(), PICKLE_LABEL_KEY: glass.labels, **glass.extras}
+    with open(path, "wb") as f:
+        pickle.dump(d, f)
