@@ -155,8 +155,10 @@ def test_egat_layer_eval_fused_matches_unfused(monkeypatch):
         assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
 
 
-def test_predict_by_dst_ranges_equals_the_whole_forward():
-    """SymGNN layer by layer over ranges of dst atoms (prediction at any size, no halo) = its forward."""
+@pytest.mark.parametrize("inner", [{}, {"inner_cutoff": 2.8, "inner_layers": 2}, {"inner_cutoff": 2.8, "inner_layers": [1, 3]}])
+def test_predict_by_dst_ranges_equals_the_whole_forward(inner):
+    """SymGNN layer by layer over ranges of dst atoms (prediction at any size, no halo) = its forward,
+    also where the first layers pass messages over the shorter edges only."""
     from torch_geometric.data import Batch
 
     from mgglass.data import glass_to_data, make_glass
@@ -164,7 +166,7 @@ def test_predict_by_dst_ranges_equals_the_whole_forward():
     from mgglass.models.symgnn import SymGNN
 
     torch.manual_seed(4)
-    net = SymGNN(hidden=8, heads=(4, 2, 1), k_eval=3, decoder_layers=2, edge_lengths=True, cardinality=0.03)
+    net = SymGNN(hidden=8, heads=(4, 2, 1), k_eval=3, decoder_layers=2, edge_lengths=True, cardinality=0.03, **inner)
     for m in net.modules():  # batch norms off their initial statistics, as after training
         if isinstance(m, torch.nn.BatchNorm1d):
             m.running_mean.normal_(0, 0.3)

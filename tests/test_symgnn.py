@@ -368,3 +368,28 @@ def test_symmetry_plot_of_a_learned_distribution_outside_no_grad(tmp_path):
     assert torch.is_grad_enabled()
     symmetry_plot(tmp_path / "angles.png", Symmetrizer(8, "learned"), n=500)
     assert (tmp_path / "angles.png").stat().st_size > 1000
+
+
+def test_inner_layers_pass_messages_over_the_short_edges_only(synthetic_batch):
+    """``inner_cutoff``: the first ``inner_layers`` layers read only edges shorter than it, the others keep
+    their features there (residual path). With every layer inner, the network is the one on the graph
+    of the short edges alone; with one, it differs from both and the long edges still get gradients."""
+    torch.manual_seed(0)
+    b = synthetic_batch
+    short = b.edge_vec.norm(dim=-1) < 3.0
+    assert 0.2 < short.float().mean() < 0.8
+    pruned = b.clone()
+    pruned.edge_index, pruned.edge_vec = b.edge_index[:, short], b.edge_vec[short]
+    plain = SymGNN(hidden=16, heads=(2, 2, 1), edge_lengths=True, cardinality=0.05).eval()
+    nets = {n: SymGNN(hidden=16, heads=(2, 2, 1), edge_lengths=True, cardinality=0.05, inner_cutoff=3.0, inner_layers=n).eval() for n in (1, 3)}
+    for net in nets.values():
+        net.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(nets[3](b), plain(pruned), rtol=1e-4, atol=1e-5)
+        one = nets[1](b)
+        assert (one - plain(b)).abs().max() > 1e-3 and (one - plain(pruned)).abs().max() > 1e-3
+    vec = b.edge_vec.clone().requires_grad_()
+    nets[1].train()(b.clone().update({"edge_vec": vec})).sum().backward()
+    assert vec.grad[~short].abs().sum(-1).gt(0).all()
+    with pytest.raises(ValueError, match="inner_layers"):
+        SymGNN(heads=(2, 1), inner_cutoff=3.0, inner_layers=3)

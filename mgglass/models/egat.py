@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Collection
 
 import torch
 import torch.nn.functional as F
@@ -534,25 +535,38 @@ class PredictionModule(nn.Module):
         ]
         self.decoder = nn.Sequential(*decoder, nn.Linear(hidden, 1))
 
-    def features(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None) -> Tensor:
-        """Per-atom features [N, hidden] after message passing (what the decoder reads)."""
+    def features(self, h: Tensor, e: Tensor, edge_index: Tensor, edge_mask: Tensor | None = None,
+                 inner: Tensor | None = None, inner_layers: Collection[int] = ()) -> Tensor:
+        """Per-atom features [N, hidden] after message passing (what the decoder reads). ``inner`` [E]
+        (bool): the edges the layers numbered in ``inner_layers`` (from 0) pass messages over (the others take the
+        residual path there: their features pass unchanged)."""
         plan = EdgePlan(edge_index, h.shape[0])
-        for layer in self.layers:
-            h, e = layer(h, e, edge_index, edge_mask, plan)
+        if inner is not None and inner_layers:
+            idx = inner.nonzero().squeeze(1)  # a subset of dst-sorted edges stays sorted
+            sub = (edge_index[:, idx], None if edge_mask is None else edge_mask[idx])
+            sub_plan = EdgePlan(sub[0], h.shape[0])
+        for i, layer in enumerate(self.layers):
+            if i in inner_layers and inner is not None:
+                h, e_in = layer(h, e[idx], *sub, sub_plan)
+                e = e.index_copy(0, idx, e_in)
+            else:
+                h, e = layer(h, e, edge_index, edge_mask, plan)
             # As in the released code: dropout after every layer (edges: only where still read).
             h = self.dropout(h)
             e = self.dropout(e) if layer.update_edges else e
         return h
 
     @torch.no_grad()
-    def features_by_dst(self, h: Tensor, encode_edges, edge_index: Tensor, dst_chunk: int) -> Tensor:
+    def features_by_dst(self, h: Tensor, encode_edges, edge_index: Tensor, dst_chunk: int,
+                        inner: Tensor | None = None, inner_layers: Collection[int] = ()) -> Tensor:
         """:meth:`features` in evaluation, layer by layer over ranges of ``dst_chunk`` dst atoms: each range
         gets its edges' encodings from ``encode_edges(slice of edges)`` in the first layer and their
         updates from the range's own edge tensor after, so a glass of any size is computed once, with no halo, holding
         per edge only its features (hidden floats). Needs edges sorted by dst; same numbers as
-        :meth:`features` (float rounding)."""
+        :meth:`features` (float rounding), ``inner`` and ``inner_layers`` included."""
         n = h.shape[0]
         plan = EdgePlan(edge_index, n)
+        shell_plan = EdgePlan(edge_index[:, inner], n) if inner is not None and inner_layers else None
         # Each range's edge features between layers, [its edges, hidden], kept as separate tensors: a
         # million-atom glass's 4 GB of them then fit the heap's free pieces (left by the graph build),
         # where one [E, hidden] block needed 4 GB more (`mgglass.predict` of 10^6 atoms: peak 7.9 GiB, not 8.3).
@@ -560,8 +574,10 @@ class PredictionModule(nn.Module):
         for i, layer in enumerate(self.layers):
             out = torch.empty_like(h)
             keep = layer.update_edges and i + 1 < len(self.layers)
+            shell = shell_plan is not None and i in inner_layers
             for j, d0 in enumerate(range(0, n, dst_chunk)):
-                sub = plan.dst_range(d0, min(d0 + dst_chunk, n))
+                whole = plan.dst_range(d0, min(d0 + dst_chunk, n))
+                sub = shell_plan.dst_range(d0, min(d0 + dst_chunk, n)) if shell else whole
                 with record_function(STAGES["range"]):
                     # the per-atom parts of this range's src atoms only ([N, H·C] each for all atoms would be
                     # 2 GB per million atoms in the first layer; a range's src atoms are ~2.5× its own)
@@ -569,8 +585,13 @@ class PredictionModule(nn.Module):
                     sub.num_src = src_atoms.numel()
                     h_src = h.index_select(0, src_atoms)
                     p_src, v_src = layer.fc_src(h_src), layer.fc_node(h_src)
-                e = encode_edges(sub.edges) if i == 0 else edges[j]
-                out[d0 : d0 + sub.num_nodes], e_new = layer.update(h[d0 : d0 + sub.num_nodes], p_src, v_src, e, sub.src, sub.dst, sub)
+                e = encode_edges(whole.edges) if i == 0 else edges[j]
+                if shell:  # the range's inner edges, in the same order as in shell_plan
+                    loc = inner[whole.edges].nonzero().squeeze(1)
+                    out[d0 : d0 + sub.num_nodes], e_in = layer.update(h[d0 : d0 + sub.num_nodes], p_src, v_src, e[loc], sub.src, sub.dst, sub)
+                    e_new = e.index_copy_(0, loc, e_in)
+                else:
+                    out[d0 : d0 + sub.num_nodes], e_new = layer.update(h[d0 : d0 + sub.num_nodes], p_src, v_src, e, sub.src, sub.dst, sub)
                 edges[j] = e_new if keep else None  # no later range reads this range's edges in this layer
             h = self.dropout(out)
         return h

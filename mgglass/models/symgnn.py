@@ -16,7 +16,9 @@ Also the ablations ``SymGNNNoSym`` (raw edge vectors) and ``EGATLength`` (|x| on
 ``edge_lengths=True`` adds an |x| branch to SymGNN's symmetrised encoding (``length_basis=n``: |x|
 expanded in n Gaussians over the cutoff first, as SchNet does, instead of the raw length);
 ``cardinality=c`` adds an unnormalised sum of messages to each layer's attention average
-(:mod:`mgglass.models.egat`), so an atom can count its neighbours.
+(:mod:`mgglass.models.egat`), so an atom can count its neighbours; ``inner_cutoff=r`` lets the first
+``inner_layers`` layers (or those numbered in a list, from 1) pass messages over the edges shorter
+than r only, the others taking the residual path there (a cheaper step: docs/notes/benchmarks.md#inner).
 In eval mode samples come from a generator seeded with ``eval_seed`` on every call, so predictions
 are reproducible.
 """
@@ -286,8 +288,15 @@ class SymGNN(nn.Module):
         length_basis: int = 0,
         cutoff: float = 5.0,
         cardinality: float = 0.0,
+        inner_cutoff: float = 0.0,
+        inner_layers: int | list[int] = 1,
     ):
         super().__init__()
+        depth = len(tuple(heads))
+        numbers = list(range(1, inner_layers + 1)) if isinstance(inner_layers, int) else list(inner_layers)
+        if inner_cutoff < 0 or not numbers or not all(1 <= k <= depth for k in numbers):
+            raise ValueError(f"inner_cutoff must be >= 0 and inner_layers a count or numbers of layers in 1..{depth}, not {inner_cutoff!r}, {inner_layers!r}")
+        self.inner_cutoff, self.inner_layers = inner_cutoff, frozenset(k - 1 for k in numbers)
         self.node_encoder = nn.Sequential(nn.Embedding(num_species, hidden), mlp_block([hidden, hidden, hidden]))
         self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed, init_log_std)
         # Optional exactly invariant |x| branch added to the symmetrised encoding: EGAT on lengths alone
@@ -326,7 +335,12 @@ class SymGNN(nn.Module):
         atoms (:meth:`~mgglass.models.egat.PredictionModule.features_by_dst`): no halo, and per edge only
         its features are held between layers. Edges must be sorted by dst."""
         h = self.node_encoder(batch.species)
-        return self.head(self.gnn.features_by_dst(h, lambda edges: self.encode_vectors(batch.edge_vec[edges]), batch.edge_index, dst_chunk))
+        encode = lambda edges: self.encode_vectors(batch.edge_vec[edges])
+        return self.head(self.gnn.features_by_dst(h, encode, batch.edge_index, dst_chunk, self._inner(batch), self.inner_layers))
+
+    def _inner(self, batch) -> Tensor | None:
+        """The edges the first ``inner_layers`` layers read (shorter than ``inner_cutoff``), or None: all."""
+        return batch.edge_vec.norm(dim=-1) < self.inner_cutoff if self.inner_cutoff else None
 
     def features(self, batch, edge_mask: Tensor | None = None) -> Tensor:
         """Per-atom features [N, feature_dim] after message passing; ``head`` turns them into the prediction
@@ -334,7 +348,7 @@ class SymGNN(nn.Module):
         if edge_mask is None:
             edge_mask = getattr(batch, "edge_mask", None)
         h = self.node_encoder(batch.species)
-        return self.gnn.features(h, self.encode_edges(batch), batch.edge_index, edge_mask)
+        return self.gnn.features(h, self.encode_edges(batch), batch.edge_index, edge_mask, self._inner(batch), self.inner_layers)
 
     def head(self, features: Tensor) -> Tensor:
         with record_function(STAGES["decoder"]):

@@ -7,8 +7,10 @@ up), medians (docs/notes/benchmarks.md#step-round-3).
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py drop_edges [THREADS]  # after `git apply docs/notes/scripts/drop_edges.diff`
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py width [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py cutoff [THREADS]
+    MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py inner [THREADS]
 
 A variant's ``cutoff`` (Å) is the radius graph's, not an init arg (default 5.0); docs/notes/benchmarks.md#cutoff.
+``inner``: some attention layers on the first shell of the 5 Å graph (docs/notes/benchmarks.md#inner).
 """
 
 import statistics
@@ -33,6 +35,12 @@ SETS = {  # init-arg overrides of experiments/symgnn.yaml's network; the first i
     "drop_edges": {"default": {}, "drop_edges=0.5": {"drop_edges": 0.5}, "drop_edges=0.3": {"drop_edges": 0.3}},
     "width": {"default": {}, "hidden 48": {"hidden": 48}, "hidden 64": {"hidden": 64}, "heads 8/8/8/8": {"heads": [8, 8, 8, 8]}},
     "cutoff": {f"cutoff {c}": {"cutoff": c} for c in (5.0, 3.9, 4.2, 6.0)},
+    "inner": {"default": {}, "layer 1 on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [1]},
+              "layers 3-4 on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [3, 4]},
+              "layers 2-4 on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [2, 3, 4]},
+              "layers 1, 3, 4 on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [1, 3, 4]},
+              "layers 1-2 on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [1, 2]},
+              "all layers on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [1, 2, 3, 4]}, "cutoff 3.9": {"cutoff": 3.9}},
 }
 
 variants = SETS[sys.argv[1] if len(sys.argv) > 1 else "heads"]
