@@ -30,21 +30,24 @@ def _nets():
     return {
         "SymGNN": SymGNN(hidden=8, heads=(2, 1), dropout=0.0, k_train=1, k_eval=2, decoder_layers=2),
         "EGATLength": EGATLength(hidden=8, heads=(2, 1), dropout=0.0, decoder_layers=2),
+        "SymGNN inner": SymGNN(hidden=8, heads=(2, 1), dropout=0.0, k_train=1, k_eval=2, decoder_layers=2, inner_cutoff=3.0),
         "SchNetAtom": SchNetAtom(hidden_channels=8, num_filters=8, num_interactions=2, num_gaussians=10),
     }
 
 
-@pytest.mark.parametrize("name", ["SymGNN", "EGATLength", "SchNetAtom"])
+@pytest.mark.parametrize("name", ["SymGNN", "EGATLength", "SchNetAtom", "SymGNN inner"])
 def test_models_honour_explainer_edge_masks(name):
     from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 
     from mgglass.explain.explainer import ExplainableNet
 
     data = _graph(120)
-    model = ExplainableNet(_nets()[name]).eval()
+    net = _nets()[name]
+    model = ExplainableNet(net).eval()
     batch = Batch.from_data_list([data])
     with torch.no_grad():
         plain = model(None, data.edge_index, batch)
+        torch.testing.assert_close(plain, net(batch), rtol=0, atol=1e-6)  # the net explained is the net that predicts
         e = data.num_edges
         set_masks(model, torch.ones(e), data.edge_index, apply_sigmoid=False)
         ones = model(None, data.edge_index, batch)

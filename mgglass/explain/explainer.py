@@ -56,7 +56,7 @@ class ExplainableNet(nn.Module):
     explainer asks. ``x`` only gives the explainer the node count; the graph comes from ``batch``.
 
     For nets that split into mask-independent encoders and message passing (SymGNN and its
-    variants: ``node_encoder``, ``encode_edges``, ``gnn``), the encodings are computed once per
+    variants: ``node_encoder``, ``encode_edges``, ``features_from``, ``head``), the encodings are computed once per
     neighbourhood and reused across the explainer's epochs (SymGNN's 16 evaluation transforms would
     otherwise be recomputed every epoch). The net's parameters are frozen."""
 
@@ -65,7 +65,7 @@ class ExplainableNet(nn.Module):
         self.net = net.requires_grad_(False)  # only the mask needs gradients (~15% faster backward)
         self.slot = _MaskSlot()
         self.takes_mask = "edge_mask" in inspect.signature(net.forward).parameters
-        self.splits = all(hasattr(net, a) for a in ("node_encoder", "encode_edges", "gnn"))
+        self.splits = all(hasattr(net, a) for a in ("node_encoder", "encode_edges", "features_from", "head"))
         self._cached: tuple[int, Tensor, Tensor] | None = None
 
     def _mask(self) -> Tensor | None:
@@ -79,7 +79,7 @@ class ExplainableNet(nn.Module):
             with torch.no_grad():
                 self._cached = (id(batch), self.net.node_encoder(batch.species), self.net.encode_edges(batch))
         _, h, e = self._cached
-        return self.net.gnn(h, e, batch.edge_index, mask)
+        return self.net.head(self.net.features_from(h, e, batch, mask))
 
 
 def neighbourhood(data: Data, atom: int, hops: int) -> tuple[Data, int]:

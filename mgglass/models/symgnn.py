@@ -347,8 +347,12 @@ class SymGNN(nn.Module):
         (the task reads them for auxiliary targets)."""
         if edge_mask is None:
             edge_mask = getattr(batch, "edge_mask", None)
-        h = self.node_encoder(batch.species)
-        return self.gnn.features(h, self.encode_edges(batch), batch.edge_index, edge_mask, self._inner(batch), self.inner_layers)
+        return self.features_from(self.node_encoder(batch.species), self.encode_edges(batch), batch, edge_mask)
+
+    def features_from(self, h: Tensor, e: Tensor, batch, edge_mask: Tensor | None = None) -> Tensor:
+        """:meth:`features` from the node and edge encodings (the explainer encodes a neighbourhood once
+        and varies only the mask)."""
+        return self.gnn.features(h, e, batch.edge_index, edge_mask, self._inner(batch), self.inner_layers)
 
     def head(self, features: Tensor) -> Tensor:
         with record_function(STAGES["decoder"]):
