@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--input", default=None, help="default: test0.pickle in $MGGLASS_DATA_DIR")
     p.add_argument("--repeats", type=int, default=10)
     args = p.parse_args(argv)
-    if len(set(args.ckpt_path)) < len(args.ckpt_path):
+    if len({Path(c).resolve() for c in args.ckpt_path}) < len(args.ckpt_path):  # as `mgglass.ensemble` compares them
         raise PredictError(f"--ckpt_path: a checkpoint is given twice ({' '.join(args.ckpt_path)})")
     keep_freed_memory()
     path = Path(args.input or Path(os.environ.get("MGGLASS_DATA_DIR", ".")) / "test0.pickle")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 from ase.data import atomic_numbers
 
 from .graph import radius_graph_pbc
-from .structure import Glass
+from .structure import PICKLE_LABEL_KEY, PICKLE_TYPES, Glass
 
 LABEL_KEY = "eb"
 
@@ -123,11 +124,7 @@ def _text_under_a_pickle_name(path: Path) -> bool:
 
 def _write_pickle(path: Path, glass: Glass) -> None:
     """``glass`` as the released pickles hold one (types 1 = Cu, 2 = Zr; an orthorhombic box)."""
-    import pickle
-
-    from .structure import PICKLE_LABEL_KEY, PICKLE_TYPES
-
-    types = {number: t for t, symbol in PICKLE_TYPES.items() for number in [atomic_numbers[symbol]]}
+    types = {atomic_numbers[symbol]: t for t, symbol in PICKLE_TYPES.items()}
     d = {"positions": glass.positions, "types": np.array([types[int(z)] for z in glass.numbers]),
          "box": np.diag(glass.cell).copy(), PICKLE_LABEL_KEY: glass.labels, **glass.extras}
     with open(path, "wb") as f:

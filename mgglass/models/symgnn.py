@@ -339,7 +339,7 @@ class SymGNN(nn.Module):
         return self.head(self.gnn.features_by_dst(h, encode, batch.edge_index, dst_chunk, self._inner(batch), self.inner_layers))
 
     def _inner(self, batch) -> Tensor | None:
-        """The edges the first ``inner_layers`` layers read (shorter than ``inner_cutoff``), or None: all."""
+        """The edges the ``inner_layers`` read (shorter than ``inner_cutoff``), or None: all."""
         return batch.edge_vec.norm(dim=-1) < self.inner_cutoff if self.inner_cutoff else None
 
     def features(self, batch, edge_mask: Tensor | None = None) -> Tensor:

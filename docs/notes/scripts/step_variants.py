@@ -60,12 +60,13 @@ def train_batch(cutoff: float) -> Batch:
     return Batch.from_data_list([spatially_ordered(data)[0]])
 
 
-batches = {c: train_batch(c) for c in {v.get("cutoff", 5.0) for v in variants.values()}}
+cutoffs = {k: v.get("cutoff", 5.0) for k, v in variants.items()}
+batches = {c: train_batch(c) for c in set(cutoffs.values())}
 nets = {k: SymGNN(**{**init, **{a: x for a, x in v.items() if a != "cutoff"}}) for k, v in variants.items()}
 times = {k: [] for k in nets}
 for rep in range(6):
     for k, net in nets.items():
-        batch = batches[variants[k].get("cutoff", 5.0)]
+        batch = batches[cutoffs[k]]
         net.train()
         net.zero_grad(set_to_none=True)
         torch.manual_seed(rep)
@@ -76,5 +77,5 @@ for rep in range(6):
 base = statistics.median(next(iter(times.values())))
 for k, ts in times.items():
     m = statistics.median(ts)
-    edges = batches[variants[k].get("cutoff", 5.0)].num_edges
+    edges = batches[cutoffs[k]].num_edges
     print(f"{k}: median {m:.3f} s ({m / base:.2f}x), parameters {sum(p.numel() for p in nets[k].parameters())}, edges {edges}")
