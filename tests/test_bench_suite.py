@@ -35,7 +35,8 @@ def test_page_holds_the_measured_numbers():
     assert table[2] == "| symgnn | cpu | 8000 | 259838 | 102,796 | 1.85 | 11.1 | 2100 |"
     assert table[3].startswith("| faenet | cpu | failed: out of memory")
     rows = [{"glass": "test0", "atoms": 3000, "edges": 97530, "graph_s": 0.1, "predict_s": 0.5, "total_s": 0.6, "peak_mb": 1024, "chunk_atoms": None},
-            {"glass": "train0x8", "atoms": 64000, "edges": 2078704, "graph_s": 1.0, "predict_s": 11.0, "total_s": 12.0, "peak_mb": 4096, "chunk_atoms": 50000}]
+            {"glass": "train0x8", "atoms": 64000, "edges": 2078704, "graph_s": 1.0, "predict_s": 11.0, "total_s": 12.0, "peak_mb": 4096, "chunk_atoms": 50000,
+             "cli_s": 15.25, "cli_peak_mb": 3072}]
     page = render({"latency": {"atoms": 3000, "edges": 97530, "end_to_end_s": 0.234, "model_only_s": 0.2},
                    "scaling": rows, "scaling_fit": {"slope_total_s": 0.98, "slope_predict_s": 0.99, "slope_peak_mb": 0.45},
                    "models": models, "graph": "radius graphs ...",
@@ -46,7 +47,8 @@ def test_page_holds_the_measured_numbers():
                   {"date": "2026-12-02", "commit": "abc1234", "machine": "Some CPU, 2 cores", "torch": "2.13.0", "threads": 2,
                    "ckpt": "c.ckpt", "chunk_atoms": 50000})
     assert "| 3000 | 97530 | 0.234 | 0.200 |" in page
-    assert "| 64,000 | 2,078,704 | 1.00 | 11.00 | 12.00 | 188 | 4.00 |" in page
+    assert "| 64,000 | 2,078,704 | 1.00 | 11.00 | 12.00 | 188 | 4.00 | 15.2 | 3.00 |" in page
+    assert "| 3,000 | 97,530 | 0.10 | 0.50 | 0.60 | 200 | 1.00 | not run |  |" in page  # a size without the CLI run
     assert "total time 0.98" in page and "Some CPU, 2 cores" in page and "`abc1234`" in page
     assert "| symgnn | cpu | 8000 |" in page
     assert "| train step | fused edge encoders | 0.900 | 0.850 | 0.75 |" in page

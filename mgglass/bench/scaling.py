@@ -6,8 +6,11 @@ Each size is the 8000-atom train0 glass replicated n×n×n times (``--sizes`` li
 8 → 64k, 64 → 512k, 125 → 1M atoms) plus test0 (3k), predicted in a fresh subprocess so its peak
 resident memory is its own. Reported per size: the periodic radius graph's time, the model's time
 (glasses above ``--chunk_atoms`` are predicted in spatial chunks with their k-hop halo, as
-``mgglass.predict`` does) and the process's peak RSS. The slopes of log(time) and log(memory)
-against log(atoms) say whether it scales linearly (slope 1). One JSON line per size, then the fit.
+``mgglass.predict`` does) and the process's peak RSS. Then what a user runs: the glass written as
+extxyz and ``python -m mgglass.predict`` from that file to an extxyz and CSV in a fresh process (read,
+graph, predict, write, imports included), its wall time and peak RSS (``cli_s``, ``cli_peak_mb``;
+``--no-cli`` skips it). The slopes of log(time) and log(memory) against log(atoms) say whether it
+scales linearly (slope 1). One JSON line per size, then the fit.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -102,6 +107,9 @@ def plot(path: Path, rows: list[dict]) -> None:
     a.legend(fontsize=8)
     mem = np.array([r["peak_mb"] for r in rows]) / 1024
     b.loglog(n, mem, "o-", label=f"peak RSS (slope {slope(n, mem):.2f})")
+    if all("cli_peak_mb" in r for r in rows):
+        cli = np.array([r["cli_peak_mb"] for r in rows]) / 1024
+        b.loglog(n, cli, "s--", label=f"mgglass.predict, file to file (slope {slope(n, cli):.2f})")
     b.set_xlabel("atoms")
     b.set_ylabel("GiB")
     b.legend(fontsize=8)
@@ -127,17 +135,54 @@ def run_worker(args: list[str], source: str, threads: int, timeout: float) -> li
     return [json.loads(line) for line in res.stdout.strip().splitlines() if line.startswith("{")]
 
 
-def run(ckpt: str, sizes: list[int], reps: int, chunk_atoms: int, threads: int, timeout: float) -> list[dict]:
+def run_cli(ckpt: str, source: str, threads: int, timeout: float, folder: Path) -> dict:
+    """``python -m mgglass.predict`` on ``source`` written as extxyz, in a fresh process: {"cli_s",
+    "cli_peak_mb"} (wall time, the child's own peak RSS), or {"cli_error"} when it fails or times
+    out. The file is written before the clock starts."""
+    import ase.io
+
+    path, out = folder / f"{source}.extxyz", folder / f"{source}-pred.extxyz"
+    ase.io.write(path, replicated_glass(source, None).to_atoms())
+    cmd = [sys.executable, "-m", "mgglass.predict", "--ckpt_path", ckpt, "--input", str(path), "--output", str(out)]
+    timed_out = threading.Event()
+    try:
+        with open(folder / "cli.err", "w+") as err:
+            t = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+            timer = threading.Timer(timeout, lambda: (timed_out.set(), proc.kill()))
+            timer.start()
+            try:  # wait4, not Popen.wait: the rusage of this child alone (RUSAGE_CHILDREN is the max over all)
+                _, status, usage = os.wait4(proc.pid, 0)
+            finally:
+                timer.cancel()
+            wall = time.perf_counter() - t
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            err.seek(0)
+            last = (err.read().strip().splitlines() or ["?"])[-1]
+    finally:
+        for f in (path, out, out.with_suffix(".csv")):
+            f.unlink(missing_ok=True)
+    if timed_out.is_set():
+        return {"cli_error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        return {"cli_error": last}
+    return {"cli_s": wall, "cli_peak_mb": usage.ru_maxrss / 1024}
+
+
+def run(ckpt: str, sizes: list[int], reps: int, chunk_atoms: int, threads: int, timeout: float, cli: bool = True) -> list[dict]:
     rows = []
-    for source in ["test0"] + [f"train0x{n}" for n in sizes]:
-        out = run_worker(["scaling", "--worker", source, "--ckpt_path", ckpt, "--reps", str(reps), "--chunk_atoms",
-                          str(chunk_atoms), "--threads", str(threads)], source, threads, timeout)
-        if not out:
-            break
-        row = out[-1]
-        row["total_s"] = row["graph_s"] + row["predict_s"]
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    with tempfile.TemporaryDirectory(prefix="mgglass-scaling-") as folder:
+        for source in ["test0"] + [f"train0x{n}" for n in sizes]:
+            out = run_worker(["scaling", "--worker", source, "--ckpt_path", ckpt, "--reps", str(reps), "--chunk_atoms",
+                              str(chunk_atoms), "--threads", str(threads)], source, threads, timeout)
+            if not out:
+                break
+            row = out[-1]
+            row["total_s"] = row["graph_s"] + row["predict_s"]
+            if cli:
+                row.update(run_cli(ckpt, source, threads, timeout, Path(folder)))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
 
 
@@ -150,6 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--png", default=None, help="write the log-log plot here")
+    p.add_argument("--no-cli", dest="cli", action="store_false", help="skip timing python -m mgglass.predict file to file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -159,7 +205,7 @@ def main(argv=None) -> int:
     if sizes is None:
         print(f"mgglass.bench scaling: --sizes must be cubes (1, 8, 27, 64, 125, ...), got {args.sizes!r}", file=sys.stderr)
         return 2
-    rows = run(args.ckpt_path, sizes, args.reps, args.chunk_atoms, args.threads, args.timeout)
+    rows = run(args.ckpt_path, sizes, args.reps, args.chunk_atoms, args.threads, args.timeout, args.cli)
     if len(rows) < 2:
         return 1
     n = [r["atoms"] for r in rows]
