@@ -374,7 +374,7 @@ def test_a_run_looked_up_where_there_is_no_store_creates_none(tmp_path):
 
 def test_bench_scaling_times_the_command_file_to_file(smoke, tmp_path, cuzr_dir):
     """make bench's end-to-end column runs `python -m mgglass.predict` on the glass written as extxyz,
-    reads that child's own peak memory, cleans up after itself, and reports a failure in one line."""
+    reads that child's own peak memory, cleans up after itself, and reports a failure or a timeout in one line."""
     from mgglass.bench.scaling import run_cli
 
     row = run_cli(str(smoke["ckpt"]), "test0", 1, 300, tmp_path)
@@ -382,4 +382,5 @@ def test_bench_scaling_times_the_command_file_to_file(smoke, tmp_path, cuzr_dir)
     assert 0 < row["cli_s"] < 300 and 100 < row["cli_peak_mb"] < 8192
     bad = run_cli(str(tmp_path / "typo.ckpt"), "test0", 1, 300, tmp_path)
     assert set(bad) == {"cli_error"} and "typo.ckpt" in bad["cli_error"] and "\n" not in bad["cli_error"]
+    assert run_cli(str(smoke["ckpt"]), "test0", 1, 1, tmp_path) == {"cli_error": "timed out after 1 s"}  # imports alone take longer
     assert [p.name for p in tmp_path.iterdir()] == ["cli.err"]  # the glass and the predictions are removed

@@ -22,7 +22,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -144,25 +143,26 @@ def run_cli(ckpt: str, source: str, threads: int, timeout: float, folder: Path) 
     path, out = folder / f"{source}.extxyz", folder / f"{source}-pred.extxyz"
     ase.io.write(path, replicated_glass(source, None).to_atoms())
     cmd = [sys.executable, "-m", "mgglass.predict", "--ckpt_path", ckpt, "--input", str(path), "--output", str(out)]
-    timed_out = threading.Event()
+    timed_out = False
     try:
         with open(folder / "cli.err", "w+") as err:
             t = time.perf_counter()
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-            timer = threading.Timer(timeout, lambda: (timed_out.set(), proc.kill()))
-            timer.start()
-            try:  # wait4, not Popen.wait: the rusage of this child alone (RUSAGE_CHILDREN is the max over all)
-                _, status, usage = os.wait4(proc.pid, 0)
-            finally:
-                timer.cancel()
+            # wait4, not Popen.wait: the rusage of this child alone (RUSAGE_CHILDREN is the max over all children)
+            while not (done := os.wait4(proc.pid, os.WNOHANG))[0]:
+                if time.perf_counter() - t > timeout and not timed_out:
+                    timed_out = True
+                    proc.kill()
+                time.sleep(0.01)
             wall = time.perf_counter() - t
+            _, status, usage = done
             proc.returncode = os.waitstatus_to_exitcode(status)
             err.seek(0)
             last = (err.read().strip().splitlines() or ["?"])[-1]
     finally:
         for f in (path, out, out.with_suffix(".csv")):
             f.unlink(missing_ok=True)
-    if timed_out.is_set():
+    if timed_out:
         return {"cli_error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
         return {"cli_error": last}
