@@ -393,3 +393,82 @@ def test_inner_layers_pass_messages_over_the_short_edges_only(synthetic_batch):
     assert vec.grad[~short].abs().sum(-1).gt(0).all()
     with pytest.raises(ValueError, match="inner_layers"):
         SymGNN(heads=(2, 1), inner_cutoff=3.0, inner_layers=3)
+
+
+def _calibrated(model):
+    """Non-trivial batch-norm statistics, as after training."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("n_atoms", [128, 20, 5])  # 20 and 5: cells under 2 cutoffs, several images of a pair, self-images
+def test_eval_pairs_encode_each_edge_pair_once_with_the_same_numbers(n_atoms):
+    from torch_geometric.data import Batch
+
+    from mgglass.data import glass_to_data, make_glass
+    from mgglass.models.symgnn import reverse_pairs
+
+    torch.manual_seed(0)
+    batch = Batch.from_data_list([glass_to_data(make_glass(n_atoms, seed=4)), glass_to_data(make_glass(48, seed=5))])
+    model = _calibrated(SymGNN(hidden=8, heads=(2, 1), k_eval=6, eval_pairs=True, edge_lengths=True))
+    first, mirror, partner = reverse_pairs(batch)
+    # every edge is encoded once or is the reverse of one that is: (src, dst, shift) -> (dst, src, -shift)
+    assert torch.equal(torch.sort(torch.cat([first, partner])).values, torch.arange(batch.num_edges))
+    mine = first[mirror]
+    assert torch.equal(batch.edge_index[:, partner], batch.edge_index[[1, 0]][:, mine])
+    torch.testing.assert_close(batch.edge_vec[partner], -batch.edge_vec[mine], atol=1e-5, rtol=0)
+    with torch.no_grad():
+        enc = model.edge_encoder
+        x = batch.edge_vec
+        torch.testing.assert_close(enc(-x), enc(x), atol=1e-5, rtol=1e-5)  # even in x
+        torch.testing.assert_close(model.encode_edges(batch), model.encode_vectors(x), atol=1e-5, rtol=1e-5)
+        whole = model(batch)
+        model.train()
+        assert not enc.even  # training draws k_train transforms as always
+        model.eval()
+        enc.k_eval = 1  # one transform at a time (predict --samples) is not even
+        assert not enc.even
+        enc.k_eval = 6
+        # by ranges of atoms, where each range encodes its own edges, and without pairing: same numbers
+        torch.testing.assert_close(model.predict_by_dst(batch, 7), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_eval_pairs_are_draws_and_their_negatives_where_they_apply():
+    sym = Symmetrizer(8, "learned", k_eval=4, eval_pairs=True).eval()
+    seen = []
+    sym._encode_eval = lambda x, q, w: seen.append((q, w)) or x.new_zeros(x.shape[0], 8)
+    with torch.no_grad():
+        sym(torch.randn(5, 3))
+    q, w = seen[0]
+    plain, _ = sym.weighted_sample(2, torch.Generator().manual_seed(sym.eval_seed))
+    torch.testing.assert_close(q, torch.cat([plain, -plain]))
+    torch.testing.assert_close(w, torch.full((4,), 0.25))
+    # no pairs where they cannot apply (a sweep over distributions keeps the option on): the same
+    # encoding as without the option
+    x = torch.randn(40, 3)
+    for distribution, k in (("fixed", 16), ("learned", 5), ("haar", 1)):
+        torch.manual_seed(0)
+        on = Symmetrizer(8, distribution, k_eval=k, eval_pairs=True).eval()
+        off = Symmetrizer(8, distribution, k_eval=k).eval()
+        off.load_state_dict(on.state_dict())
+        assert not on.even
+        with torch.no_grad():
+            torch.testing.assert_close(on(x), off(x), rtol=0, atol=0)
+    assert SymGNN(distribution="fixed", eval_pairs=True).edge_encoder.eval_pairs  # accepted, a no-op there
+
+
+def test_edges_without_their_reverse_are_all_encoded(synthetic_batch):
+    from mgglass.models.symgnn import reverse_pairs
+
+    sub = synthetic_batch.clone()
+    keep = torch.arange(0, sub.num_edges, 2)  # a subgraph: most reverses gone
+    sub.edge_index, sub.edge_vec, sub.edge_shift = sub.edge_index[:, keep], sub.edge_vec[keep], sub.edge_shift[keep]
+    assert reverse_pairs(sub) is None
+    model = _calibrated(SymGNN(hidden=8, heads=(2, 1), k_eval=4, eval_pairs=True))
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_edges(sub), model.encode_vectors(sub.edge_vec))

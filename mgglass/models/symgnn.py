@@ -20,7 +20,8 @@ expanded in n Gaussians over the cutoff first, as SchNet does, instead of the ra
 ``inner_layers`` layers (or those numbered in a list, from 1) pass messages over the edges shorter
 than r only, the others taking the residual path there (a cheaper step: docs/notes/benchmarks.md#inner).
 In eval mode samples come from a generator seeded with ``eval_seed`` on every call, so predictions
-are reproducible.
+are reproducible. ``eval_pairs=True`` draws them in pairs {Q, −Q} (K/2 draws): the encoding is then
+even in x, so each edge and its reverse share one encoding, computed once (docs/notes/benchmarks.md#pairs).
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ class Symmetrizer(nn.Module):
     ``calibration_edges`` random edges (a glass's edge vectors are isotropic and alike, so more add
     nothing), then all edges are encoded by the fast eval path with those statistics: recalibrating a
     whole SymGNN on two 8000-atom glasses (K = 16) took 2.1 s instead of 10.5 s.
+    ``eval_pairs``: in evaluation, K/2 draws and their negatives, each pair weighted as its two draws
+    (an antithetic sample of the same expectation when Q and −Q are equally likely: Haar, and the
+    learned distribution at reflection probability 1/2, where it stays in training). φ(x(−Q)) = φ((−x)Q),
+    so the encoding is then even in x (:attr:`even`). It applies to the sampled distributions with an
+    even K and changes nothing elsewhere (``fixed``, ``none``, one transform at a time), so a sweep over
+    distributions can keep it on.
     """
 
     calibration_edges = 1 << 15
@@ -117,9 +124,10 @@ class Symmetrizer(nn.Module):
         chunk_rows: int = 1 << 13,
         init_log_std: float = 0.0,
         recompute: bool = True,
+        eval_pairs: bool = False,
     ):
         super().__init__()
-        self.recompute = recompute
+        self.recompute, self.eval_pairs = recompute, eval_pairs
         if distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, not {distribution!r}")
         self.distribution, self.k_train, self.k_eval = distribution, k_train, k_eval
@@ -248,12 +256,22 @@ class Symmetrizer(nn.Module):
             out["sym_reflect_share"] = float(reflected.float().mean())
         return out
 
+    @property
+    def even(self) -> bool:
+        """The encoding is even in x, enc(−x) = enc(x): evaluation with ``eval_pairs``, a sampled
+        distribution and an even K (one transform at a time, as ``predict --samples`` draws them, is not)."""
+        return self.eval_pairs and not self.training and self.distribution in SAMPLED and self.num_samples % 2 == 0
+
     def forward(self, x: Tensor) -> Tensor:
         k = self.num_samples
         gen = None
         if not self.training and self.distribution in SAMPLED:
             gen = torch.Generator().manual_seed(self.eval_seed)
-        q, w = self.weighted_sample(k, gen)
+        if self.even:
+            q, w = self.weighted_sample(k // 2, gen)
+            q, w = torch.cat([q, -q]), torch.cat([w, w]) / 2
+        else:
+            q, w = self.weighted_sample(k, gen)
         q, w = q.to(device=x.device, dtype=x.dtype), w.to(device=x.device, dtype=x.dtype)
         if self._affine_norms():
             return self._encode_eval(x, q, w)
@@ -264,6 +282,29 @@ class Symmetrizer(nn.Module):
         if torch.is_grad_enabled() and self.recompute:
             return checkpoint_once(self._encode, x, q, w, stats_of=self.phi)
         return self._encode(x, q, w)
+
+
+def reverse_pairs(batch) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Each edge (src, dst, shift) of a periodic graph with its reverse (dst, src, −shift): (the edges
+    encoded, those of them whose reverse is another edge (positions in the first), those reverses), or
+    None when an edge has no reverse (a subgraph), so that all edges are encoded."""
+    if getattr(batch, "edge_shift", None) is None:
+        return None
+    src, dst = batch.edge_index
+    shift = batch.edge_shift.long()
+    b = 2 * (int(shift.abs().max()) if shift.numel() else 0) + 1
+    code = ((shift[:, 0] * b + shift[:, 1]) * b + shift[:, 2]).add_((b**3 - 1) // 2)  # in [0, b³); −shift: b³ − 1 − code
+    fwd = (dst * batch.num_nodes + src).mul_(b**3).add_(code)
+    rev = (src * batch.num_nodes + dst).mul_(b**3).sub_(code).add_(b**3 - 1)
+    # One sort of each (searchsorted is single-threaded and was the slower half): in a symmetric graph
+    # the two sorted lists are equal, and the i-th smallest reverse key's edge pairs with the i-th forward.
+    (fwd_sorted, by_fwd), (rev_sorted, by_rev) = torch.sort(fwd), torch.sort(rev)
+    if not torch.equal(fwd_sorted, rev_sorted):
+        return None
+    partner = torch.empty_like(by_fwd).index_copy_(0, by_rev, by_fwd)
+    first = (fwd <= rev).nonzero().squeeze(1)  # one of each pair; a self-image edge (fwd == rev) is its own
+    mirror = (fwd.index_select(0, first) < rev.index_select(0, first)).nonzero().squeeze(1)
+    return first, mirror, partner.index_select(0, first.index_select(0, mirror))
 
 
 class SymGNN(nn.Module):
@@ -290,6 +331,7 @@ class SymGNN(nn.Module):
         cardinality: float = 0.0,
         inner_cutoff: float = 0.0,
         inner_layers: int | list[int] = 1,
+        eval_pairs: bool = False,
     ):
         super().__init__()
         depth = len(tuple(heads))
@@ -298,7 +340,7 @@ class SymGNN(nn.Module):
             raise ValueError(f"inner_cutoff must be >= 0 and inner_layers a count or numbers of layers in 1..{depth}, not {inner_cutoff!r}, {inner_layers!r}")
         self.inner_cutoff, self.inner_layers = inner_cutoff, frozenset(k - 1 for k in numbers)
         self.node_encoder = nn.Sequential(nn.Embedding(num_species, hidden), mlp_block([hidden, hidden, hidden]))
-        self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed, init_log_std)
+        self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed, init_log_std, eval_pairs)
         # Optional exactly invariant |x| branch added to the symmetrised encoding: EGAT on lengths alone
         # learns far faster than the sampled φ(Qx) (docs/notes/reproduction.md).
         if length_basis and not edge_lengths:
@@ -306,8 +348,8 @@ class SymGNN(nn.Module):
         self.length_encoder = _length_encoder(hidden, length_basis, cutoff) if edge_lengths else None
         self.gnn = PredictionModule(hidden, heads, dropout, decoder_layers, cardinality)
 
-    def _edge_encoder(self, hidden, distribution, k_train, k_eval, eval_seed, init_log_std) -> nn.Module:
-        return Symmetrizer(hidden, distribution, k_train, k_eval, eval_seed, init_log_std=init_log_std)
+    def _edge_encoder(self, hidden, distribution, k_train, k_eval, eval_seed, init_log_std, eval_pairs) -> nn.Module:
+        return Symmetrizer(hidden, distribution, k_train, k_eval, eval_seed, init_log_std=init_log_std, eval_pairs=eval_pairs)
 
     @property
     def receptive_hops(self) -> int:
@@ -319,7 +361,16 @@ class SymGNN(nn.Module):
         return describe() if callable(describe) else {}
 
     def encode_edges(self, batch) -> Tensor:
-        return self.encode_vectors(batch.edge_vec)
+        """Edge encodings [E, hidden]. When they are even in x (``eval_pairs``; the |x| branch always is),
+        each edge and its reverse get one encoding, computed once: half the encoders' work."""
+        pairs = reverse_pairs(batch) if getattr(self.edge_encoder, "even", False) else None
+        if pairs is None:
+            return self.encode_vectors(batch.edge_vec)
+        first, mirror, partner = pairs
+        e = self.encode_vectors(batch.edge_vec.index_select(0, first))
+        out = e.new_empty(batch.edge_vec.shape[0], e.shape[1])
+        out.index_copy_(0, first, e)
+        return out.index_copy_(0, partner, e.index_select(0, mirror))
 
     def encode_vectors(self, vec: Tensor) -> Tensor:
         """Edge encodings [E, hidden] of edge vectors [E, 3]."""
