@@ -106,7 +106,8 @@ class Symmetrizer(nn.Module):
     learned distribution at reflection probability 1/2, where it stays in training). φ(x(−Q)) = φ((−x)Q),
     so the encoding is then even in x (:attr:`even`). It applies to the sampled distributions with an
     even K and changes nothing elsewhere (``fixed``, ``none``, one transform at a time), so a sweep over
-    distributions can keep it on.
+    distributions can keep it on. ``train_pairs``: the same for the ``k_train`` transforms of a training
+    step (an experiment: docs/notes/benchmarks.md#pairs).
     """
 
     calibration_edges = 1 << 15
@@ -125,9 +126,10 @@ class Symmetrizer(nn.Module):
         init_log_std: float = 0.0,
         recompute: bool = True,
         eval_pairs: bool = False,
+        train_pairs: bool = False,
     ):
         super().__init__()
-        self.recompute, self.eval_pairs = recompute, eval_pairs
+        self.recompute, self.eval_pairs, self.train_pairs = recompute, eval_pairs, train_pairs
         if distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, not {distribution!r}")
         self.distribution, self.k_train, self.k_eval = distribution, k_train, k_eval
@@ -258,9 +260,11 @@ class Symmetrizer(nn.Module):
 
     @property
     def even(self) -> bool:
-        """The encoding is even in x, enc(−x) = enc(x): evaluation with ``eval_pairs``, a sampled
-        distribution and an even K (one transform at a time, as ``predict --samples`` draws them, is not)."""
-        return self.eval_pairs and not self.training and self.distribution in SAMPLED and self.num_samples % 2 == 0
+        """The encoding is even in x, enc(−x) = enc(x): evaluation with ``eval_pairs`` (training with
+        ``train_pairs``), a sampled distribution and an even K (one transform at a time, as ``predict
+        --samples`` draws them, is not)."""
+        pairs = self.train_pairs if self.training else self.eval_pairs
+        return pairs and self.distribution in SAMPLED and self.num_samples % 2 == 0
 
     def forward(self, x: Tensor) -> Tensor:
         k = self.num_samples
@@ -332,6 +336,7 @@ class SymGNN(nn.Module):
         inner_cutoff: float = 0.0,
         inner_layers: int | list[int] = 1,
         eval_pairs: bool = False,
+        train_pairs: bool = False,
     ):
         super().__init__()
         depth = len(tuple(heads))
@@ -340,7 +345,7 @@ class SymGNN(nn.Module):
             raise ValueError(f"inner_cutoff must be >= 0 and inner_layers a count or numbers of layers in 1..{depth}, not {inner_cutoff!r}, {inner_layers!r}")
         self.inner_cutoff, self.inner_layers = inner_cutoff, frozenset(k - 1 for k in numbers)
         self.node_encoder = nn.Sequential(nn.Embedding(num_species, hidden), mlp_block([hidden, hidden, hidden]))
-        self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed, init_log_std, eval_pairs)
+        self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed, init_log_std, (eval_pairs, train_pairs))
         # Optional exactly invariant |x| branch added to the symmetrised encoding: EGAT on lengths alone
         # learns far faster than the sampled φ(Qx) (docs/notes/reproduction.md).
         if length_basis and not edge_lengths:
@@ -348,8 +353,9 @@ class SymGNN(nn.Module):
         self.length_encoder = _length_encoder(hidden, length_basis, cutoff) if edge_lengths else None
         self.gnn = PredictionModule(hidden, heads, dropout, decoder_layers, cardinality)
 
-    def _edge_encoder(self, hidden, distribution, k_train, k_eval, eval_seed, init_log_std, eval_pairs) -> nn.Module:
-        return Symmetrizer(hidden, distribution, k_train, k_eval, eval_seed, init_log_std=init_log_std, eval_pairs=eval_pairs)
+    def _edge_encoder(self, hidden, distribution, k_train, k_eval, eval_seed, init_log_std, pairs) -> nn.Module:
+        return Symmetrizer(hidden, distribution, k_train, k_eval, eval_seed, init_log_std=init_log_std, eval_pairs=pairs[0],
+                           train_pairs=pairs[1])
 
     @property
     def receptive_hops(self) -> int:
