@@ -306,7 +306,7 @@ def reverse_pairs(batch) -> tuple[Tensor, Tensor, Tensor] | None:
     if not torch.equal(fwd_sorted, rev_sorted):
         return None
     partner = torch.empty_like(by_fwd).index_copy_(0, by_rev, by_fwd)
-    first = (fwd <= rev).nonzero().squeeze(1)  # one of each pair; a self-image edge (fwd == rev) is its own
+    first = (fwd <= rev).nonzero().squeeze(1)  # one of each pair; a self-loop (src = dst, no shift) is its own reverse
     mirror = (fwd.index_select(0, first) < rev.index_select(0, first)).nonzero().squeeze(1)
     return first, mirror, partner.index_select(0, first.index_select(0, mirror))
 
@@ -367,8 +367,8 @@ class SymGNN(nn.Module):
         return describe() if callable(describe) else {}
 
     def encode_edges(self, batch) -> Tensor:
-        """Edge encodings [E, hidden]. When they are even in x (``eval_pairs``; the |x| branch always is),
-        each edge and its reverse get one encoding, computed once: half the encoders' work."""
+        """Edge encodings [E, hidden]. When they are even in x (``eval_pairs``, ``train_pairs``; the |x|
+        branch always is), each edge and its reverse get one encoding, computed once: half the encoders' work."""
         pairs = reverse_pairs(batch) if getattr(self.edge_encoder, "even", False) else None
         if pairs is None:
             return self.encode_vectors(batch.edge_vec)
