@@ -34,3 +34,16 @@ def synthetic_batch():
         d.y_norm = (d.y - 1.5) / 0.2
         graphs.append(d)
     return Batch.from_data_list(graphs)
+
+
+def as_after_training(model):
+    """``model`` with its batch norms' running statistics off their initial values (drawn from the
+    global RNG), as after training: eval-mode paths must use them, and folded or fused ones must agree."""
+    import torch
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    return model

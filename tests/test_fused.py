@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from conftest import as_after_training
 
 from mgglass.models import fused
 from mgglass.models.egat import mlp_block
@@ -167,10 +168,7 @@ def test_predict_by_dst_ranges_equals_the_whole_forward(inner):
 
     torch.manual_seed(4)
     net = SymGNN(hidden=8, heads=(4, 2, 1), k_eval=3, decoder_layers=2, edge_lengths=True, cardinality=0.03, **inner)
-    for m in net.modules():  # batch norms off their initial statistics, as after training
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.normal_(0, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
+    as_after_training(net)
     batch = Batch.from_data_list([spatially_ordered(glass_to_data(make_glass(700, seed=5)))[0]])
     net.eval()
     with torch.no_grad():

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import as_after_training
 from test_fit import only_run, run_cli, smoke_fit
 
 from mgglass.tracking import ui_name
@@ -24,11 +25,7 @@ def small_task():
     torch.manual_seed(0)
     net = SymGNN(hidden=8, heads=(2, 1), dropout=0.0, k_train=1, k_eval=2, decoder_layers=2)
     task = EBTask(net)
-    # Non-trivial batch-norm statistics, as after training.
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.normal_(0, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
+    as_after_training(net)
     return task.eval()
 
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import as_after_training
 
 from mgglass.models.egat import EGATLayer
 from mgglass.models.symgnn import SymGNN, Symmetrizer, haar_o3, released_rotation
@@ -395,17 +396,6 @@ def test_inner_layers_pass_messages_over_the_short_edges_only(synthetic_batch):
         SymGNN(heads=(2, 1), inner_cutoff=3.0, inner_layers=3)
 
 
-def _calibrated(model):
-    """Non-trivial batch-norm statistics, as after training."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.normal_(0, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
 @pytest.mark.parametrize("n_atoms", [128, 20, 5])  # 20 and 5: cells under 2 cutoffs, several images of a pair, self-images
 def test_eval_pairs_encode_each_edge_pair_once_with_the_same_numbers(n_atoms):
     from torch_geometric.data import Batch
@@ -415,7 +405,9 @@ def test_eval_pairs_encode_each_edge_pair_once_with_the_same_numbers(n_atoms):
 
     torch.manual_seed(0)
     batch = Batch.from_data_list([glass_to_data(make_glass(n_atoms, seed=4)), glass_to_data(make_glass(48, seed=5))])
-    model = _calibrated(SymGNN(hidden=8, heads=(2, 1), k_eval=6, eval_pairs=True, edge_lengths=True))
+    model = SymGNN(hidden=8, heads=(2, 1), k_eval=6, eval_pairs=True, edge_lengths=True)
+    torch.manual_seed(0)
+    as_after_training(model).eval()
     first, mirror, partner = reverse_pairs(batch)
     # every edge is encoded once or is the reverse of one that is: (src, dst, shift) -> (dst, src, -shift)
     assert torch.equal(torch.sort(torch.cat([first, partner])).values, torch.arange(batch.num_edges))
@@ -469,7 +461,9 @@ def test_edges_without_their_reverse_are_all_encoded(synthetic_batch):
     keep = torch.arange(0, sub.num_edges, 2)  # a subgraph: most reverses gone
     sub.edge_index, sub.edge_vec, sub.edge_shift = sub.edge_index[:, keep], sub.edge_vec[keep], sub.edge_shift[keep]
     assert reverse_pairs(sub) is None
-    model = _calibrated(SymGNN(hidden=8, heads=(2, 1), k_eval=4, eval_pairs=True))
+    model = SymGNN(hidden=8, heads=(2, 1), k_eval=4, eval_pairs=True)
+    torch.manual_seed(0)
+    as_after_training(model).eval()
     with torch.no_grad():
         torch.testing.assert_close(model.encode_edges(sub), model.encode_vectors(sub.edge_vec))
 
