@@ -345,7 +345,8 @@ class SymGNN(nn.Module):
             raise ValueError(f"inner_cutoff must be >= 0 and inner_layers a count or numbers of layers in 1..{depth}, not {inner_cutoff!r}, {inner_layers!r}")
         self.inner_cutoff, self.inner_layers = inner_cutoff, frozenset(k - 1 for k in numbers)
         self.node_encoder = nn.Sequential(nn.Embedding(num_species, hidden), mlp_block([hidden, hidden, hidden]))
-        self.edge_encoder = self._edge_encoder(hidden, distribution, k_train, k_eval, eval_seed, init_log_std, (eval_pairs, train_pairs))
+        self.edge_encoder = self._edge_encoder(hidden, distribution=distribution, k_train=k_train, k_eval=k_eval, eval_seed=eval_seed,
+                                               init_log_std=init_log_std, eval_pairs=eval_pairs, train_pairs=train_pairs)
         # Optional exactly invariant |x| branch added to the symmetrised encoding: EGAT on lengths alone
         # learns far faster than the sampled φ(Qx) (docs/notes/reproduction.md).
         if length_basis and not edge_lengths:
@@ -353,9 +354,9 @@ class SymGNN(nn.Module):
         self.length_encoder = _length_encoder(hidden, length_basis, cutoff) if edge_lengths else None
         self.gnn = PredictionModule(hidden, heads, dropout, decoder_layers, cardinality)
 
-    def _edge_encoder(self, hidden, distribution, k_train, k_eval, eval_seed, init_log_std, pairs) -> nn.Module:
-        return Symmetrizer(hidden, distribution, k_train, k_eval, eval_seed, init_log_std=init_log_std, eval_pairs=pairs[0],
-                           train_pairs=pairs[1])
+    def _edge_encoder(self, hidden: int, **sampling) -> nn.Module:
+        """The edge-vector encoder; ``sampling``: the Symmetrizer's other init args."""
+        return Symmetrizer(hidden, **sampling)
 
     @property
     def receptive_hops(self) -> int:
@@ -461,7 +462,7 @@ class EGATLength(SymGNN):
         kwargs.update(distribution="none", edge_lengths=False, length_basis=0)  # its encoder is the |x| branch
         super().__init__(**kwargs)
 
-    def _edge_encoder(self, hidden, *_) -> nn.Module:
+    def _edge_encoder(self, hidden: int, **_) -> nn.Module:
         return mlp_block([1, hidden, hidden])
 
     def encode_vectors(self, vec: Tensor) -> Tensor:
