@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -118,20 +119,48 @@ def plot(path: Path, rows: list[dict]) -> None:
     plt.close(fig)
 
 
+class Child(NamedTuple):
+    """A finished child process: exit code (None: killed at its timeout), its stdout, the last line
+    of its stderr, wall time (s) and its own peak RSS (MB)."""
+
+    code: int | None
+    stdout: str
+    last_error: str
+    wall_s: float
+    peak_mb: float
+
+
+def run_child(cmd: list[str], threads: int, timeout: float) -> Child:
+    """``cmd`` in a fresh process on ``threads`` threads, killed after ``timeout`` s. Its output goes to
+    files, so a chatty child cannot block on a full pipe while this one polls."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        timed_out = False
+        # wait4, not Popen.wait: the rusage of this child alone (RUSAGE_CHILDREN is the max over all children)
+        while not (done := os.wait4(proc.pid, os.WNOHANG))[0]:
+            if time.perf_counter() - t > timeout and not timed_out:
+                timed_out = True
+                proc.kill()
+            time.sleep(0.01)
+        wall = time.perf_counter() - t
+        _, status, usage = done
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+        out.seek(0)
+        err.seek(0)
+        code = None if timed_out else proc.returncode
+        return Child(code, out.read(), (err.read().strip().splitlines() or ["?"])[-1], wall, usage.ru_maxrss / 1024)
+
+
 def run_worker(args: list[str], source: str, threads: int, timeout: float) -> list[dict] | None:
     """The JSON lines of ``python -m mgglass.bench ARGS`` run for ``source`` in a fresh process on
     ``threads`` threads; None (after printing why as a JSON line) when it fails or times out."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    try:
-        res = subprocess.run([sys.executable, "-m", "mgglass.bench", *args], capture_output=True, text=True, timeout=timeout,
-                             env=env, check=False)
-    except subprocess.TimeoutExpired:
-        print(json.dumps({"glass": source, "error": f"timed out after {timeout:.0f} s"}), flush=True)
+    child = run_child([sys.executable, "-m", "mgglass.bench", *args], threads, timeout)
+    if child.code != 0:
+        error = f"timed out after {timeout:.0f} s" if child.code is None else child.last_error
+        print(json.dumps({"glass": source, "error": error}), flush=True)
         return None
-    if res.returncode != 0:
-        print(json.dumps({"glass": source, "error": (res.stderr.strip().splitlines() or ["?"])[-1]}), flush=True)
-        return None
-    return [json.loads(line) for line in res.stdout.strip().splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in child.stdout.strip().splitlines() if line.startswith("{")]
 
 
 def run_cli(ckpt: str, source: str, threads: int, timeout: float, folder: Path) -> dict:
@@ -143,30 +172,16 @@ def run_cli(ckpt: str, source: str, threads: int, timeout: float, folder: Path) 
     path, out = folder / f"{source}.extxyz", folder / f"{source}-pred.extxyz"
     ase.io.write(path, replicated_glass(source, None).to_atoms())
     cmd = [sys.executable, "-m", "mgglass.predict", "--ckpt_path", ckpt, "--input", str(path), "--output", str(out)]
-    timed_out = False
     try:
-        with open(folder / "cli.err", "w+") as err:
-            t = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-            # wait4, not Popen.wait: the rusage of this child alone (RUSAGE_CHILDREN is the max over all children)
-            while not (done := os.wait4(proc.pid, os.WNOHANG))[0]:
-                if time.perf_counter() - t > timeout and not timed_out:
-                    timed_out = True
-                    proc.kill()
-                time.sleep(0.01)
-            wall = time.perf_counter() - t
-            _, status, usage = done
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            err.seek(0)
-            last = (err.read().strip().splitlines() or ["?"])[-1]
+        child = run_child(cmd, threads, timeout)
     finally:
         for f in (path, out, out.with_suffix(".csv")):
             f.unlink(missing_ok=True)
-    if timed_out:
+    if child.code is None:
         return {"cli_error": f"timed out after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        return {"cli_error": last}
-    return {"cli_s": wall, "cli_peak_mb": usage.ru_maxrss / 1024}
+    if child.code != 0:
+        return {"cli_error": child.last_error}
+    return {"cli_s": child.wall_s, "cli_peak_mb": child.peak_mb}
 
 
 def run(ckpt: str, sizes: list[int], reps: int, chunk_atoms: int, threads: int, timeout: float, cli: bool = True) -> list[dict]:
