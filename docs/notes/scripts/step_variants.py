@@ -9,9 +9,12 @@ up), medians (docs/notes/benchmarks.md#step-round-3).
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py cutoff [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py inner [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py encoders [THREADS]
+    MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py recompute [THREADS]
 
 A variant's ``cutoff`` (Å) is the radius graph's, not an init arg (default 5.0); docs/notes/benchmarks.md#cutoff.
 ``inner``: some attention layers on the first shell of the 5 Å graph (docs/notes/benchmarks.md#inner).
+``recompute``: φ's activations kept instead of recomputed, and the edge features recomputed instead of
+kept; module attributes set after construction (docs/notes/benchmarks.md#recompute).
 """
 
 import statistics
@@ -44,7 +47,10 @@ SETS = {  # init-arg overrides of experiments/symgnn.yaml's network; the first i
               "all layers on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [1, 2, 3, 4]}, "cutoff 3.9": {"cutoff": 3.9}},
     "encoders": {"default": {}, "no |x| branch": {"edge_lengths": False}, "k_train=1": {"k_train": 1},
                  "k_train=1, no |x| branch": {"k_train": 1, "edge_lengths": False}},
+    "recompute": {"default": {}, "phi kept (no recompute)": {"recompute": False},
+                  "edge features recomputed": {"recompute_edges": True}},
 }
+SET_AFTER = ("recompute", "recompute_edges")  # module attributes, not SymGNN init args
 
 variants = SETS[sys.argv[1] if len(sys.argv) > 1 else "heads"]
 keep_freed_memory()
@@ -62,7 +68,12 @@ def train_batch(cutoff: float) -> Batch:
 
 cutoffs = {k: v.get("cutoff", 5.0) for k, v in variants.items()}
 batches = {c: train_batch(c) for c in set(cutoffs.values())}
-nets = {k: SymGNN(**{**init, **{a: x for a, x in v.items() if a != "cutoff"}}) for k, v in variants.items()}
+nets = {k: SymGNN(**{**init, **{a: x for a, x in v.items() if a not in ("cutoff", *SET_AFTER)}}) for k, v in variants.items()}
+for k, v in variants.items():
+    for module in nets[k].modules():
+        for a in SET_AFTER:
+            if a in v and hasattr(module, a):
+                setattr(module, a, v[a])
 times = {k: [] for k in nets}
 for rep in range(6):
     for k, net in nets.items():
