@@ -10,6 +10,7 @@ up), medians (docs/notes/benchmarks.md#step-round-3).
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py inner [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py encoders [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py recompute [THREADS]
+    MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py pairs [THREADS]
 
 A variant's ``cutoff`` (Å) is the radius graph's, not an init arg (default 5.0); docs/notes/benchmarks.md#cutoff.
 ``inner``: some attention layers on the first shell of the 5 Å graph (docs/notes/benchmarks.md#inner).
@@ -47,6 +48,7 @@ SETS = {  # init-arg overrides of experiments/symgnn.yaml's network; the first i
               "all layers on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [1, 2, 3, 4]}, "cutoff 3.9": {"cutoff": 3.9}},
     "encoders": {"default": {}, "no |x| branch": {"edge_lengths": False}, "k_train=1": {"k_train": 1},
                  "k_train=1, no |x| branch": {"k_train": 1, "edge_lengths": False}},
+    "pairs": {"default (train_pairs)": {}, "independent draws": {"train_pairs": False}},
     "recompute": {"default": {}, "phi kept (no recompute)": {"recompute": False},
                   "edge features recomputed": {"recompute_edges": True}},
 }
