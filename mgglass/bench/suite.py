@@ -160,7 +160,7 @@ def render(sections: dict, meta: dict) -> str:
               f"an epoch is {GLASSES_PER_EPOCH} such steps (validation and recalibration not counted)."), ""]
     lines += models_table(sections["models"]) if sections["models"] else ["Failed."]
     if sections.get("models_config"):
-        lines += ["", "The default config's network (`experiments/symgnn.yaml`: cardinality, the |x| branch), as a fit builds it:", ""]
+        lines += ["", "The default config's network (`experiments/symgnn.yaml`: cardinality, the |x| branch, transform pairs), as a fit builds it:", ""]
         lines += models_table(sections["models_config"])
     lines += ["", "## Neighbour lists", "", "Median of 7 calls per library and structure.", "", "```", sections["graph"], "```", ""]
     return "\n".join(lines)
