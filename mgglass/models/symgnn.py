@@ -20,8 +20,9 @@ expanded in n Gaussians over the cutoff first, as SchNet does, instead of the ra
 ``inner_layers`` layers (or those numbered in a list, from 1) pass messages over the edges shorter
 than r only, the others taking the residual path there (a cheaper step: docs/notes/benchmarks.md#inner).
 In eval mode samples come from a generator seeded with ``eval_seed`` on every call, so predictions
-are reproducible. ``eval_pairs=True`` draws them in pairs {Q, −Q} (K/2 draws): the encoding is then
-even in x, so each edge and its reverse share one encoding, computed once (docs/notes/benchmarks.md#pairs).
+are reproducible. ``eval_pairs=True`` draws them in pairs {Q, −Q} (K/2 draws), and ``train_pairs=True``
+a training step's: the encoding is then even in x, so each edge and its reverse share one encoding,
+computed once (docs/notes/benchmarks.md#pairs).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class Symmetrizer(nn.Module):
     so the encoding is then even in x (:attr:`even`). It applies to the sampled distributions with an
     even K and changes nothing elsewhere (``fixed``, ``none``, one transform at a time), so a sweep over
     distributions can keep it on. ``train_pairs``: the same for the ``k_train`` transforms of a training
-    step (an experiment: docs/notes/benchmarks.md#pairs).
+    step (on in experiments/symgnn.yaml: a 0.90× step at the same accuracy, docs/notes/benchmarks.md#pairs).
     """
 
     calibration_edges = 1 << 15
