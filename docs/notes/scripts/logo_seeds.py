@@ -14,8 +14,9 @@ import statistics
 import sys
 from collections import defaultdict
 
-import numpy as np
 import pandas as pd
+
+from mgglass.metrics import pooled_metrics
 
 r = defaultdict(dict)  # seed -> glass -> r
 r2 = defaultdict(dict)  # seed -> glass -> R²
@@ -23,8 +24,8 @@ for path in sys.argv[1:]:
     seed = int(re.findall(r"-s(\d+)", path)[-1])
     df = pd.read_csv(path)
     for glass, g in df.groupby("glass"):
-        r[seed][glass.removesuffix(".pickle")] = float(np.corrcoef(g.eb_ev, g.eb_pred_ev)[0, 1])
-        r2[seed][glass.removesuffix(".pickle")] = float(1 - ((g.eb_ev - g.eb_pred_ev) ** 2).sum() / ((g.eb_ev - g.eb_ev.mean()) ** 2).sum())
+        m = pooled_metrics(g.eb_ev.to_numpy(copy=True), g.eb_pred_ev.to_numpy(copy=True))
+        r[seed][glass.removesuffix(".pickle")], r2[seed][glass.removesuffix(".pickle")] = m["r"], m["r2"]
 glasses = sorted(next(iter(r.values())))
 if any(sorted(v) != glasses for v in r.values()):
     sys.exit(f"logo_seeds: the seeds cover different glasses: { {s: sorted(v) for s, v in r.items()} }")
