@@ -10,12 +10,14 @@ Reads the predictions.csv that mgglass.cv writes for each fold (columns glass, a
 
 import sys
 
-import numpy as np
 import pandas as pd
+
+from mgglass.metrics import pooled_metrics
 
 for path in sys.argv[1:]:
     df = pd.read_csv(path)
     shifted = df.eb_pred_ev + df.groupby("species").eb_ev.transform("mean") - df.groupby("species").eb_pred_ev.transform("mean")
     offsets = (df.groupby("species").eb_ev.mean() - df.groupby("species").eb_pred_ev.mean()).round(3).to_dict()
-    print(f"{df.glass.iloc[0]}: r {np.corrcoef(df.eb_ev, df.eb_pred_ev)[0, 1]:.4f}, "
-          f"each species at its label mean {np.corrcoef(df.eb_ev, shifted)[0, 1]:.4f}; label - predicted mean {offsets} eV")
+    y = df.eb_ev.to_numpy(copy=True)
+    print(f"{df.glass.iloc[0]}: r {pooled_metrics(y, df.eb_pred_ev.to_numpy(copy=True))['r']:.4f}, "
+          f"each species at its label mean {pooled_metrics(y, shifted.to_numpy(copy=True))['r']:.4f}; label - predicted mean {offsets} eV")
