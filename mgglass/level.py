@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgglass.data import GlassDataModule, glass_names
+from mgglass.data import GlassDataError, GlassDataModule, glass_names
 from mgglass.data.structure import Glass, read_glass
 from mgglass.md.engine import Engine, MDError, MDUnavailable
 
@@ -55,11 +55,6 @@ def mean_level(glass: Glass, key: str) -> float:
     return float(values.mean())
 
 
-def fractions(glass: Glass, species: list[str]) -> np.ndarray:
-    """Share of each species in ``species`` order."""
-    return np.bincount(glass.species_index(species), minlength=len(species)) / len(glass)
-
-
 def fit_line(points: dict[str, tuple[float, float]], key: str) -> tuple[float, float]:
     """(slope, intercept) of mean EB against mean ``key`` through ``points`` (glass -> (mean key, mean EB))."""
     levels = [p[0] for p in points.values()]
@@ -83,31 +78,64 @@ class LevelLine:
 
     @classmethod
     def fit(cls, glasses: list[Glass], key: str, species: list[str]) -> LevelLine:
+        return cls.through(cls._points(glasses, key, species), key, species)
+
+    @classmethod
+    def through(cls, points: dict[str, tuple[float, float, tuple[float, ...]]], key: str, species: list[str]) -> LevelLine:
+        """The line through ``points`` (glass -> (mean ``key``, mean EB, species fractions))."""
+        slope, intercept = fit_line({n: p[:2] for n, p in points.items()}, key)
+        return cls(key, intercept, slope, tuple(species), points)
+
+    @staticmethod
+    def _points(glasses: list[Glass], key: str, species: list[str]) -> dict[str, tuple[float, float, tuple[float, ...]]]:
         points = {}
         for g, name in zip(glasses, glass_names([Path(g.source) for g in glasses])):
             if g.labels is None:
                 raise LevelError(f"{g.source}: the level line needs the labels of the glasses the fit saw")
-            points[name] = (mean_level(g, key), float(np.mean(g.labels)), tuple(fractions(g, species).tolist()))
-        slope, intercept = fit_line({n: p[:2] for n, p in points.items()}, key)
-        return cls(key, intercept, slope, tuple(species), points)
+            points[name] = (mean_level(g, key), float(np.mean(g.labels)), tuple(g.fractions(species).tolist()))
+        return points
+
+    @staticmethod
+    def _stored_point(name: str, summary: dict, key: str) -> tuple[float, float, tuple[float, ...]]:
+        """A point from a glass's summary in a checkpoint (:meth:`mgglass.data.Glass.summary`)."""
+        if summary.get("mean_label") is None:
+            raise LevelError(f"{name}: the level line needs the labels of the glasses the fit saw")
+        if key not in summary["means"]:
+            has = ", ".join(sorted(summary["means"])) or "none"
+            raise LevelError(f"{name}: no per-atom array {key!r} to set the level from (per-atom arrays: {has}); "
+                             f"--level {EAM} computes energies with the md extra")
+        return summary["means"][key], summary["mean_label"], tuple(summary["fractions"])
 
     @classmethod
     def of_fits(cls, settings: list[dict], key: str) -> LevelLine:
-        """The line over every glass the fits saw (training and validation; for an ensemble, any member's),
-        read from the data settings their checkpoints hold."""
-        files: dict[str, tuple[Path, str]] = {}
-        for hp in settings:
-            try:
-                data = GlassDataModule(**{k: v for k, v in hp.items() if not k.startswith("_")})
-                paths = data.files("train") + data.files("val")
-            except Exception as e:  # noqa: BLE001 - missing files, failed downloads, foreign settings
-                raise LevelError(f"--level {key}: the glasses the fit saw cannot be read ({type(e).__name__}: {e})") from None
-            for path in paths:
-                files.setdefault(str(path), (path, hp.get("label_key", "eb")))
+        """The line over every glass the fits saw (training and validation; for an ensemble, any member's).
+        A checkpoint keeps a summary of those glasses (``_glass_summaries`` in its settings), so the
+        line needs no glass file unless the key is ``eam`` or the checkpoint predates the summaries;
+        then the glasses are read from the data settings the checkpoint holds."""
         species = list(settings[0].get("species") or ("Cu", "Zr"))
+        points: dict[str, tuple[float, float, tuple[float, ...]]] = {}
+        files: dict[str, tuple[Path, str]] = {}
         try:
-            return cls.fit([read_glass(p, label_key=lk, species=species) for p, lk in files.values()], key, species)
-        except LevelError as e:
+            for hp in settings:
+                stored = hp.get("_glass_summaries")
+                if stored and key != EAM:
+                    for name, summary in stored.items():
+                        point = cls._stored_point(name, summary, key)
+                        if points.setdefault(name, point) != point:  # two glasses of one name (members' own data roots)
+                            points[f"{name} ({len(points)})"] = point
+                    continue
+                try:
+                    data = GlassDataModule(**{k: v for k, v in hp.items() if not k.startswith("_")})
+                    paths = data.files("train") + data.files("val")
+                except Exception as e:  # noqa: BLE001 - missing files, failed downloads, foreign settings
+                    raise LevelError(f"their files cannot be read ({type(e).__name__}: {e})") from None
+                for path in paths:
+                    files.setdefault(str(path), (path, hp.get("label_key", "eb")))
+            read = cls._points([read_glass(p, label_key=lk, species=species) for p, lk in files.values()], key, species)
+            for name, point in read.items():
+                points.setdefault(name, point)
+            return cls.through(points, key, species)
+        except (LevelError, GlassDataError) as e:
             raise LevelError(f"--level {key}, over the glasses the fit saw: {e}") from None
 
     def __call__(self, level: float) -> float:
@@ -120,7 +148,7 @@ class LevelLine:
 
     def level_of(self, glass: Glass) -> float:
         """The glass's mean ``key``, once its composition is known to be the line's."""
-        own = fractions(glass, list(self.species))
+        own = glass.fractions(list(self.species))
         seen = np.array([p[2] for p in self.glasses.values()])
         lo, hi = seen.min(axis=0) - COMPOSITION_MARGIN, seen.max(axis=0) + COMPOSITION_MARGIN
         if np.any(own < lo) or np.any(own > hi):

@@ -14,6 +14,7 @@ from mgglass.data import (
     GlassDataModule,
     load_graph,
     make_glass,
+    read_glass,
     write_synthetic,
 )
 from mgglass.data.datamodule import EvalShardSampler
@@ -121,6 +122,22 @@ def test_datamodule_normalises_from_train_only():
     dm2.setup("test")
     assert dm2.y_mean == dm.y_mean and dm2.y_std == dm.y_std
     assert len(dm.content_hash()) == 64 and dm.content_hash() != dm2.content_hash()
+    # So does a summary of the glasses the fit saw (mgglass.predict --level needs no files with it).
+    summaries = dm.state_dict()["glass_summaries"]
+    assert list(summaries) == ["a.extxyz", "b.extxyz", "v.extxyz"] and dm2.glass_summaries() == summaries
+    a = read_glass(dm.files("train")[0])
+    assert summaries["a.extxyz"]["mean_label"] == pytest.approx(a.labels.mean())
+    assert summaries["a.extxyz"]["means"]["cn"] == pytest.approx(a.extras["cn"].mean())
+    assert summaries["a.extxyz"]["fractions"] == pytest.approx(np.bincount(a.species_index(), minlength=2) / len(a))
+
+
+def test_glass_summary_keeps_only_per_atom_arrays_it_can_average():
+    g = make_glass(32, seed=1)
+    g.extras = {"e": np.arange(32.0), "short": np.ones(3), "holed": np.r_[np.nan, np.ones(31)]}
+    s = g.summary(["Cu", "Zr"])
+    assert s["means"] == {"e": pytest.approx(15.5)} and sum(s["fractions"]) == pytest.approx(1.0)
+    g.labels = None
+    assert g.summary()["mean_label"] is None
 
 
 def test_datamodule_missing_file_is_clear(tmp_path):

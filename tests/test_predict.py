@@ -256,6 +256,29 @@ def test_predict_level_moves_each_glass_onto_the_line_of_the_glasses_the_fit_saw
         assert placed["inside_fitted_range"]
 
 
+def test_predict_level_needs_no_glass_file_of_the_fit(smoke, tmp_path):
+    """A checkpoint keeps a summary of the glasses its fit saw, so a fit on private glasses places a
+    level where those files are not; a checkpoint without it (written before 2026-12-06) reads the
+    files, and says so in one line when they are gone."""
+    ckpt = torch.load(smoke["ckpt"], map_location="cpu", weights_only=False)
+    ckpt["datamodule_hyper_parameters"]["root"] = str(tmp_path / "gone")  # the fit's glasses are not here
+    torch.save(ckpt, tmp_path / "moved.ckpt")
+    del ckpt["GlassDataModule"]["glass_summaries"]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+
+    def level(ckpt_path):
+        out = tmp_path / f"{ckpt_path.stem}.extxyz"
+        return run_cli("mgglass.predict", ["--ckpt_path", str(ckpt_path), "--input", str(smoke["synth"] / "val0.xyz"),
+                                           "--output", str(out), "--level", "cn"], tmp_path)
+
+    here, moved, old = level(smoke["ckpt"]), level(tmp_path / "moved.ckpt"), level(tmp_path / "old.ckpt")
+    assert here.returncode == 0 and moved.returncode == 0, moved.stderr[-2000:]
+    lines = [json.loads(p.stdout.strip().splitlines()[-1])["level"] for p in (here, moved)]
+    assert lines[0] == lines[1]
+    err = old.stderr.strip().splitlines()
+    assert old.returncode == 2 and len(err) == 1 and "--level cn, over the glasses the fit saw:" in err[0] and "train0.xyz: no such file" in err[0], old.stderr
+
+
 def test_predict_level_refuses_a_glass_of_another_composition(smoke, tmp_path):
     from ase.io import read, write
 

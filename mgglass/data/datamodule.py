@@ -15,6 +15,7 @@ from torch_geometric.loader import DataLoader
 from .dataset import glass_names, load_graph
 from .download import OFFICIAL_BASE_URL, cache_dir, resolve_files, sha256_file
 from .order import spatially_ordered
+from .structure import read_glass
 from .synthetic import write_synthetic
 
 OFFICIAL_SPLIT = {
@@ -100,6 +101,7 @@ class GlassDataModule(L.LightningDataModule):
         self.y_std: float | None = None
         self.graphs: dict[str, list] = {}
         self._digests: list[tuple[str, Path, str]] | None = None  # see file_digests
+        self._summaries: dict[str, dict] | None = None  # see glass_summaries
 
     # -- files ---------------------------------------------------------------------------------
     def files(self, split: str) -> list[Path]:
@@ -123,6 +125,18 @@ class GlassDataModule(L.LightningDataModule):
         for split, path, digest in self.file_digests():
             h.update(f"{split}:{path.name}:{digest}\n".encode())
         return h.hexdigest()
+
+    def glass_summaries(self) -> dict[str, dict]:
+        """Each glass the fit sees (training and validation) -> :meth:`Glass.summary`. Checkpoints keep
+        them (``state_dict``), so that ``mgglass.predict --level`` places a glass without the fit's files."""
+        if self._summaries is None:
+            hp = self.hparams
+            files = list(dict.fromkeys(self.files("train") + self.files("val")))
+            self._summaries = {
+                name: read_glass(path, label_key=hp.label_key, species=list(hp.species), labels_optional=True).summary(hp.species)
+                for path, name in zip(files, glass_names(files))
+            }
+        return self._summaries
 
     def prepare_data(self) -> None:
         # Runs on one process per node: download/generate and fill the graph cache once.
@@ -168,11 +182,12 @@ class GlassDataModule(L.LightningDataModule):
         self.y_mean, self.y_std = float(y.mean()), float(y.std().clamp_min(1e-12))
 
     def state_dict(self) -> dict:
-        return {"y_mean": self.y_mean, "y_std": self.y_std}
+        return {"y_mean": self.y_mean, "y_std": self.y_std, "glass_summaries": self.glass_summaries()}
 
     def load_state_dict(self, state: dict) -> None:
         # Lightning restores a checkpoint after setup: the graphs read for validate/test get its normaliser.
         self.y_mean, self.y_std = state["y_mean"], state["y_std"]
+        self._summaries = state.get("glass_summaries") or self._summaries  # checkpoints before 2026-12-06 lack them
         self._normalise()
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

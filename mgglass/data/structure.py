@@ -80,6 +80,22 @@ class Glass:
             raise GlassDataError(self.source, f"unknown species {names} (species map: {', '.join(species)})")
         return np.array([table[z] for z in self.numbers.tolist()], dtype=np.int64)
 
+    def fractions(self, species: tuple[str, ...] | list[str] = DEFAULT_SPECIES) -> np.ndarray:
+        """Share of each species, in ``species`` order."""
+        return np.bincount(self.species_index(species), minlength=len(species)) / len(self)
+
+    def summary(self, species: tuple[str, ...] | list[str] = DEFAULT_SPECIES) -> dict:
+        """The glass in a few numbers (what ``mgglass.level`` needs of a glass a fit saw, small enough
+        to keep in a checkpoint): its mean label (None without labels), species fractions, and the mean
+        of each per-atom array that holds one finite value per atom."""
+        means = {}
+        for key, values in self.extras.items():
+            values = np.asarray(values, dtype=float)
+            if values.shape == (len(self),) and np.isfinite(values).all():
+                means[key] = float(values.mean())
+        return {"mean_label": None if self.labels is None else float(np.mean(self.labels)),
+                "fractions": [float(f) for f in self.fractions(species)], "means": means}
+
     def validate(self, periodic: bool = True) -> Glass:
         """Check the structure and wrap atoms into the cell; raises GlassDataError naming the problem."""
         src = self.source

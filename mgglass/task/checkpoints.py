@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from mgglass.data import glass_to_data, read_glass
+from mgglass.data import GlassDataModule, glass_to_data, read_glass
 from mgglass.data.structure import DEFAULT_SPECIES
 from mgglass.task.ebtask import EBTask
 
@@ -25,6 +25,8 @@ def load_task(ckpt: Path, device: str):
     except Exception as e:  # noqa: BLE001 - torch/Lightning raise many types for a bad file
         raise PredictError(f"{ckpt}: not a loadable mgglass checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
     data = dict(meta.get("datamodule_hyper_parameters") or {})
+    # The glasses the fit saw, summarised (GlassDataModule.state_dict): what --level needs without them.
+    data["_glass_summaries"] = (meta.get(GlassDataModule.__qualname__) or {}).get("glass_summaries")
     return task.eval(), data
 
 
