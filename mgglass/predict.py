@@ -41,7 +41,13 @@ from mgglass.inference import CHUNK_ATOMS, sampling_encoder
 from mgglass.level import LevelError, LevelLine
 from mgglass.metrics import pooled_metrics
 from mgglass.outputs import to_atoms, write_predictions
-from mgglass.runtime import OutputError, keep_freed_memory, output_dir, quiet_warnings
+from mgglass.runtime import (
+    OutputError,
+    keep_freed_memory,
+    output_dir,
+    quiet_banner,
+    quiet_warnings,
+)
 from mgglass.task import (
     EnsembleTask,
     PredictError,
@@ -141,12 +147,9 @@ def predict_files(task, paths: list[Path], hp: dict, output: Path, device: str =
     """``Trainer.predict`` over glass files, one glass per step on ``device``; writes ``output`` and
     its CSV and returns the labelled inputs' metrics (see :class:`PredictionWriter`). ``line``: each
     glass's predictions moved onto its level (:mod:`mgglass.level`)."""
-    import logging
-
     import lightning as L
 
-    # The Trainer's banner (GPU available, ...) is noise here: stderr keeps one line per glass or the error.
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    quiet_banner()
     files = GlassFiles(paths, hp, label_key, line)
     writer = PredictionWriter(output, graph_settings(hp)[0], files)
     accelerator, _, index = device.partition(":")

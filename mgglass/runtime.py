@@ -64,6 +64,15 @@ def quiet_warnings() -> None:
         warnings.filterwarnings("ignore", pattern)
 
 
+def quiet_banner() -> None:
+    """Keep Lightning's info lines (seed, GPU and TPU available, ...) off stderr, for commands whose
+    stderr is one line per glass or the error."""
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 class OutputError(ValueError):
     """An output that cannot be written where asked, said in one line."""
 

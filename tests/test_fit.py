@@ -306,6 +306,11 @@ def test_validate_and_test_entry_points_on_best_checkpoint(smoke, capsys, monkey
     assert len(err) == 1 and "notes.ckpt: not a loadable mgglass checkpoint" in err[0], err
     assert evaluate_main("test", ["--ckpt_path", str(ckpt / "missing.ckpt")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+    # A glass that is not there, found once the Trainer is built: still one line, without its banner.
+    gone = Path(smoke["root"]) / "gone"
+    p = run_cli("mgglass.test", ["--ckpt_path", best, f"--data.root={gone}", "--data.test=[nowhere.xyz]"], Path(smoke["root"]), timeout=120)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode != 0 and len(err) == 1 and "nowhere.xyz: no such file" in err[0], p.stderr
 
 
 def test_a_checkpoint_is_scored_without_its_training_glasses(smoke, tmp_path, capsys, monkeypatch):

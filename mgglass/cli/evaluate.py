@@ -16,7 +16,7 @@ from mgglass.data.datamodule import splits_for
 from mgglass.inference import predict_glass
 from mgglass.metrics import pooled_metrics
 from mgglass.outputs import to_atoms, write_predictions, write_split_outputs
-from mgglass.runtime import OutputError, output_dir
+from mgglass.runtime import OutputError, output_dir, quiet_banner
 from mgglass.task import (
     PredictError,
     load_models,
@@ -80,6 +80,7 @@ def evaluate_main(stage: str, argv=None) -> int:
         print(f"usage: python -m {prog} (--ckpt_path CKPT [CKPT ...] | --run RUN_ID [...]) [--config FILE ...] [--out DIR]\n\n"
               + " ".join(evaluate_main.__doc__.split("\n", 1)[1].split()) + "\n\nOther options are the fit's (python -m mgglass.fit --help).")
         return 0
+    quiet_banner()  # the Trainer's info lines would stand before a one-line error
     argv, out_dir = _pop_option(argv, "--out")
     argv, ckpts = _pop_all(argv, "--ckpt_path")
     argv, runs = _pop_all(argv, "--run")
