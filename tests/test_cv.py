@@ -200,6 +200,58 @@ def test_cv_summary_only_rebuilds_the_summary_and_fits_nothing(cv, capsys, monke
     assert json.loads(out.strip().splitlines()[-1])["SymGNN"]["folds"] == 4
 
 
+def test_cv_with_another_cross_validation_adds_the_ensemble_of_each_folds_two_fits(cv, capsys, monkeypatch):
+    """--with NAME: per fold and seed, the mean of this cross-validation's fit and NAME's fit of the same
+    fold (exact arithmetic on their held-out predictions), as the model '<model> + NAME'; a NAME that is
+    missing, this one, or another fold plan is refused in one line."""
+    import shutil
+
+    from mgglass.cv.__main__ import main
+    from mgglass.cv.run import read_predictions
+
+    monkeypatch.setenv("MGGLASS_CACHE_DIR", str(cv["base"].parent / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = cv["root"]
+    # The partner: the same folds, its predictions those of another model (here: shifted and scaled).
+    partner = root / "checkpoints" / "cv-partner"
+    shutil.copytree(cv["folds"], partner, ignore=shutil.ignore_patterns("*.ckpt"))
+    for csv in partner.glob("*-s0/test/predictions.csv"):
+        lines = csv.read_text().splitlines()
+        head = lines[0].split(",")
+        col = head.index("eb_pred_ev")
+        rows = [line.split(",") for line in lines[1:]]
+        for i, r in enumerate(rows):
+            r[col] = f"{0.5 * float(r[col]) + 0.01 * (i % 7):.6f}"
+        csv.write_text("\n".join([lines[0], *(",".join(r) for r in rows)]) + "\n")
+    state = json.loads((root / "cv" / "cv-smoke" / "cv.json").read_text())
+    (root / "cv" / "cv-partner").mkdir()
+    (root / "cv" / "cv-partner" / "cv.json").write_text(json.dumps({k: v for k, v in state.items() if k != "run_id"}))
+    capsys.readouterr()
+    args = list(cv["args"])
+    assert main([*args, "--name", "cv-partner", "--with", "cv-smoke", "--summary_only"]) == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    pair = summary["SymGNN + cv-smoke"]
+    rows = list(np.genfromtxt(root / "cv" / "cv-partner" / "folds.csv", delimiter=",", names=True, dtype=None, encoding=None))
+    mine = [r for r in rows if r["model"] == "SymGNN + cv-smoke"]
+    assert sorted(r["held_out"] for r in mine) == ["train0", "train1", "train2", "val0"] and pair["folds"] == 4
+    for r in mine:
+        y, p = read_predictions(partner / f"{r['held_out']}-s0")
+        _, q = read_predictions(cv["folds"] / f"{r['held_out']}-s0")
+        assert r["r"] == pytest.approx(np.corrcoef(y, (p + q) / 2)[0, 1], abs=1e-5) and r["members"] == 2
+        assert r["best_member_r"] == pytest.approx(max(np.corrcoef(y, p)[0, 1], np.corrcoef(y, q)[0, 1]), abs=1e-5)
+    assert pair["r_mean"] == pytest.approx(np.mean([r["r"] for r in mine]), abs=1e-5)
+    assert "| SymGNN + cv-smoke | train0 | 0 | 2 |" in (root / "cv" / "cv-partner" / "summary.md").read_text()
+    # Refused before anything is written: no such cross-validation, this one, another fold plan.
+    state["validation"]["train0"] = ["train2.xyz"]
+    (root / "cv" / "cv-other").mkdir()
+    (root / "cv" / "cv-other" / "cv.json").write_text(json.dumps(state))
+    for name, match in [("cv-nowhere", "no cross-validation 'cv-nowhere'"), ("cv-partner", "that is this cross-validation"),
+                        ("cv-other", "its fold train0 was validated on ['train2.xyz']")]:
+        assert main([*args, "--name", "cv-partner", "--with", name, "--summary_only"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--with {name}: " in err[0] and match in err[0], err
+
+
 @pytest.mark.parametrize("extra, match", [
     (["--summary_only", "--name", "cv-never-run"], "holds no cross-validation to summarise"),
     (["--folds", "train9"], "--folds: train9 not among the glasses"),

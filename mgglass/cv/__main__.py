@@ -43,10 +43,12 @@ from mgglass.cv.run import (
     CVError,
     ParentRun,
     Plan,
+    check_partner,
     check_same_plan,
     collect,
     finished_scope,
     line_mean,
+    partner_rows,
     read_plan,
     run_folds,
 )
@@ -75,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads per fit (default: the cores shared out among the workers)")
     p.add_argument("--accelerator", default="auto", choices=("auto", "gpu", "cpu"))
     p.add_argument("--reference", default="soap", choices=("soap", "none"), help="descriptor reference on the same folds")
+    p.add_argument("--with", dest="partners", action="append", default=[], metavar="NAME",
+                   help="another cross-validation on the same folds (e.g. another config): adds the ensemble of each fold's "
+                   "fit with NAME's fit of that fold and seed as the model '<model> + NAME' (repeatable)")
     p.add_argument("--summary_only", action="store_true", help="rebuild the summary and the parent run's metrics from the "
                    "fits already finished; fit nothing (and compute no reference not cached)")
     return p
@@ -146,6 +151,8 @@ def main(argv=None) -> int:
         plan = Plan(name, configs, overrides, folds, seeds, d.root, Path(cfg.tracking.root), levels, args.level_key, args.reference,
                     label_means)
         check_same_plan(plan)
+        for partner in args.partners:
+            check_partner(plan, partner)
         if args.summary_only and read_plan(plan) is None:
             raise CVError(f"--summary_only: {plan.out_dir} holds no cross-validation to summarise")
         slots = plan_slots(args.accelerator, args.devices_per_fold, args.workers if args.workers == "auto" else _ints(args.workers, "workers")[0])
@@ -163,10 +170,11 @@ def main(argv=None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         return EXIT_FAILED
     return run(plan, cfg, slots, files, tuple(d.species), model=cfg.model.net.class_path.rsplit(".", 1)[-1], every=every,
-               fit=not args.summary_only)
+               fit=not args.summary_only, partners=args.partners)
 
 
-def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str, every=None, fit: bool = True) -> int:
+def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str, every=None, fit: bool = True,
+        partners: list[str] = ()) -> int:
     parent = ParentRun(plan, cfg.tracking)
     work = (f"{len(plan.folds)} fold(s) x {len(plan.seeds)} seed(s) on {len(slots)} worker(s) "
             f"({'; '.join(dict.fromkeys(s.describe() for s in slots))})") if fit else "the summary of the fits already finished (--summary_only)"
@@ -179,6 +187,8 @@ def run(plan: Plan, cfg, slots, files: dict[str, Path], species, model: str, eve
         # The summary covers every finished fit of this cross-validation, not only this invocation's.
         scope = finished_scope(plan, every or plan.folds)
         rows = collect(scope, model)
+        for partner in partners:
+            rows += partner_rows(scope, partner, model)
         if plan.reference != "none":
             rows += reference_rows(scope, files, species, compute={f.name for f in plan.folds} if fit else set())
     except KeyboardInterrupt:

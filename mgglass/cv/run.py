@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import threading
 import time
@@ -190,6 +191,51 @@ def collect(plan: Plan, model: str) -> list[dict]:
     return rows
 
 
+def check_partner(plan: Plan, partner: str) -> None:
+    """``--with partner``: another cross-validation under the same tracking root whose folds are these
+    folds (the same validation and left-out glasses, the same data root), so that its fit of a fold and
+    seed can join this one's in an ensemble."""
+    if partner == plan.name:
+        raise CVError(f"--with {partner}: that is this cross-validation; name another one")
+    other = replace(plan, name=partner)
+    state = read_plan(other)
+    if state is None:
+        raise CVError(f"--with {partner}: no cross-validation {partner!r} under {plan.root / 'cv'} (its {PLAN_FILE})")
+    if state.get("data_root") != plan.data_root:
+        raise CVError(f"--with {partner}: it read its glasses from {state.get('data_root')!r}, not {plan.data_root!r}")
+    for fold in plan.folds:
+        if fold.name not in (state.get("validation") or {}):
+            continue
+        theirs = (state["validation"][fold.name], (state.get("left_out") or {}).get(fold.name, []))
+        if theirs != (list(fold.val), list(fold.left_out)):
+            raise CVError(f"--with {partner}: its fold {fold.name} was validated on {theirs[0]} with {theirs[1] or 'nothing'} left out, "
+                          f"this one's on {list(fold.val)} with {list(fold.left_out) or 'nothing'}: not the same fold")
+
+
+def partner_rows(plan: Plan, partner: str, model: str) -> list[dict]:
+    """Per fold and seed, the ensemble of this cross-validation's fit and ``partner``'s fit of the same
+    fold and seed (where both finished): rows of the model ``<model> + <partner>``."""
+    rows = []
+    for fold in plan.folds:
+        val = ",".join(glass_stem(v) for v in fold.val)
+        for seed in plan.seeds:
+            mine, theirs = plan.fold_dir(fold, seed), replace(plan, name=partner).fold_dir(fold, seed)
+            if _finished(mine) is None or _finished(theirs) is None:
+                continue
+            (y, p), (y2, q) = read_predictions(mine), read_predictions(theirs)
+            if y.shape != y2.shape or not np.allclose(y, y2):
+                raise CVError(f"--with {partner}: fold {fold.name} seed {seed}: its held-out labels are not this fit's")
+            row = summary.ensemble_row(f"{model} + {partner}", fold.name, val, y, [p, q],
+                                       plan.levels.get(fold.held_out, float("nan")), line_mean(plan, fold))
+            rows.append({**row, "seed": str(seed), "partner": partner})
+    return rows
+
+
+def metric_name(text: str) -> str:
+    """``text`` with what an MLflow metric name cannot hold replaced by _."""
+    return re.sub(r"[^\w\-. /]", "_", text)
+
+
 # -- the parent MLflow run -----------------------------------------------------------------------
 class ParentRun:
     """The cross-validation's MLflow run: created on the first invocation, reopened by a rerun (its
@@ -225,14 +271,19 @@ class ParentRun:
 
         ts = int(time.time() * 1000)
         metrics = []
+        partners = {r["model"]: r["partner"] for r in rows if r.get("partner")}
         for a in aggregates:
-            prefix = "cv" if a["model"] != "reference" else "reference"
+            prefix = "reference" if a["model"] == "reference" else f"with_{metric_name(partners[a['model']])}" if a["model"] in partners else "cv"
             metrics += [Metric(f"{prefix}/r_mean", a["r_mean"], ts, 0), Metric(f"{prefix}/r_worst", a["r_worst"], ts, 0),
                         Metric(f"{prefix}/r2_mean", a["r2_mean"], ts, 0)]
             if np.isfinite(a["r2_level_mean"]):
                 metrics.append(Metric(f"{prefix}/r2_level_mean", a["r2_level_mean"], ts, 0))
         for r in rows:
-            if r["seed"] in ("ensemble", "0") or r["model"] == "reference":
+            if r.get("partner"):
+                if r["seed"] == "0":
+                    metrics += [Metric(f"with_{metric_name(r['partner'])}/{r['held_out']}/{k}", float(r[k]), ts, 0) for k in ("r", "r2", "mae")
+                                if np.isfinite(r[k])]
+            elif r["seed"] in ("ensemble", "0") or r["model"] == "reference":
                 tag = "reference" if r["model"] == "reference" else ("ensemble" if r["seed"] == "ensemble" else "fold")
                 metrics += [Metric(f"{tag}/{r['held_out']}/{k}", float(r[k]), ts, 0) for k in ("r", "r2", "mae") if np.isfinite(r[k])]
         if metrics:

@@ -91,13 +91,14 @@ def markdown(rows: list[dict], summaries: list[dict], title: str, level_key: str
     for s in summaries:
         lines.append(f"| {s['model']} | {s['folds']} | **{_f(s['r_mean'])}** | {_f(s['r_worst'])} ({s['worst_fold']}) | {_f(s['r2_mean'])} | "
                      f"{_f(s['r2_level_mean'])} |")
-    ens = [r for r in rows if r["seed"] == "ensemble"]
+    ens = [r for r in rows if "members" in r]
     if ens:
-        lines += ["", "Ensembles (the mean of a fold's seeds; `eb_std` is the members' spread):", "",
-                  "| model | held out | members | r | best member r | Spearman(std, abs error) | top-10% overlap | within ±1σ | within ±2σ |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", ("Ensembles (the mean of a fold's seeds, or of a fold's fit and the `--with` cross-validation's fit of that fold "
+                       "and seed; `eb_std` is the members' spread):"), "",
+                  "| model | held out | seed | members | r | best member r | Spearman(std, abs error) | top-10% overlap | within ±1σ | within ±2σ |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in ens:
-            lines.append(f"| {r['model']} | {r['held_out']} | {r['members']} | **{_f(r['r'])}** | {_f(r['best_member_r'])} | "
+            lines.append(f"| {r['model']} | {r['held_out']} | {r['seed']} | {r['members']} | **{_f(r['r'])}** | {_f(r['best_member_r'])} | "
                          f"{_f(r['spearman_std_abs_error'])} | {_f(r['top10_overlap'], 2)} | {_f(r['within_1std'], 2)} | {_f(r['within_2std'], 2)} |")
     return "\n".join(lines) + "\n"
 
