@@ -11,11 +11,14 @@ up), medians (docs/notes/benchmarks.md#step-round-3).
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py encoders [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py recompute [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py pairs [THREADS]
+    MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py networks [THREADS]
 
 A variant's ``cutoff`` (Å) is the radius graph's, not an init arg (default 5.0); docs/notes/benchmarks.md#cutoff.
 ``inner``: some attention layers on the first shell of the 5 Å graph (docs/notes/benchmarks.md#inner).
 ``recompute``: φ's activations kept instead of recomputed, and the edge features recomputed instead of
 kept; module attributes set after construction (docs/notes/benchmarks.md#recompute).
+``networks``: the same init args on EGATLength, the edge-length network without the symmetriser
+(``net``: the class; docs/notes/new-glasses.md#variant-ensembles).
 """
 
 import statistics
@@ -30,7 +33,7 @@ from torch_geometric.data import Batch
 from mgglass.bench import DEFAULT_DATA
 from mgglass.data import glass_to_data, read_glass
 from mgglass.data.order import spatially_ordered
-from mgglass.models.symgnn import SymGNN
+from mgglass.models.symgnn import EGATLength, SymGNN
 from mgglass.runtime import keep_freed_memory
 
 SETS = {  # init-arg overrides of experiments/symgnn.yaml's network; the first is the reference
@@ -49,10 +52,12 @@ SETS = {  # init-arg overrides of experiments/symgnn.yaml's network; the first i
     "encoders": {"default": {}, "no |x| branch": {"edge_lengths": False}, "k_train=1": {"k_train": 1},
                  "k_train=1, no |x| branch": {"k_train": 1, "edge_lengths": False}},
     "pairs": {"default (train_pairs)": {}, "independent draws": {"train_pairs": False}},
+    "networks": {"SymGNN (default)": {}, "EGATLength": {"net": "EGATLength"}, "SymGNN, layer 1 on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [1]}},
     "recompute": {"default": {}, "phi kept (no recompute)": {"recompute": False},
                   "edge features recomputed": {"recompute_edges": True}},
 }
 SET_AFTER = ("recompute", "recompute_edges")  # module attributes, not SymGNN init args
+NOT_INIT = ("cutoff", "net", *SET_AFTER)
 
 variants = SETS[sys.argv[1] if len(sys.argv) > 1 else "heads"]
 keep_freed_memory()
@@ -70,7 +75,8 @@ def train_batch(cutoff: float) -> Batch:
 
 cutoffs = {k: v.get("cutoff", 5.0) for k, v in variants.items()}
 batches = {c: train_batch(c) for c in set(cutoffs.values())}
-nets = {k: SymGNN(**{**init, **{a: x for a, x in v.items() if a not in ("cutoff", *SET_AFTER)}}) for k, v in variants.items()}
+nets = {k: {"EGATLength": EGATLength}.get(v.get("net"), SymGNN)(**{**init, **{a: x for a, x in v.items() if a not in NOT_INIT}})
+        for k, v in variants.items()}
 for k, v in variants.items():
     for module in nets[k].modules():
         for a in SET_AFTER:
