@@ -35,6 +35,16 @@ class LevelError(ValueError):
     """A level line that cannot be fitted, or a glass it cannot place (one line, names the file)."""
 
 
+NEEDS_LABELS = "the level line needs the labels of the glasses the fit saw"
+
+
+def no_array(source, key: str, arrays) -> LevelError:
+    """The error for a glass (a file, or a checkpoint's summary of one) without the per-atom ``key``."""
+    has = ", ".join(sorted(arrays)) or "none"
+    return LevelError(f"{source}: no per-atom array {key!r} to set the level from (per-atom arrays: {has}); "
+                      f"--level {EAM} computes energies with the md extra")
+
+
 def mean_level(glass: Glass, key: str) -> float:
     """The glass's mean per-atom ``key`` (``eam``: its EAM energy per atom, eV)."""
     if key == EAM:
@@ -44,9 +54,7 @@ def mean_level(glass: Glass, key: str) -> float:
         except (MDUnavailable, MDError, ValueError) as e:
             raise LevelError(f"--level eam: {e}") from None
     if key not in glass.extras:
-        has = ", ".join(sorted(glass.extras)) or "none"
-        raise LevelError(f"{glass.source}: no per-atom array {key!r} to set the level from (per-atom arrays: {has}); "
-                         f"--level {EAM} computes energies with the md extra")
+        raise no_array(glass.source, key, glass.extras)
     values = np.asarray(glass.extras[key], dtype=float)
     if values.shape != (len(glass),):  # a pickle's arrays are not checked against the atoms when read
         raise LevelError(f"{glass.source}: per-atom array {key!r} has shape {values.shape}, not one value for each of its {len(glass)} atoms")
@@ -91,7 +99,7 @@ class LevelLine:
         points = {}
         for g, name in zip(glasses, glass_names([Path(g.source) for g in glasses])):
             if g.labels is None:
-                raise LevelError(f"{g.source}: the level line needs the labels of the glasses the fit saw")
+                raise LevelError(f"{g.source}: {NEEDS_LABELS}")
             points[name] = (mean_level(g, key), float(np.mean(g.labels)), tuple(g.fractions(species).tolist()))
         return points
 
@@ -99,11 +107,9 @@ class LevelLine:
     def _stored_point(name: str, summary: dict, key: str) -> tuple[float, float, tuple[float, ...]]:
         """A point from a glass's summary in a checkpoint (:meth:`mgglass.data.Glass.summary`)."""
         if summary.get("mean_label") is None:
-            raise LevelError(f"{name}: the level line needs the labels of the glasses the fit saw")
+            raise LevelError(f"{name}: {NEEDS_LABELS}")
         if key not in summary["means"]:
-            has = ", ".join(sorted(summary["means"])) or "none"
-            raise LevelError(f"{name}: no per-atom array {key!r} to set the level from (per-atom arrays: {has}); "
-                             f"--level {EAM} computes energies with the md extra")
+            raise no_array(name, key, summary["means"])
         return summary["means"][key], summary["mean_label"], tuple(summary["fractions"])
 
     @classmethod

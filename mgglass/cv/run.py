@@ -215,18 +215,18 @@ def check_partner(plan: Plan, partner: str) -> None:
 def partner_rows(plan: Plan, partner: str, model: str) -> list[dict]:
     """Per fold and seed, the ensemble of this cross-validation's fit and ``partner``'s fit of the same
     fold and seed (where both finished): rows of the model ``<model> + <partner>``."""
-    rows = []
+    rows, other = [], replace(plan, name=partner)
     for fold in plan.folds:
         val = ",".join(glass_stem(v) for v in fold.val)
+        level, line = plan.levels.get(fold.held_out, float("nan")), line_mean(plan, fold)
         for seed in plan.seeds:
-            mine, theirs = plan.fold_dir(fold, seed), replace(plan, name=partner).fold_dir(fold, seed)
+            mine, theirs = plan.fold_dir(fold, seed), other.fold_dir(fold, seed)
             if _finished(mine) is None or _finished(theirs) is None:
                 continue
             (y, p), (y2, q) = read_predictions(mine), read_predictions(theirs)
             if y.shape != y2.shape or not np.allclose(y, y2):
                 raise CVError(f"--with {partner}: fold {fold.name} seed {seed}: its held-out labels are not this fit's")
-            row = summary.ensemble_row(f"{model} + {partner}", fold.name, val, y, [p, q],
-                                       plan.levels.get(fold.held_out, float("nan")), line_mean(plan, fold))
+            row = summary.ensemble_row(f"{model} + {partner}", fold.name, val, y, [p, q], level, line)
             rows.append({**row, "seed": str(seed), "partner": partner})
     return rows
 
@@ -271,20 +271,17 @@ class ParentRun:
 
         ts = int(time.time() * 1000)
         metrics = []
-        partners = {r["model"]: r["partner"] for r in rows if r.get("partner")}
+        partners = {r["model"]: f"with_{metric_name(r['partner'])}" for r in rows if r.get("partner")}  # a --with pair's prefix
         for a in aggregates:
-            prefix = "reference" if a["model"] == "reference" else f"with_{metric_name(partners[a['model']])}" if a["model"] in partners else "cv"
+            prefix = "reference" if a["model"] == "reference" else partners.get(a["model"], "cv")
             metrics += [Metric(f"{prefix}/r_mean", a["r_mean"], ts, 0), Metric(f"{prefix}/r_worst", a["r_worst"], ts, 0),
                         Metric(f"{prefix}/r2_mean", a["r2_mean"], ts, 0)]
             if np.isfinite(a["r2_level_mean"]):
                 metrics.append(Metric(f"{prefix}/r2_level_mean", a["r2_level_mean"], ts, 0))
         for r in rows:
-            if r.get("partner"):
-                if r["seed"] == "0":
-                    metrics += [Metric(f"with_{metric_name(r['partner'])}/{r['held_out']}/{k}", float(r[k]), ts, 0) for k in ("r", "r2", "mae")
-                                if np.isfinite(r[k])]
-            elif r["seed"] in ("ensemble", "0") or r["model"] == "reference":
-                tag = "reference" if r["model"] == "reference" else ("ensemble" if r["seed"] == "ensemble" else "fold")
+            if r["seed"] in ("ensemble", "0") or r["model"] == "reference":
+                tag = ("reference" if r["model"] == "reference" else partners.get(r["model"])
+                       or ("ensemble" if r["seed"] == "ensemble" else "fold"))
                 metrics += [Metric(f"{tag}/{r['held_out']}/{k}", float(r[k]), ts, 0) for k in ("r", "r2", "mae") if np.isfinite(r[k])]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
