@@ -11,6 +11,7 @@ up), medians (docs/notes/benchmarks.md#step-round-3).
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py encoders [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py recompute [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py pairs [THREADS]
+    MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py depth [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py networks [THREADS]
 
 A variant's ``cutoff`` (Å) is the radius graph's, not an init arg (default 5.0); docs/notes/benchmarks.md#cutoff.
@@ -19,6 +20,7 @@ A variant's ``cutoff`` (Å) is the radius graph's, not an init arg (default 5.0)
 kept; module attributes set after construction (docs/notes/benchmarks.md#recompute).
 ``networks``: the same init args on EGATLength, the edge-length network without the symmetriser
 (``net``: the class; docs/notes/new-glasses.md#variant-ensembles).
+``depth``: three and two attention layers, the first keeping its 8 heads (docs/notes/benchmarks.md#depth).
 """
 
 import statistics
@@ -51,6 +53,7 @@ SETS = {  # init-arg overrides of experiments/symgnn.yaml's network; the first i
               "all layers on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [1, 2, 3, 4]}, "cutoff 3.9": {"cutoff": 3.9}},
     "encoders": {"default": {}, "no |x| branch": {"edge_lengths": False}, "k_train=1": {"k_train": 1},
                  "k_train=1, no |x| branch": {"k_train": 1, "edge_lengths": False}},
+    "depth": {f"heads {'/'.join(map(str, h))}": {"heads": h} for h in ([8, 4, 2, 1], [8, 4, 1], [8, 2, 1], [8, 1], [4, 2, 1])},
     "pairs": {"default (train_pairs)": {}, "independent draws": {"train_pairs": False}},
     "networks": {"SymGNN (default)": {}, "EGATLength": {"net": "EGATLength"}, "SymGNN, layer 1 on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [1]}},
     "recompute": {"default": {}, "phi kept (no recompute)": {"recompute": False},
