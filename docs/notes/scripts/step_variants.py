@@ -38,8 +38,14 @@ from mgglass.data.order import spatially_ordered
 from mgglass.models.symgnn import EGATLength, SymGNN
 from mgglass.runtime import keep_freed_memory
 
+
+def by_heads(*heads: list[int]) -> dict:
+    """Variants that differ in their attention heads per layer (so also in their number of layers)."""
+    return {f"heads {'/'.join(map(str, h))}": {"heads": h} for h in heads}
+
+
 SETS = {  # init-arg overrides of experiments/symgnn.yaml's network; the first is the reference
-    "heads": {f"heads {'/'.join(map(str, h))}": {"heads": h} for h in ([8, 4, 2, 1], [4, 4, 2, 1], [4, 2, 2, 1], [2, 2, 2, 1], [4, 2, 1])},
+    "heads": by_heads([8, 4, 2, 1], [4, 4, 2, 1], [4, 2, 2, 1], [2, 2, 2, 1], [4, 2, 1]),
     "k_train": {"default": {}, "k_train=1": {"k_train": 1}, "heads 4/2/2/1": {"heads": [4, 2, 2, 1]},
                 "heads 4/2/2/1, k_train=1": {"heads": [4, 2, 2, 1], "k_train": 1}},
     "drop_edges": {"default": {}, "drop_edges=0.5": {"drop_edges": 0.5}, "drop_edges=0.3": {"drop_edges": 0.3}},
@@ -53,7 +59,7 @@ SETS = {  # init-arg overrides of experiments/symgnn.yaml's network; the first i
               "all layers on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [1, 2, 3, 4]}, "cutoff 3.9": {"cutoff": 3.9}},
     "encoders": {"default": {}, "no |x| branch": {"edge_lengths": False}, "k_train=1": {"k_train": 1},
                  "k_train=1, no |x| branch": {"k_train": 1, "edge_lengths": False}},
-    "depth": {f"heads {'/'.join(map(str, h))}": {"heads": h} for h in ([8, 4, 2, 1], [8, 4, 1], [8, 2, 1], [8, 1], [4, 2, 1])},
+    "depth": by_heads([8, 4, 2, 1], [8, 4, 1], [8, 2, 1], [8, 1], [4, 2, 1]),
     "pairs": {"default (train_pairs)": {}, "independent draws": {"train_pairs": False}},
     "networks": {"SymGNN (default)": {}, "EGATLength": {"net": "EGATLength"}, "SymGNN, layer 1 on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [1]}},
     "recompute": {"default": {}, "phi kept (no recompute)": {"recompute": False},
