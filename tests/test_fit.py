@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _cli import run_module
 
 from mgglass.tracking import ui_name
 
@@ -77,15 +78,8 @@ def kill_when_logged(module: str, args: list[str], base: Path, log: Path, child:
 
 
 def run_cli(module: str, args: list[str], base: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        check=False,
-        cwd=ROOT,
-        env=fit_env(base),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """``python -m module args`` in a process of its own (forked from a warm interpreter: tests/_cli.py)."""
+    return run_module(module, args, cwd=ROOT, env=fit_env(base), timeout=timeout)
 
 
 def smoke_fit(tmp_path_factory, name: str, *extra: str) -> dict:

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _cli import run_module
+from test_fit import fit_env
 
 from mgglass.data import read_glass
 from mgglass.data.safe_pickle import safe_load
@@ -341,7 +342,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
                          (["quench", "--composition", "Cu64Zr36", "--out", str(tmp_path / "g.cif")], "expected an .extxyz"),
                          (["compare", str(tmp_path / "missing.extxyz")], "missing.extxyz"),
                          (["barriers", "--glass", str(tmp_path / "missing.extxyz"), "--out", str(tmp_path / "b.csv")], "missing.extxyz")):
-        p = subprocess.run([sys.executable, "-m", "mgglass.md", *args], check=False, capture_output=True, text=True, timeout=120)
+        p = run_module("mgglass.md", args, cwd=tmp_path, env=fit_env(tmp_path), timeout=120)
         assert p.returncode == 2, p.stderr
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("mgglass.md: error:"), p.stderr
@@ -362,8 +363,8 @@ def test_lammps_errors_are_one_line_and_name_the_glass(tmp_path):
     with Engine(glass) as engine, pytest.raises(MDError, match=r"^overlap.extxyz: LAMMPS stopped: ERROR: Unrecognized fix"):
         engine.cmd("fix 1 all no_such_style")
     out = tmp_path / "p.csv"
-    p = subprocess.run([sys.executable, "-m", "mgglass.md", "propensity", "--glass", str(tmp_path / "overlap.extxyz"),
-                        "--time-ps", "0.2", "--runs", "1", "--out", str(out)], check=False, capture_output=True, text=True, timeout=120)
+    p = run_module("mgglass.md", ["propensity", "--glass", str(tmp_path / "overlap.extxyz"), "--time-ps", "0.2", "--runs", "1",
+                                  "--out", str(out)], cwd=tmp_path, env=fit_env(tmp_path), timeout=120)
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and "overlap.extxyz: LAMMPS stopped: ERROR: Lost atoms" in lines[0], p.stderr
     assert not out.exists()
@@ -379,8 +380,8 @@ def test_without_lammps_the_error_says_what_to_install(monkeypatch):
 
 def test_compare_prints_one_json_line_per_glass(cuzr_dir, tmp_path):
     png = tmp_path / "rdf.png"
-    p = subprocess.run([sys.executable, "-m", "mgglass.md", "compare", str(cuzr_dir / "test0.pickle"), "--png", str(png)], check=False,
-                       capture_output=True, text=True, timeout=300)
+    p = run_module("mgglass.md", ["compare", str(cuzr_dir / "test0.pickle"), "--png", str(png)], cwd=tmp_path, env=fit_env(tmp_path),
+                   timeout=300)
     assert p.returncode == 0, p.stderr
     row = json.loads(p.stdout.strip().splitlines()[-1])
     assert row["atoms"] == 3000 and row["composition"]["Cu"] == pytest.approx(0.64) and png.stat().st_size > 10_000

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _cli import run_module
 from test_fit import ROOT, SMOKE, fit_env, only_run
 
 from mgglass.tracking import ui_name
@@ -23,6 +24,12 @@ def _start(args, tmp_path, log):
     with open(log, "w") as out:
         return subprocess.Popen(args, cwd=ROOT, env=fit_env(tmp_path), stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+
+
+def _rerun(args, tmp_path):
+    """The fit's command again, to its end (a fresh process: tests/_cli.py)."""
+    assert args[:3] == [sys.executable, "-m", "mgglass.fit"]
+    return run_module("mgglass.fit", args[3:], cwd=ROOT, env=fit_env(tmp_path), timeout=300)
 
 
 def _kill_after(proc, log, epoch: int) -> None:
@@ -56,8 +63,7 @@ def test_kill_after_the_best_epoch_resumes_from_the_last_epoch(tmp_path):
     killed_at = torch.load(ckpt_dir / "last.ckpt", weights_only=False, map_location="cpu")["epoch"]
     assert killed_at >= printed[-1] >= 5  # not the best epoch 0
     assert [p.name for p in ckpt_dir.glob("best-*.ckpt")] == ["best-epoch=000.ckpt"]
-    again = subprocess.run([*args, "--ckpt_path", "last"], cwd=ROOT, env=fit_env(tmp_path), capture_output=True,
-                           text=True, timeout=300, check=False)
+    again = _rerun([*args, "--ckpt_path", "last"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = [int(ln.split()[1]) for ln in again.stdout.splitlines() if ln.startswith("epoch ")]
     assert resumed[0] == killed_at + 1 and resumed[-1] == epochs - 1, resumed
@@ -71,8 +77,7 @@ def test_kill_after_the_best_epoch_resumes_from_the_last_epoch(tmp_path):
     # gone, so the continuing model gets its own run whose history is its own, each epoch once.
     old_loss = {m.step: m.value for m in c.get_metric_history(run.info.run_id, ui_name("train_loss"))}
     more = [a for a in args if not a.startswith("--trainer.max_epochs")] + ["--trainer.max_epochs=3"]
-    third = subprocess.run([*more, "--ckpt_path", str(ckpt_dir / "best-epoch=000.ckpt")], cwd=ROOT,
-                           env=fit_env(tmp_path), capture_output=True, text=True, timeout=300, check=False)
+    third = _rerun([*more, "--ckpt_path", str(ckpt_dir / "best-epoch=000.ckpt")], tmp_path)
     assert third.returncode == 0, third.stderr[-3000:]
     exp = c.get_experiment_by_name("smoke")
     runs = {r.info.run_id: r for r in c.search_runs([exp.experiment_id])}
@@ -100,8 +105,7 @@ def test_sigkill_then_resume_continues_the_same_run(tmp_path):
     assert run.info.status == "RUNNING"  # nobody closed it
     run_id = run.info.run_id
 
-    again = subprocess.run([*args, "--ckpt_path", "last"], cwd=ROOT, env=fit_env(tmp_path), capture_output=True,
-                           text=True, timeout=300, check=False)
+    again = _rerun([*args, "--ckpt_path", "last"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     # Training continued after the checkpointed epoch rather than starting over.
     printed = [int(ln.split()[1]) for ln in again.stdout.splitlines() if ln.startswith("epoch ")]
@@ -115,8 +119,7 @@ def test_sigkill_then_resume_continues_the_same_run(tmp_path):
     assert len(c.get_metric_history(run_id, ui_name("test_r"))) == 1
     # The same command once more on the finished fit: nothing to train, the same checkpoint tested, and
     # still one logged model with its test metrics once.
-    third = subprocess.run([*args, "--ckpt_path", "last"], cwd=ROOT, env=fit_env(tmp_path), capture_output=True,
-                           text=True, timeout=300, check=False)
+    third = _rerun([*args, "--ckpt_path", "last"], tmp_path)
     assert third.returncode == 0, third.stderr[-3000:]
     assert not [ln for ln in third.stdout.splitlines() if ln.startswith("epoch ")]
     c, run = only_run(tmp_path)

@@ -1,0 +1,58 @@
+"""tests/_cli.py runs an entry point as a fresh `python -m` would: these check that it does, against a
+plain subprocess, so that the suite's commands mean what they say."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from _cli import run_module
+from test_fit import fit_env, processes_with
+
+
+def both(tmp_path, *args, env=None, timeout=120):
+    env = {**fit_env(tmp_path), **(env or {})}
+    forked = run_module("_cli_probe", list(args), cwd=tmp_path, env=env, timeout=timeout)
+    plain = subprocess.run([sys.executable, "-m", "_cli_probe", *args], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    return forked, plain
+
+
+def test_a_forked_command_sees_its_own_argv_folder_environment_and_empty_stdin(tmp_path):
+    forked, plain = both(tmp_path, "report", "x y", env={"PROBE": "seen"})
+    assert forked.returncode == plain.returncode == 0, (forked.stderr, plain.stderr)
+    got, want = json.loads(forked.stdout), json.loads(plain.stdout)
+    assert got["pid"] != want["pid"] and got["pid"] != os.getpid()
+    for key in ("cwd", "probe", "stdin", "name", "threads", "sum"):
+        assert got[key] == want[key], key
+    assert got["argv"][1:] == want["argv"][1:] == ["report", "x y"]
+    assert forked.stderr == plain.stderr == "atexit ran\n"  # nothing else on stderr, atexit handlers run
+
+
+@pytest.mark.parametrize("action", ["exit3", "message", "raise"])
+def test_exit_codes_and_error_output_are_a_plain_processes(tmp_path, action):
+    forked, plain = both(tmp_path, action)
+    assert forked.returncode == plain.returncode != 0
+    assert forked.stdout == plain.stdout == ""
+    if action == "raise":
+        assert "Traceback" in forked.stderr and forked.stderr.strip().endswith("RuntimeError: probe crashed")
+    else:
+        assert forked.stderr == plain.stderr
+
+
+def test_a_command_past_its_timeout_is_killed(tmp_path):
+    env = fit_env(tmp_path)
+    t0 = time.time()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_module("_cli_probe", ["sleep"], cwd=tmp_path, env=env, timeout=3)
+    assert time.time() - t0 < 30
+    assert not processes_with("_cli_probe"), "the timed-out command still runs"
+    again = run_module("_cli_probe", ["exit3"], cwd=tmp_path, env=env, timeout=60)  # the runner still serves
+    assert again.returncode == 3
+
+
+def test_another_import_time_setting_runs_a_plain_process(tmp_path):
+    forked, plain = both(tmp_path, "report", env={"OMP_NUM_THREADS": "1"})
+    assert json.loads(forked.stdout)["threads"] == json.loads(plain.stdout)["threads"] == 1
