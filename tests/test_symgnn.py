@@ -426,8 +426,43 @@ def test_eval_pairs_encode_each_edge_pair_once_with_the_same_numbers(n_atoms):
         enc.k_eval = 1  # one transform at a time (predict --samples) is not even
         assert not enc.even
         enc.k_eval = 6
-        # by ranges of atoms, where each range encodes its own edges, and without pairing: same numbers
+        # by ranges of atoms, pairs inside a range and across ranges (tests below): same numbers
         torch.testing.assert_close(model.predict_by_dst(batch, 7), whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_atoms", [128, 20, 5])
+def test_ranges_encode_each_edge_pair_once_with_the_whole_glass_numbers(n_atoms):
+    """Prediction by ranges of atoms (any glass size) encodes each edge pair once, as the whole glass
+    does: inside a range once, across ranges in the earlier one, kept for the later."""
+    from mgglass.data import glass_to_data, make_glass
+    from mgglass.models.egat import EdgePlan
+    from mgglass.models.symgnn import RangeEncoder, reverse_pairs
+
+    torch.manual_seed(0)
+    data = glass_to_data(make_glass(n_atoms, seed=4))
+    model = as_after_training(SymGNN(hidden=8, heads=(2, 1), k_eval=6, eval_pairs=True, edge_lengths=True)).eval()
+    rows = []
+    encode = model.encode_vectors
+    model.encode_vectors = lambda vec: rows.append(vec.shape[0]) or encode(vec)
+    plan = EdgePlan(data.edge_index, n_atoms)
+    pairs = reverse_pairs(data)[0].numel()
+    with torch.no_grad():
+        whole = model.encode_edges(data)
+        for chunk in (1, 3, 7, n_atoms):
+            rows.clear()
+            ranges = RangeEncoder(model, data)
+            parts = [ranges(plan.dst_range(d0, min(d0 + chunk, n_atoms)).edges) for d0 in range(0, n_atoms, chunk)]
+            torch.testing.assert_close(torch.cat(parts), whole, atol=1e-5, rtol=1e-5)
+            assert sum(rows) == pairs < data.num_edges  # each pair once
+            assert ranges.keys.numel() == 0  # every kept encoding was used
+        with pytest.raises(ValueError, match="out of order"):
+            RangeEncoder(model, data)(plan.dst_range(1, 2).edges)
+        model.edge_encoder.k_eval = 1  # not even: every edge encoded, in its range
+        rows.clear()
+        ranges = RangeEncoder(model, data)
+        parts = [ranges(plan.dst_range(d0, min(d0 + 3, n_atoms)).edges) for d0 in range(0, n_atoms, 3)]
+        assert sum(rows) == data.num_edges
+        torch.testing.assert_close(torch.cat(parts), model.encode_vectors(data.edge_vec), atol=1e-5, rtol=1e-5)
 
 
 def test_eval_pairs_are_draws_and_their_negatives_where_they_apply():

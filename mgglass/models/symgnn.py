@@ -289,10 +289,10 @@ class Symmetrizer(nn.Module):
         return self._encode(x, q, w)
 
 
-def reverse_pairs(batch) -> tuple[Tensor, Tensor, Tensor] | None:
-    """Each edge (src, dst, shift) of a periodic graph with its reverse (dst, src, −shift): (the edges
-    encoded, those of them whose reverse is another edge (positions in the first), those reverses), or
-    None when an edge has no reverse (a subgraph), so that all edges are encoded."""
+def reverse_edges(batch) -> tuple[Tensor, Tensor] | None:
+    """(partner [E]: each edge (src, dst, shift)'s reverse (dst, src, −shift), a self-loop its own;
+    first [E]: whether an edge is the one of its pair that :func:`reverse_pairs` encodes), or None when
+    an edge has no reverse (a subgraph)."""
     if getattr(batch, "edge_shift", None) is None:
         return None
     src, dst = batch.edge_index
@@ -306,10 +306,74 @@ def reverse_pairs(batch) -> tuple[Tensor, Tensor, Tensor] | None:
     (fwd_sorted, by_fwd), (rev_sorted, by_rev) = torch.sort(fwd), torch.sort(rev)
     if not torch.equal(fwd_sorted, rev_sorted):
         return None
-    partner = torch.empty_like(by_fwd).index_copy_(0, by_rev, by_fwd)
-    first = (fwd <= rev).nonzero().squeeze(1)  # one of each pair; a self-loop (src = dst, no shift) is its own reverse
-    mirror = (fwd.index_select(0, first) < rev.index_select(0, first)).nonzero().squeeze(1)
-    return first, mirror, partner.index_select(0, first.index_select(0, mirror))
+    del fwd_sorted, rev_sorted
+    return torch.empty_like(by_fwd).index_copy_(0, by_rev, by_fwd), fwd <= rev
+
+
+def reverse_pairs(batch) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Each edge (src, dst, shift) of a periodic graph with its reverse (dst, src, −shift): (the edges
+    encoded, those of them whose reverse is another edge (positions in the first), those reverses), or
+    None when an edge has no reverse (a subgraph), so that all edges are encoded."""
+    found = reverse_edges(batch)
+    if found is None:
+        return None
+    partner, first = found
+    first = first.nonzero().squeeze(1)  # one of each pair; a self-loop (src = dst, no shift) is its own reverse
+    of_first = partner.index_select(0, first)
+    mirror = (of_first != first).nonzero().squeeze(1)
+    return first, mirror, of_first.index_select(0, mirror)
+
+
+class RangeEncoder:
+    """Edge encodings range by range of edges (slices in order, as
+    :meth:`~mgglass.models.egat.PredictionModule.features_by_dst` asks for them), each edge pair encoded
+    once when the encoding is even, as :meth:`SymGNN.encode_edges` does for a whole glass: a pair inside
+    a range is encoded once there; a pair across ranges is encoded in the earlier range and kept for
+    the later one (the edges between ranges done and ranges to come, a surface of the glass)."""
+
+    def __init__(self, net: SymGNN, batch):
+        self.net, self.vec = net, batch.edge_vec
+        found = reverse_edges(batch) if getattr(net.edge_encoder, "even", False) else None
+        self.pairs = found is not None
+        if found is not None:  # int32 where it fits: 130 MB less held per million atoms
+            partner, self.first = found
+            self.partner = partner.to(torch.int32) if partner.numel() < 2**31 else partner
+        self.keys: Tensor | None = None  # edges of later ranges whose encoding is here already
+        self.values: Tensor | None = None
+        self.next = 0
+
+    def __call__(self, edges: slice) -> Tensor:
+        a, b = edges.start, edges.stop
+        if not self.pairs:
+            return self.net.encode_vectors(self.vec[a:b])
+        if a != self.next:
+            raise ValueError(f"RangeEncoder: edges {a}:{b} out of order (expected to start at {self.next})")
+        self.next = b
+        partner, first = self.partner[a:b].long(), self.first[a:b]
+        inside = (partner >= a) & (partner < b)
+        copied = inside & ~first  # the second of a pair inside the range
+        earlier = partner < a  # encoded in an earlier range, kept for this one
+        todo = (~copied & ~earlier).nonzero().squeeze(1)
+        e = self.net.encode_vectors(self.vec[a:b].index_select(0, todo))
+        out = e.new_empty(b - a, e.shape[1])
+        out.index_copy_(0, todo, e)
+        if self.keys is not None:
+            here = self.keys < b
+            out.index_copy_(0, self.keys[here] - a, self.values[here])
+            if int(here.sum()) != int(earlier.sum()):
+                raise RuntimeError("RangeEncoder: an edge's reverse was not kept for it")
+            self.keys, self.values = self.keys[~here], self.values[~here]
+        elif bool(earlier.any()):
+            raise RuntimeError("RangeEncoder: an edge's reverse was not kept for it")
+        second = copied.nonzero().squeeze(1)
+        out.index_copy_(0, second, out.index_select(0, partner.index_select(0, second) - a))
+        later = (partner >= b).nonzero().squeeze(1)
+        keys, values = partner.index_select(0, later), out.index_select(0, later)
+        self.keys = keys if self.keys is None else torch.cat([self.keys, keys])
+        self.values = values if self.values is None else torch.cat([self.values, values])
+        if b == self.vec.shape[0]:  # the last range: the pairing is not needed past the first layer
+            self.partner = self.first = None
+        return out
 
 
 class SymGNN(nn.Module):
@@ -391,11 +455,13 @@ class SymGNN(nn.Module):
     @torch.no_grad()
     def predict_by_dst(self, batch, dst_chunk: int) -> Tensor:
         """``forward`` in evaluation for a glass of any size, layer by layer over ranges of ``dst_chunk``
-        atoms (:meth:`~mgglass.models.egat.PredictionModule.features_by_dst`): no halo, and per edge only
-        its features are held between layers. Edges must be sorted by dst."""
+        atoms (:meth:`~mgglass.models.egat.PredictionModule.features_by_dst`): no halo, per edge only
+        its features held between layers, and each edge pair encoded once (:class:`RangeEncoder`; encoding
+        every range's edges afresh made the encoders' share ~1.9× the whole glass's). Edges must be
+        sorted by dst."""
         h = self.node_encoder(batch.species)
-        encode = lambda edges: self.encode_vectors(batch.edge_vec[edges])
-        return self.head(self.gnn.features_by_dst(h, encode, batch.edge_index, dst_chunk, self._inner(batch), self.inner_layers))
+        return self.head(self.gnn.features_by_dst(h, RangeEncoder(self, batch), batch.edge_index, dst_chunk, self._inner(batch),
+                                                  self.inner_layers))
 
     def _inner(self, batch) -> Tensor | None:
         """The edges the ``inner_layers`` read (shorter than ``inner_cutoff``), or None: all."""
