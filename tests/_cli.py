@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,17 +104,24 @@ class _Zygote:
             [sys.executable, "-c", ZYGOTE, json.dumps(ENTRY_POINTS)], cwd=ROOT, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
+        self._pending = b""  # replies read from the pipe but not yet returned (two can arrive at once)
         if self._read(600) is None:
             self.proc.kill()
             raise RuntimeError("the test zygote did not finish its imports in 600 s")
 
-    def _read(self, timeout: float | None) -> dict | None:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            return None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the test zygote ended")
+    def _read(self, timeout: float) -> dict | None:
+        """The zygote's next reply, or None after ``timeout`` s. Reads the pipe's fd directly: a buffered
+        readline could take the pid and exit-code lines at once and leave select waiting for the second."""
+        fd, deadline = self.proc.stdout.fileno(), time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError("the test zygote ended")
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
         return json.loads(line)
 
     def fits(self, env: dict) -> bool:

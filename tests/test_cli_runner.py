@@ -56,3 +56,23 @@ def test_a_command_past_its_timeout_is_killed(tmp_path):
 def test_another_import_time_setting_runs_a_plain_process(tmp_path):
     forked, plain = both(tmp_path, "report", env={"OMP_NUM_THREADS": "1"})
     assert json.loads(forked.stdout)["threads"] == json.loads(plain.stdout)["threads"] == 1
+
+
+def test_two_replies_arriving_at_once_are_read_one_by_one():
+    """A command can end before its pid is read: the pid and exit-code lines then arrive together."""
+    from types import SimpleNamespace
+
+    from _cli import _Zygote
+
+    r, w = os.pipe()
+    z = _Zygote.__new__(_Zygote)
+    z.proc, z._pending = SimpleNamespace(stdout=os.fdopen(r, "rb")), b""
+    os.write(w, b'{"pid": 12}\n{"rc": 3}\n{"pi')
+    assert z._read(5) == {"pid": 12}
+    assert z._read(5) == {"rc": 3}
+    assert z._read(0.2) is None  # half a line is not a reply
+    os.write(w, b'd": 13}\n')
+    assert z._read(5) == {"pid": 13}
+    os.close(w)
+    with pytest.raises(RuntimeError, match="ended"):
+        z._read(5)
