@@ -5,7 +5,8 @@ A plain ``python -m mgglass.predict`` spends ~7 s of a 2-core machine importing 
 its arguments, and the suite runs ~50 such commands: about five minutes of imports. The forked child
 sees what a fresh process would: its own environment, working folder, argv, stdin from /dev/null,
 stdout/stderr to files, exit code from ``sys.exit`` or 1 with the traceback for an uncaught exception,
-and atexit handlers run at the end. Settings read while importing (PYTHONPATH, thread counts, the hash
+and atexit handlers run at the end; it stays in the tests' process group (Ctrl-C reaches it) and past
+its timeout it is killed as ``subprocess.run`` kills (the command, not what it started). Settings read while importing (PYTHONPATH, thread counts, the hash
 seed, ...) are the zygote's, so a command whose environment differs in one of them runs as a plain
 subprocess, as does every command with ``MGGLASS_TEST_SUBPROCESS=1``. Commands that tests kill or
 run concurrently use ``subprocess`` directly.
@@ -59,7 +60,6 @@ for line in sys.stdin:
     if pid == 0:
         code = 1
         try:
-            os.setsid()  # its own process group, as the tests' kills expect of a command
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
             for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
@@ -137,7 +137,7 @@ class _Zygote:
             pid = self._read(60)["pid"]
             done = self._read(timeout)
             if done is None:
-                os.killpg(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)  # as subprocess.run kills a command past its timeout
                 self._read(60)
                 raise subprocess.TimeoutExpired([module, *args], timeout, out.read_text(), err.read_text())
             return subprocess.CompletedProcess([sys.executable, "-m", module, *args], done["rc"],
