@@ -134,7 +134,10 @@ class _Zygote:
                    "stdout": str(out), "stderr": str(err)}
             self.proc.stdin.write(json.dumps(req) + "\n")
             self.proc.stdin.flush()
-            pid = self._read(60)["pid"]
+            started = self._read(60)
+            if started is None:
+                raise RuntimeError(f"the test zygote did not start {module} within 60 s")
+            pid = started["pid"]
             done = self._read(timeout)
             if done is None:
                 os.kill(pid, signal.SIGKILL)  # as subprocess.run kills a command past its timeout
