@@ -142,7 +142,7 @@ class _Zygote:
             if done is None:
                 os.kill(pid, signal.SIGKILL)  # as subprocess.run kills a command past its timeout
                 self._read(60)
-                raise subprocess.TimeoutExpired([module, *args], timeout, out.read_text(), err.read_text())
+                raise subprocess.TimeoutExpired([module, *args], timeout, out.read_text(errors="replace"), err.read_text(errors="replace"))
             return subprocess.CompletedProcess([sys.executable, "-m", module, *args], done["rc"],
                                                out.read_text(errors="replace"), err.read_text(errors="replace"))
 
@@ -158,16 +158,20 @@ class _Zygote:
 _zygote: _Zygote | None = None
 
 
+def run_plain(module: str, args: list[str], *, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """``python -m module args`` as a plain subprocess (stdin from /dev/null, as a forked command has it)."""
+    return subprocess.run([sys.executable, "-m", module, *args], check=False, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def run_module(module: str, args: list[str], *, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
-    """``subprocess.run([python, -m, module, *args], capture_output=True, text=True)`` in effect."""
+    """:func:`run_plain` in effect, forked from the warm interpreter where it can be."""
     global _zygote
     if os.environ.get("MGGLASS_TEST_SUBPROCESS") or not hasattr(os, "fork"):
-        return subprocess.run([sys.executable, "-m", module, *args], check=False, cwd=cwd, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        return run_plain(module, args, cwd=cwd, env=env, timeout=timeout)
     if _zygote is None or _zygote.proc.poll() is not None:
         _zygote = _Zygote(env)
         atexit.register(_zygote.close)
     if not _zygote.fits(env):
-        return subprocess.run([sys.executable, "-m", module, *args], check=False, cwd=cwd, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        return run_plain(module, args, cwd=cwd, env=env, timeout=timeout)
     return _zygote.run(module, args, cwd, env, timeout)

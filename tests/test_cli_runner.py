@@ -4,20 +4,17 @@ plain subprocess, so that the suite's commands mean what they say."""
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
-from _cli import run_module
+from _cli import run_module, run_plain
 from test_fit import fit_env, processes_with
 
 
 def both(tmp_path, *args, env=None, timeout=120):
     env = {**fit_env(tmp_path), **(env or {})}
     forked = run_module("_cli_probe", list(args), cwd=tmp_path, env=env, timeout=timeout)
-    plain = subprocess.run([sys.executable, "-m", "_cli_probe", *args], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
-    return forked, plain
+    return forked, run_plain("_cli_probe", list(args), cwd=tmp_path, env=env, timeout=timeout)
 
 
 def test_a_forked_command_sees_its_own_argv_folder_environment_and_empty_stdin(tmp_path):

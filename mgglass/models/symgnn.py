@@ -338,8 +338,8 @@ class RangeEncoder:
         if found is not None:  # int32 where it fits: 130 MB less held per million atoms
             partner, self.first = found
             self.partner = partner.to(torch.int32) if partner.numel() < 2**31 else partner
-        self.keys: Tensor | None = None  # edges of later ranges whose encoding is here already
-        self.values: Tensor | None = None
+        self.keys = torch.empty(0, dtype=torch.long, device=self.vec.device)  # edges of later ranges encoded already
+        self.values: Tensor | None = None  # their encodings, [keys, hidden]
         self.next = 0
 
     def __call__(self, edges: slice) -> Tensor:
@@ -357,20 +357,18 @@ class RangeEncoder:
         e = self.net.encode_vectors(self.vec[a:b].index_select(0, todo))
         out = e.new_empty(b - a, e.shape[1])
         out.index_copy_(0, todo, e)
-        if self.keys is not None:
-            here = self.keys < b
-            out.index_copy_(0, self.keys[here] - a, self.values[here])
-            if int(here.sum()) != int(earlier.sum()):
-                raise RuntimeError("RangeEncoder: an edge's reverse was not kept for it")
-            self.keys, self.values = self.keys[~here], self.values[~here]
-        elif bool(earlier.any()):
+        if self.values is None:
+            self.values = e.new_empty(0, e.shape[1])
+        here = self.keys < b
+        if int(here.sum()) != int(earlier.sum()):
             raise RuntimeError("RangeEncoder: an edge's reverse was not kept for it")
+        out.index_copy_(0, self.keys[here] - a, self.values[here])
+        self.keys, self.values = self.keys[~here], self.values[~here]
         second = copied.nonzero().squeeze(1)
         out.index_copy_(0, second, out.index_select(0, partner.index_select(0, second) - a))
         later = (partner >= b).nonzero().squeeze(1)
-        keys, values = partner.index_select(0, later), out.index_select(0, later)
-        self.keys = keys if self.keys is None else torch.cat([self.keys, keys])
-        self.values = values if self.values is None else torch.cat([self.values, values])
+        self.keys = torch.cat([self.keys, partner.index_select(0, later)])
+        self.values = torch.cat([self.values, out.index_select(0, later)])
         if b == self.vec.shape[0]:  # the last range: the pairing is not needed past the first layer
             self.partner = self.first = None
         return out
