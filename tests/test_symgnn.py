@@ -465,6 +465,28 @@ def test_ranges_encode_each_edge_pair_once_with_the_whole_glass_numbers(n_atoms)
         torch.testing.assert_close(torch.cat(parts), model.encode_vectors(data.edge_vec), atol=1e-5, rtol=1e-5)
 
 
+def test_ranges_encoded_afresh_the_reference_path_give_the_same_prediction(monkeypatch):
+    """``RangeEncoder.paired = False`` (the speed lever's "before", ``mgglass.bench levers``) encodes every
+    range's edges afresh: every edge encoded, the same prediction."""
+    from mgglass.data import glass_to_data, make_glass
+    from mgglass.models.symgnn import RangeEncoder
+
+    torch.manual_seed(1)
+    data = glass_to_data(make_glass(60, seed=2))
+    model = as_after_training(SymGNN(hidden=8, heads=(2, 1), k_eval=6, eval_pairs=True, edge_lengths=True)).eval()
+    rows = []
+    encode = model.encode_vectors
+    model.encode_vectors = lambda vec: rows.append(vec.shape[0]) or encode(vec)
+    with torch.no_grad():
+        paired = model.predict_by_dst(data, 7)
+        assert sum(rows) < data.num_edges
+        rows.clear()
+        monkeypatch.setattr(RangeEncoder, "paired", False)
+        afresh = model.predict_by_dst(data, 7)
+    assert sum(rows) == data.num_edges
+    torch.testing.assert_close(afresh, paired, atol=1e-5, rtol=1e-5)
+
+
 def test_eval_pairs_are_draws_and_their_negatives_where_they_apply():
     sym = Symmetrizer(8, "learned", k_eval=4, eval_pairs=True).eval()
     seen = []

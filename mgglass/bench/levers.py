@@ -3,7 +3,8 @@
     python -m mgglass.bench levers --ckpt_path CKPT [--glass train0] [--reps 7] [--threads 2]
 
 On one 8000-atom glass and the checkpoint's network, the SymGNN training step (forward, MSE,
-backward) and whole-glass prediction are timed with the levers switched off and on one by one. The
+backward) and whole-glass prediction are timed with the levers switched off and on one by one, and
+prediction by ranges of atoms (glasses above 16,384 atoms) on that glass replicated 2×2×2. The
 configurations take turns within every repeat, so a machine that slows down slows them alike; the
 median of ``--reps`` is reported with its ratio to "before". Every lever is a class switch that
 tests pin to the reference path (``tests/test_fused.py``), so the numbers are the same either way.
@@ -23,6 +24,7 @@ import torch
 from torch_geometric.data import Batch
 
 from mgglass.bench import DEFAULT_DATA
+from mgglass.bench.scaling import replicated_glass
 from mgglass.data import glass_to_data, read_glass
 from mgglass.data.order import spatially_ordered
 from mgglass.inference import predict_glass
@@ -38,6 +40,8 @@ CONFIGS = [
     ("predict", "before", {"encoders": False, "edge_block": False}),
     ("predict", "fused edge blocks (eval)", {"encoders": False, "edge_block": True}),
     ("predict", "+ fused |x| branch (opt-in)", {"encoders": True, "edge_block": True}),
+    ("predict by ranges, ×8", "before: each range's edges encoded afresh", {"range_pairs": False}),
+    ("predict by ranges, ×8", "each edge pair encoded once", {"range_pairs": True}),
 ]
 
 
@@ -46,6 +50,8 @@ def _switch(on: dict) -> None:
         symgnn.Symmetrizer.fused = fused.MLPBlock.fused = on["encoders"]
     if "edge_block" in on:
         egat.EGATLayer.fused_eval = on["edge_block"]
+    if "range_pairs" in on:
+        symgnn.RangeEncoder.paired = on["range_pairs"]
 
 
 def run(ckpt: str, glass: str, reps: int, threads: int) -> list[dict]:
@@ -55,6 +61,7 @@ def run(ckpt: str, glass: str, reps: int, threads: int) -> list[dict]:
     species, cutoff, self_loops = graph_settings(hp)
     path = DEFAULT_DATA / (glass if glass.endswith(".pickle") else f"{glass}.pickle")  # train0 or train0.pickle
     data = glass_to_data(read_glass(path, species=species), cutoff, species, self_loops)
+    big = glass_to_data(replicated_glass(f"{path.stem}x8", species), cutoff, species, self_loops)  # above DST_RANGE
     data.y_norm = (data.y - data.y.mean()) / data.y.std()
     batches = {False: Batch.from_data_list([data]), True: Batch.from_data_list([spatially_ordered(data)[0]])}
     net = task.net
@@ -68,8 +75,12 @@ def run(ckpt: str, glass: str, reps: int, threads: int) -> list[dict]:
     def predict(_on):
         predict_glass(task, data)
 
-    jobs = {"train step": train_step, "predict": predict}
-    defaults = {"encoders": symgnn.Symmetrizer.fused, "edge_block": egat.EGATLayer.fused_eval}
+    def predict_big(_on):
+        predict_glass(task, big)
+
+    jobs = {"train step": train_step, "predict": predict, "predict by ranges, ×8": predict_big}
+    defaults = {"encoders": symgnn.Symmetrizer.fused, "edge_block": egat.EGATLayer.fused_eval,
+                "range_pairs": symgnn.RangeEncoder.paired}
     times: dict[int, list[float]] = {i: [] for i in range(len(CONFIGS))}
     try:
         for rep in range(reps + 1):  # the first round warms up
@@ -86,7 +97,8 @@ def run(ckpt: str, glass: str, reps: int, threads: int) -> list[dict]:
     for i, (bench, name, _) in enumerate(CONFIGS):
         median = statistics.median(times[i])
         before.setdefault(bench, median)
-        rows.append({"bench": bench, "config": name, "atoms": data.num_nodes, "edges": int(data.edge_index.shape[1]),
+        g = big if bench == "predict by ranges, ×8" else data
+        rows.append({"bench": bench, "config": name, "atoms": g.num_nodes, "edges": int(g.edge_index.shape[1]),
                      "threads": threads, "reps": reps, "median_s": median, "min_s": min(times[i]),
                      "vs_before": median / before[bench]})
     return rows

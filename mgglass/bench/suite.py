@@ -148,10 +148,12 @@ def render(sections: dict, meta: dict) -> str:
         lines.append(f"Failed: {sections.get('profile_raw', 'not run')}")
     lines += ["", "## Speed levers, side by side", ""]
     if sections.get("levers"):
-        r0 = sections["levers"][0]
-        lines += [(f"{r0['atoms']:,}-atom glass ({r0['edges']:,} edges), the checkpoint's network, {r0['threads']} threads: each "
+        r0, big = sections["levers"][0], sections["levers"][-1]
+        by_ranges = (f"; prediction by ranges on that glass replicated 2×2×2 ({big['atoms']:,} atoms, {big['edges']:,} edges)"
+                     if big["atoms"] != r0["atoms"] else "")
+        lines += [(f"{r0['atoms']:,}-atom glass ({r0['edges']:,} edges){by_ranges}, the checkpoint's network, {r0['threads']} threads: each "
                    f"lever switched on after the last, the configurations taking turns in each of {r0['reps']} rounds "
-                   "(median; × before < 1 is faster). Same numbers either way (`tests/test_fused.py`)."), ""]
+                   "(median; × before < 1 is faster). Same numbers either way (`tests/test_fused.py`, `tests/test_symgnn.py`)."), ""]
         lines += levers_table(sections["levers"])
     else:
         lines.append(f"Failed: {sections.get('levers_raw', 'not run')}")

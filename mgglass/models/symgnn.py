@@ -331,9 +331,11 @@ class RangeEncoder:
     a range is encoded once there; a pair across ranges is encoded in the earlier range and kept for
     the later one (the edges between ranges done and ranges to come, a surface of the glass)."""
 
+    paired = True  # False: every range's edges encoded afresh, the path it replaced (``mgglass.bench levers``)
+
     def __init__(self, net: SymGNN, batch):
         self.net, self.vec = net, batch.edge_vec
-        found = reverse_edges(batch) if getattr(net.edge_encoder, "even", False) else None
+        found = reverse_edges(batch) if self.paired and getattr(net.edge_encoder, "even", False) else None
         self.pairs = found is not None
         if found is not None:  # int32 where it fits: 130 MB less held per million atoms
             partner, self.first = found
