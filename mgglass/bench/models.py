@@ -5,7 +5,9 @@ class and init args) instead of the registry's bare defaults; ``--init_args '{"k
 init args of every model timed. Each (model, device) runs in a fresh subprocess so peak memory is its own: on CPU the process's peak
 resident set (``getrusage`` max RSS) and that peak minus the RSS just before the first forward (the
 data and the interpreter excluded); on GPU ``torch.cuda.max_memory_allocated``. Time is the median of
-``--reps`` training steps (forward, MSE to y_norm, backward) after one warm-up step.
+``--reps`` training steps (forward, MSE to y_norm, backward) after one warm-up step, on the glass in
+spatial atom order as a fit holds its training glasses (without it the default's step was 1.3× slower
+on the AMD machine than the profile's, which orders it: docs/notes/benchmarks.md#amd-page).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch_geometric.data import Batch
 from mgglass.bench import DEFAULT_DATA
 from mgglass.cli import ConfigError, build
 from mgglass.data import load_graph
+from mgglass.data.order import spatially_ordered
 from mgglass.models import REGISTRY, build_model, model_class
 from mgglass.runtime import keep_freed_memory
 
@@ -39,7 +42,7 @@ def worker(name: str, device: str, data_path: str, reps: int, threads: int, init
     keep_freed_memory()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    data = load_graph(data_path)
+    data = spatially_ordered(load_graph(data_path))[0]  # as GlassDataModule holds training glasses
     data.y_norm = (data.y - data.y.mean()) / data.y.std()
     batch = Batch.from_data_list([data]).to(device)
     model = build_model(name, **(init or {})).to(device).train()
