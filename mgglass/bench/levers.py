@@ -7,7 +7,8 @@ backward) and whole-glass prediction are timed with the levers switched off and 
 prediction by ranges of atoms (glasses above 16,384 atoms) on that glass replicated 2×2×2. The
 configurations take turns within every repeat, so a machine that slows down slows them alike; the
 median of ``--reps`` is reported with its ratio to "before". Every lever is a class switch that
-tests pin to the reference path (``tests/test_fused.py``), so the numbers are the same either way.
+tests pin to the reference path (``tests/test_fused.py``, ``tests/test_symgnn.py``), so the numbers are the
+same either way.
 One JSON line per configuration.
 """
 
@@ -32,6 +33,7 @@ from mgglass.models import egat, fused, symgnn
 from mgglass.runtime import keep_freed_memory
 from mgglass.task import graph_settings, load_task
 
+BY_RANGES = "predict by ranges, ×8"
 # (benchmark, configuration, {switch: on}); switches are class attributes (see _switch)
 CONFIGS = [
     ("train step", "before", {"encoders": False, "order": False}),
@@ -40,8 +42,8 @@ CONFIGS = [
     ("predict", "before", {"encoders": False, "edge_block": False}),
     ("predict", "fused edge blocks (eval)", {"encoders": False, "edge_block": True}),
     ("predict", "+ fused |x| branch (opt-in)", {"encoders": True, "edge_block": True}),
-    ("predict by ranges, ×8", "before: each range's edges encoded afresh", {"range_pairs": False}),
-    ("predict by ranges, ×8", "each edge pair encoded once", {"range_pairs": True}),
+    (BY_RANGES, "before: each range's edges encoded afresh", {"range_pairs": False}),
+    (BY_RANGES, "each edge pair encoded once", {"range_pairs": True}),
 ]
 
 
@@ -79,7 +81,7 @@ def run(ckpt: str, glass: str, reps: int, threads: int) -> list[dict]:
         net.eval()
         net.predict_by_dst(big, DST_RANGE)
 
-    jobs = {"train step": train_step, "predict": predict, "predict by ranges, ×8": predict_big}
+    jobs = {"train step": train_step, "predict": predict, BY_RANGES: predict_big}
     defaults = {"encoders": symgnn.Symmetrizer.fused, "edge_block": egat.EGATLayer.fused_eval,
                 "range_pairs": symgnn.RangeEncoder.paired}
     times: dict[int, list[float]] = {i: [] for i in range(len(CONFIGS))}
@@ -98,7 +100,7 @@ def run(ckpt: str, glass: str, reps: int, threads: int) -> list[dict]:
     for i, (bench, name, _) in enumerate(CONFIGS):
         median = statistics.median(times[i])
         before.setdefault(bench, median)
-        g = big if bench == "predict by ranges, ×8" else data
+        g = big if bench == BY_RANGES else data
         rows.append({"bench": bench, "config": name, "atoms": g.num_nodes, "edges": int(g.edge_index.shape[1]),
                      "threads": threads, "reps": reps, "median_s": median, "min_s": min(times[i]),
                      "vs_before": median / before[bench]})
