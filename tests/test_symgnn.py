@@ -430,6 +430,14 @@ def test_eval_pairs_encode_each_edge_pair_once_with_the_same_numbers(n_atoms):
         torch.testing.assert_close(model.predict_by_dst(batch, 7), whole, atol=1e-5, rtol=1e-5)
 
 
+def encoded_rows(model) -> list[int]:
+    """The number of edge vectors each of ``model``'s later ``encode_vectors`` calls encodes."""
+    rows = []
+    encode = model.encode_vectors
+    model.encode_vectors = lambda vec: rows.append(vec.shape[0]) or encode(vec)
+    return rows
+
+
 @pytest.mark.parametrize("n_atoms", [128, 20, 5])
 def test_ranges_encode_each_edge_pair_once_with_the_whole_glass_numbers(n_atoms):
     """Prediction by ranges of atoms (any glass size) encodes each edge pair once, as the whole glass
@@ -441,9 +449,7 @@ def test_ranges_encode_each_edge_pair_once_with_the_whole_glass_numbers(n_atoms)
     torch.manual_seed(0)
     data = glass_to_data(make_glass(n_atoms, seed=4))
     model = as_after_training(SymGNN(hidden=8, heads=(2, 1), k_eval=6, eval_pairs=True, edge_lengths=True)).eval()
-    rows = []
-    encode = model.encode_vectors
-    model.encode_vectors = lambda vec: rows.append(vec.shape[0]) or encode(vec)
+    rows = encoded_rows(model)
     plan = EdgePlan(data.edge_index, n_atoms)
     pairs = reverse_pairs(data)[0].numel()
     with torch.no_grad():
@@ -474,9 +480,7 @@ def test_ranges_encoded_afresh_the_reference_path_give_the_same_prediction(monke
     torch.manual_seed(1)
     data = glass_to_data(make_glass(60, seed=2))
     model = as_after_training(SymGNN(hidden=8, heads=(2, 1), k_eval=6, eval_pairs=True, edge_lengths=True)).eval()
-    rows = []
-    encode = model.encode_vectors
-    model.encode_vectors = lambda vec: rows.append(vec.shape[0]) or encode(vec)
+    rows = encoded_rows(model)
     with torch.no_grad():
         paired = model.predict_by_dst(data, 7)
         assert sum(rows) < data.num_edges
