@@ -16,6 +16,7 @@ import torch
 from mgglass.bench.scaling import task_and_graph
 from mgglass.data.order import ordered_for_prediction
 from mgglass.inference import DST_RANGE
+from mgglass.models.symgnn import RangeEncoder
 
 task, data, _ = task_and_graph(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "train0x64", 2)
 task.eval()
@@ -23,13 +24,16 @@ data = ordered_for_prediction(data, 0)
 net = task.net
 
 
-def afresh():
-    h = net.node_encoder(data.species)
-    encode = lambda edges: net.encode_vectors(data.edge_vec[edges])  # the encoder it replaced
-    return net.head(net.gnn.features_by_dst(h, encode, data.edge_index, DST_RANGE, net._inner(data), net.inner_layers))
+def by_ranges(paired: bool):
+    """predict_by_dst with each edge pair encoded once, or every range's edges afresh (the path it replaced)."""
+    RangeEncoder.paired = paired
+    try:
+        return net.predict_by_dst(data, DST_RANGE)
+    finally:
+        RangeEncoder.paired = True
 
 
-ways = {"each pair once": lambda: net.predict_by_dst(data, DST_RANGE), "afresh": afresh}
+ways = {"each pair once": lambda: by_ranges(True), "afresh": lambda: by_ranges(False)}
 times, outs = {k: [] for k in ways}, {}
 with torch.no_grad():
     for _ in range(int(sys.argv[3]) if len(sys.argv) > 3 else 3):
