@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -71,6 +72,55 @@ def quiet_banner() -> None:
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# CPU features that decide which speed levers a machine has (bfloat16 products need AVX512-BF16 or
+# AMX; docs/notes/benchmarks.md): two CPUs sold under one name ("AMD EPYC") can differ in them.
+_CPU_FEATURES = (("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX"))
+
+
+def cpu_description(cpuinfo: str) -> str:
+    """One line for the CPU of ``/proc/cpuinfo``'s text: its model name, family and model (which tell
+    two generations sold under one name apart) and its vector extensions beyond AVX2."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:  # the first processor's block is enough
+                break
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name", "unknown CPU")
+    flags = set(fields.get("flags", "").split())
+    details = []
+    if "cpu family" in fields and "model" in fields:
+        details.append(f"family {fields['cpu family']} model {fields['model']}")
+    if flags:
+        extra = [label for flag, label in _CPU_FEATURES if flag in flags]
+        base = "AVX2" if "avx2" in flags else "no AVX2"
+        details.append(" + ".join([base, *extra]) if extra else f"{base}, no AVX-512")
+    return f"{name} ({'; '.join(details)})" if details else name
+
+
+def machine() -> str:
+    """This machine in one line, for benchmark pages and run tags: CPU (:func:`cpu_description`),
+    cores, memory, OS, and the CUDA device when there is one."""
+    try:
+        cpu = cpu_description(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        cpu = platform.processor() or "unknown CPU"
+    mem = ""
+    try:
+        kb = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")).split()[1])
+        mem = f", {kb / 2**20:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    out = f"{cpu}, {os.cpu_count()} cores{mem}, {platform.system()} {platform.machine()}"
+    import torch
+
+    if torch.cuda.is_available():
+        out += f"; GPU {torch.cuda.get_device_name(0)}"
+    return out
 
 
 class OutputError(ValueError):

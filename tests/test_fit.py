@@ -20,6 +20,7 @@ import pytest
 import yaml
 from _cli import run_module
 
+from mgglass.runtime import machine
 from mgglass.tracking import ui_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,6 +146,7 @@ def test_smoke_run_is_one_complete_mlflow_run(smoke):
     assert tags["model"] == "SymGNN" and tags["seed"] == "0"
     assert len(tags["data_hash"]) == 64 and len(tags["git_commit"]) in (40, 7) or tags["git_commit"] == "unknown"
     assert tags["data_files"].startswith("synthetic: train train0.xyz,")
+    assert tags["machine"] == machine() and tags["torch_threads"].isdigit()  # wall times name their machine
     # Every glass a run input (the UI's "Datasets"), its split as the context, its bytes' digest.
     inputs = {(d.dataset.name, {t.key: t.value for t in d.tags}["mlflow.data.context"]): d.dataset for d in run.inputs.dataset_inputs}
     cfg = yaml.safe_load((Path(smoke["root"]) / "checkpoints" / "smoke" / "config.yaml").read_text())["data"]

@@ -1,4 +1,5 @@
-"""keep_freed_memory: glibc keeps freed large blocks for reuse (checked in fresh processes)."""
+"""keep_freed_memory: glibc keeps freed large blocks for reuse (checked in fresh processes); the machine
+line that benchmark pages and run tags carry."""
 
 import os
 import subprocess
@@ -45,3 +46,32 @@ def test_freed_memory_is_kept_for_reuse_only_when_tuned():
 def test_env_opt_out():
     applied, _, after = _probe("tuned", MGGLASS_MALLOC="system")
     assert applied == "False" and after < 50
+
+
+ZEN3 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx fma avx2
+
+processor\t: 1
+model name\t: another block, not read
+"""
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("", "AMD EPYC (family 25 model 1; AVX2, no AVX-512)"),
+    (" avx512f avx512_bf16", "AMD EPYC (family 25 model 1; AVX2 + AVX-512 + AVX512-BF16)"),
+])
+def test_cpu_description_tells_two_cpus_of_one_name_apart(extra, expected):
+    from mgglass.runtime import cpu_description
+
+    assert cpu_description(ZEN3.replace("avx2\n", f"avx2{extra}\n")) == expected
+
+
+def test_cpu_description_without_details_is_the_name():
+    from mgglass.runtime import cpu_description
+
+    assert cpu_description("model name\t: Some CPU\n") == "Some CPU"
+    assert cpu_description("") == "unknown CPU"

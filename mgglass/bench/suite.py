@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -29,27 +28,10 @@ import torch
 from mgglass.bench.levers import table as levers_table
 from mgglass.bench.profile import table as profile_table
 from mgglass.inference import CHUNK_ATOMS, DST_RANGE
+from mgglass.runtime import machine
 from mgglass.tracking import git_commit
 
 GLASSES_PER_EPOCH = 6
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")).split()[1])
-        mem = f", {kb / 2**20:.0f} GiB"
-    except (OSError, StopIteration, ValueError):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores{mem}, {platform.system()} {platform.machine()}"
 
 
 def bench(name: str, args: list[str], threads: int, timeout: float) -> tuple[str, float, int]:

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 
 from mgglass.callbacks import AfterCheckpoint
 from mgglass.compat import SystemMetrics
 from mgglass.outputs import to_atoms, write_split_outputs
 from mgglass.plots import symmetry_plot
+from mgglass.runtime import machine
 from mgglass.tracking.store import (
     RUN_FILE,
     TrackingConfig,
@@ -88,6 +90,9 @@ class MLflowTracker(AfterCheckpoint):
                 self.client.update_run(self.run_id, status="RUNNING")
             self._logged.update(int(m.step) for m in stored_history(self.client, self.run_id, "train_loss"))
             self.client.set_tag(self.run_id, "resumed", str(int(run.data.tags.get("resumed", "0")) + 1))
+            here, before = machine(), run.data.tags.get("machine")
+            if before and here not in before.split(" | "):  # wall times after this epoch are another machine's
+                self.client.set_tag(self.run_id, "machine", f"{before} | {here}")
             return
         self._create_run()
         self._log_glasses(getattr(trainer, "datamodule", None))  # None: a Trainer fitted without a datamodule
@@ -110,7 +115,9 @@ class MLflowTracker(AfterCheckpoint):
         from mlflow.entities import Param
 
         exp_id = experiment_id(self.client, self.uri, self.cfg.experiment)
-        tags = {"git_commit": git_commit(), **(self.cfg.tags or {}), **self.tags, **(extra_tags or {})}
+        # The machine and threads with the commit: a fit's wall times mean nothing without them.
+        tags = {"git_commit": git_commit(), "machine": machine(), "torch_threads": str(torch.get_num_threads()),
+                **(self.cfg.tags or {}), **self.tags, **(extra_tags or {})}
         if self.cfg.parent_run_id:
             tags.setdefault("mlflow.parentRunId", self.cfg.parent_run_id)  # nests the run in the UI
         run = self.client.create_run(exp_id, run_name=self.cfg.run_name, tags=tags)
