@@ -15,6 +15,7 @@ import torch
 from _cli import run_module
 from test_fit import ROOT, SMOKE, fit_env, only_run
 
+from mgglass.runtime import machine
 from mgglass.tracking import ui_name
 
 EPOCHS = 8
@@ -104,6 +105,8 @@ def test_sigkill_then_resume_continues_the_same_run(tmp_path):
     c, run = only_run(tmp_path)
     assert run.info.status == "RUNNING"  # nobody closed it
     run_id = run.info.run_id
+    assert run.data.tags["machine"] == machine()
+    c.set_tag(run_id, "machine", "Old CPU, 2 cores")  # as if the first epochs ran elsewhere
 
     again = _rerun([*args, "--ckpt_path", "last"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -113,6 +116,7 @@ def test_sigkill_then_resume_continues_the_same_run(tmp_path):
     c, run = only_run(tmp_path)  # still one run
     assert run.info.run_id == run_id and run.info.status == "FINISHED"
     assert run.data.tags["resumed"] == "1"
+    assert run.data.tags["machine"] == f"Old CPU, 2 cores | {machine()}"  # epoch times from two machines
     for key in ("train_loss", "val_loss", "val_r", "val_mae", "lr", "epoch_time_s"):
         steps = sorted(m.step for m in c.get_metric_history(run_id, ui_name(key)))
         assert steps == list(range(EPOCHS)), (key, steps)  # none lost, none duplicated
