@@ -12,6 +12,10 @@ The energy is a per-atom array both the fit's glasses and the new glass carry (t
 ``pot``), or ``eam``: energies computed for both with the ``md`` extra's Cu–Zr EAM potential. The two
 must come from one source: the wheel's EAM file is not the potential of the released ``pot`` (means
 ~0.06 eV/atom apart), though it ranks atoms alike (r 0.997).
+
+:class:`Series` says, without moving anything, whether a glass lies among the glasses a fit saw (their
+range of mean energy and their composition): outside it, held-out glasses were predicted measurably
+worse (docs/notes/new-glasses.md), so ``mgglass.predict`` says so for each such glass.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ EAM = "eam"  # --level eam: per-atom energies from the md extra's EAM potential
 # How far (species fraction) a glass may lie outside the compositions of the line's glasses: the line
 # is one composition's; another composition's energies sit on another line.
 COMPOSITION_MARGIN = 0.02
+
+
+SERIES_KEY = "pot"  # the released glasses' per-atom potential energy: the axis of their relaxation series
+
+
+def formula(species, fractions) -> str:
+    """``Cu64Zr36`` for species ("Cu", "Zr") at fractions (0.64, 0.36)."""
+    return "".join(f"{s}{100 * x:.0f}" for s, x in zip(species, fractions))
 
 
 class LevelError(ValueError):
@@ -158,10 +170,8 @@ class LevelLine:
         seen = np.array([p[2] for p in self.glasses.values()])
         lo, hi = seen.min(axis=0) - COMPOSITION_MARGIN, seen.max(axis=0) + COMPOSITION_MARGIN
         if np.any(own < lo) or np.any(own > hi):
-            def formula(f):
-                return "".join(f"{s}{100 * x:.0f}" for s, x in zip(self.species, f))
-            raise LevelError(f"{glass.source}: composition {formula(own)} is not that of the glasses the level line was "
-                             f"fitted on ({formula(seen.mean(axis=0))}); the line holds for one composition")
+            raise LevelError(f"{glass.source}: composition {formula(self.species, own)} is not that of the glasses the level "
+                             f"line was fitted on ({formula(self.species, seen.mean(axis=0))}); the line holds for one composition")
         return mean_level(glass, self.key)
 
     def shift(self, pred: np.ndarray, level: float) -> tuple[np.ndarray, dict]:
@@ -176,3 +186,76 @@ class LevelLine:
         lo, hi = self.level_range
         return {"key": self.key, "intercept_ev": self.intercept, "slope": self.slope, "glasses": sorted(self.glasses),
                 "level_range": [lo, hi]}
+
+
+@dataclass(frozen=True)
+class Series:
+    """The glasses a fit saw as the range of their mean per-atom ``key`` and of their species fractions:
+    where its accuracy was measured. Beyond that range held-out glasses lost r and had their level pulled
+    toward the series' middle (docs/notes/new-glasses.md), so a glass outside it is worth a word."""
+
+    key: str
+    lo: float
+    hi: float
+    species: tuple[str, ...]
+    fractions: tuple[tuple[float, ...], tuple[float, ...]]  # lowest and highest fraction of each species
+
+    @classmethod
+    def through(cls, points, key: str, species) -> Series:
+        """The series of ``points`` (glass -> (mean ``key``, species fractions))."""
+        levels = [p[0] for p in points.values()]
+        seen = np.array([p[1] for p in points.values()])
+        return cls(key, min(levels), max(levels), tuple(species), (tuple(seen.min(axis=0)), tuple(seen.max(axis=0))))
+
+    @classmethod
+    def of_line(cls, line: LevelLine) -> Series:
+        return cls.through({n: (p[0], p[2]) for n, p in line.glasses.items()}, line.key, line.species)
+
+    @classmethod
+    def of_fits(cls, settings: list[dict], key: str = SERIES_KEY) -> Series | None:
+        """From the glass summaries the checkpoints keep; None when any glass lacks ``key`` (or a checkpoint
+        predates the summaries): then nothing is said."""
+        points = {}
+        for i, hp in enumerate(settings):
+            stored = hp.get("_glass_summaries")
+            if not stored:
+                return None
+            for name, summary in stored.items():
+                if key not in summary["means"]:
+                    return None
+                points[(i, name)] = (summary["means"][key], summary["fractions"])
+        return cls.through(points, key, settings[0].get("species") or ("Cu", "Zr"))
+
+    def place(self, glass: Glass, level: float | None = None) -> dict | None:
+        """Where ``glass`` lies: its mean ``key`` (``level`` when already known) and composition, and whether
+        each is inside the series; None when the glass has no ``key`` to place it by."""
+        if level is None:
+            if self.key not in glass.extras:
+                return None
+            try:
+                level = mean_level(glass, self.key)
+            except LevelError:
+                return None
+        own = glass.fractions(list(self.species))
+        lo, hi = (np.array(f) for f in self.fractions)
+        return {"mean": level, "inside": bool(self.lo <= level <= self.hi), "composition": formula(self.species, own),
+                "composition_inside": bool(np.all(own >= lo - COMPOSITION_MARGIN) and np.all(own <= hi + COMPOSITION_MARGIN))}
+
+    def notice(self, source, place: dict) -> str | None:
+        """One line for a glass outside the series (None inside it)."""
+        out = []
+        if not place["inside"]:
+            out.append(f"mean {self.key} {place['mean']:.4f} is outside the range of the glasses the fit saw "
+                       f"({self.lo:.4f} to {self.hi:.4f})")
+        if not place["composition_inside"]:
+            middle = (np.array(self.fractions[0]) + np.array(self.fractions[1])) / 2
+            out.append(f"composition {place['composition']} is not that of the glasses the fit saw "
+                       f"({formula(self.species, middle)})")
+        if not out:
+            return None
+        return (f"{source}: {' and '.join(out)}: its barriers are extrapolated, and held-out glasses at the ends of the "
+                f"series were predicted less well, their level pulled toward its middle (docs/guide/predict.md#outside)")
+
+    def describe(self) -> dict:
+        return {"key": self.key, "range": [self.lo, self.hi], "species": list(self.species),
+                "fractions": [list(f) for f in self.fractions]}

@@ -10,7 +10,9 @@ cross-validation) predict as an ensemble: ``eb_pred`` is their mean and ``eb_std
 (and ``eb_sigma``, the spread with the calibrated residual, for an ensemble run recorded with
 ``mgglass.ensemble --calibrate``). ``--level KEY`` moves each glass's predictions onto the level its
 mean per-atom energy gives on a line fitted over the glasses the fit saw (:mod:`mgglass.level`;
-``eb_pred_network`` keeps the network's own).
+``eb_pred_network`` keeps the network's own). A glass whose mean per-atom ``pot`` (or ``KEY``) lies
+outside the range of the glasses the fit saw, or whose composition is not theirs, is said so in one
+line on stderr (:class:`mgglass.level.Series`).
 
 Large glasses are predicted in parts, with the whole-glass prediction's numbers (up to float
 summation order): SymGNN and its EGAT variants layer by layer over ranges of atoms (no halo; a
@@ -38,7 +40,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from mgglass.data import GlassDataError, glass_names
 from mgglass.data.order import in_file_order, ordered_for_prediction
 from mgglass.inference import CHUNK_ATOMS, sampling_encoder
-from mgglass.level import LevelError, LevelLine
+from mgglass.level import LevelError, LevelLine, Series
 from mgglass.metrics import pooled_metrics
 from mgglass.outputs import to_atoms, write_predictions
 from mgglass.runtime import (
@@ -71,10 +73,12 @@ class GlassFiles(torch.utils.data.Dataset):
     dropped at once, and the writer puts the atoms back in the file's order). With a level ``line``,
     each glass's mean level (:meth:`LevelLine.level_of`) goes to ``levels`` by index."""
 
-    def __init__(self, paths: list[Path], hp: dict, label_key: str = "eb", line: LevelLine | None = None):
-        self.paths, self.hp, self.label_key, self.line = paths, hp, label_key, line
+    def __init__(self, paths: list[Path], hp: dict, label_key: str = "eb", line: LevelLine | None = None,
+                 series: Series | None = None):
+        self.paths, self.hp, self.label_key, self.line, self.series = paths, hp, label_key, line, series
         self.names = glass_names(paths)
         self.levels: dict[int, float] = {}
+        self.places: dict[int, dict] = {}  # with a series: where each glass lies in it (Series.place)
         # The file's positions and cell as read (float64), for the writer: the graph holds float32 copies.
         self.coords: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -86,6 +90,10 @@ class GlassFiles(torch.utils.data.Dataset):
             glass = read_fit_glass(self.paths[i], self.hp, self.label_key)
             if self.line is not None:
                 self.levels[i] = self.line.level_of(glass)
+            if self.series is not None and (place := self.series.place(glass, self.levels.get(i))) is not None:
+                self.places[i] = place
+                if notice := self.series.notice(self.paths[i], place):
+                    print(f"{PROG}: {notice}", file=sys.stderr, flush=True)
             self.coords[i] = (np.asarray(glass.positions, dtype=np.float64), np.asarray(glass.cell, dtype=np.float64))
             return ordered_for_prediction(fit_graph(glass, self.hp))
         except (GlassDataError, LevelError) as e:
@@ -126,6 +134,9 @@ class PredictionWriter(BasePredictionWriter):
         """Pearson r, R², MAE pooled over the labelled glasses and per glass; with ``eb_std``, how well
         it ranks the largest errors."""
         out = {"level": {"line": self.files.line.describe(), "per_glass": self.placed}} if self.placed else {}
+        if self.files.places:
+            out["series"] = {**self.files.series.describe(),
+                             "per_glass": {self.files.names[i]: place for i, place in sorted(self.files.places.items())}}
         if not self.labelled:
             return out
         pooled = {k: np.concatenate([a[k] for a in self.labelled.values()]) for k in next(iter(self.labelled.values()))}
@@ -143,14 +154,15 @@ def _one_glass(items: list):
 
 
 def predict_files(task, paths: list[Path], hp: dict, output: Path, device: str = "cpu", label_key: str = "eb",
-                  line: LevelLine | None = None) -> dict:
+                  line: LevelLine | None = None, series: Series | None = None) -> dict:
     """``Trainer.predict`` over glass files, one glass per step on ``device``; writes ``output`` and
     its CSV and returns the labelled inputs' metrics (see :class:`PredictionWriter`). ``line``: each
-    glass's predictions moved onto its level (:mod:`mgglass.level`)."""
+    glass's predictions moved onto its level (:mod:`mgglass.level`); ``series``: a glass outside the
+    glasses the fit saw is said so on stderr, and where each lies goes into the summary."""
     import lightning as L
 
     quiet_banner()
-    files = GlassFiles(paths, hp, label_key, line)
+    files = GlassFiles(paths, hp, label_key, line, series)
     writer = PredictionWriter(output, graph_settings(hp)[0], files)
     accelerator, _, index = device.partition(":")
     trainer = L.Trainer(accelerator="gpu" if accelerator == "cuda" else "cpu", devices=[int(index)] if index else 1,
@@ -243,12 +255,14 @@ def _predict(args) -> int:
             raise PredictError(f"{ckpts[0]}: {e}") from None
     task.predict_chunk_atoms, task.predict_samples = args.chunk_atoms, args.samples
     line = None
+    settings = task.member_settings if isinstance(task, EnsembleTask) else [hp]
     if args.level:
         try:
-            line = LevelLine.of_fits(task.member_settings if isinstance(task, EnsembleTask) else [hp], args.level)
+            line = LevelLine.of_fits(settings, args.level)
         except (GlassDataError, LevelError) as e:
             raise PredictError(str(e)) from None
-    metrics = predict_files(task, inputs, hp, output, device, args.label_key, line)
+    series = Series.of_line(line) if line is not None else Series.of_fits(settings)
+    metrics = predict_files(task, inputs, hp, output, device, args.label_key, line, series)
     summary = {"checkpoint": str(ckpts[0]) if len(ckpts) == 1 else [str(c) for c in ckpts], "output": str(output), "csv": str(output.with_suffix(".csv")), "glasses": len(inputs), **metrics}
     print(json.dumps(summary), flush=True)
     return 0

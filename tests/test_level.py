@@ -8,7 +8,7 @@ import pytest
 from test_md import needs_lammps
 
 from mgglass.data import make_glass
-from mgglass.level import LevelError, LevelLine, mean_level
+from mgglass.level import LevelError, LevelLine, Series, mean_level
 
 SPECIES = ["Cu", "Zr"]
 
@@ -94,3 +94,29 @@ def test_eam_level_is_the_md_extras_mean_energy():
     with Engine(g) as engine:
         expected = engine.energies().mean()
     assert mean_level(g, "eam") == pytest.approx(expected, abs=1e-12)
+
+
+def test_series_says_which_glasses_lie_outside_the_glasses_a_fit_saw():
+    """Series: the range of the fit's glasses' mean energy and composition, read from the summaries a
+    checkpoint keeps (one per member); a glass beyond either gets one line, a glass inside none."""
+    seen = [_glass(1, -4.48, 1.8), _glass(2, -4.47, 1.6), _glass(3, -4.46, 1.3)]
+    settings = [{"species": SPECIES, "_glass_summaries": {g.source: g.summary(SPECIES) for g in seen[:2]}},
+                {"species": SPECIES, "_glass_summaries": {g.source: g.summary(SPECIES) for g in seen[1:]}}]
+    series = Series.of_fits(settings, "e")
+    assert (series.lo, series.hi) == pytest.approx((-4.48, -4.46))
+    assert series == Series.of_line(LevelLine.fit(seen, "e", SPECIES))  # the same glasses, either way
+    inside = series.place(_glass(4, -4.47, 0.0))
+    assert inside["inside"] and inside["composition_inside"] and series.notice("g4.xyz", inside) is None
+    relaxed = series.place(_glass(5, -4.49, 0.0))
+    assert relaxed["mean"] == pytest.approx(-4.49) and not relaxed["inside"] and relaxed["composition_inside"]
+    assert series.notice("g5.xyz", relaxed).startswith(
+        "g5.xyz: mean e -4.4900 is outside the range of the glasses the fit saw (-4.4800 to -4.4600): its barriers are extrapolated")
+    cu = _glass(6, -4.47, 0.0)
+    cu.numbers[:] = 29
+    line = series.notice("g6.xyz", series.place(cu))
+    assert "composition Cu100Zr0 is not that of the glasses the fit saw (Cu64Zr36)" in line and "mean e" not in line
+    bare = _glass(7, -4.49, 0.0)
+    del bare.extras["e"]
+    assert series.place(bare) is None  # nothing to place it by: nothing said
+    # A checkpoint without summaries (before 2026-12-06), or glasses without the array: no series.
+    assert Series.of_fits([{"species": SPECIES}], "e") is None and Series.of_fits(settings, "pot") is None

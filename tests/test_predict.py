@@ -279,6 +279,41 @@ def test_predict_level_needs_no_glass_file_of_the_fit(smoke, tmp_path):
     assert old.returncode == 2 and len(err) == 1 and "--level cn, over the glasses the fit saw:" in err[0] and "train0.xyz: no such file" in err[0], old.stderr
 
 
+def test_predict_says_which_glasses_lie_outside_the_glasses_the_fit_saw(smoke, tmp_path):
+    """Without --level, a glass whose mean pot lies beyond the fit's glasses' (from the summaries in the
+    checkpoint) gets one line on stderr, and the JSON line says where each glass lies; a checkpoint
+    without summaries, or glasses without pot, say nothing."""
+    from ase.io import read, write
+
+    ckpt = torch.load(smoke["ckpt"], map_location="cpu", weights_only=False)
+    summaries = ckpt["GlassDataModule"]["glass_summaries"]
+    for s in summaries.values():
+        s["means"]["pot"] = s["means"]["cn"]  # the synthetic glasses' cn stands for the released pot
+    torch.save(ckpt, tmp_path / "pot.ckpt")
+    del ckpt["GlassDataModule"]["glass_summaries"]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    means = [s["means"]["pot"] for s in summaries.values()]
+    for name, level in (("inside", (min(means) + max(means)) / 2), ("beyond", 2 * max(means) - min(means) + 1.0)):
+        atoms = read(smoke["synth"] / "val0.xyz")
+        atoms.arrays["pot"] = atoms.arrays["cn"] - atoms.arrays["cn"].mean() + level
+        write(tmp_path / f"{name}.extxyz", atoms)
+    inputs = [str(tmp_path / "inside.extxyz"), str(tmp_path / "beyond.extxyz"), str(smoke["synth"] / "val0.xyz")]
+
+    def predict(ckpt_name):
+        return run_cli("mgglass.predict", ["--ckpt_path", str(tmp_path / ckpt_name), "--input", *inputs,
+                                           "--output", str(tmp_path / f"{ckpt_name}.extxyz")], tmp_path)
+
+    p = predict("pot.ckpt")
+    assert p.returncode == 0, p.stderr[-2000:]
+    notices = [line for line in p.stderr.strip().splitlines() if "atoms predicted" not in line]
+    assert len(notices) == 1 and "beyond.extxyz: mean pot" in notices[0] and "is outside the range of the glasses the fit saw" in notices[0]
+    series = json.loads(p.stdout.strip().splitlines()[-1])["series"]
+    assert series["key"] == "pot" and series["range"] == pytest.approx([min(means), max(means)])
+    assert {n: g["inside"] for n, g in series["per_glass"].items()} == {"inside.extxyz": True, "beyond.extxyz": False}
+    old = predict("old.ckpt")
+    assert old.returncode == 0 and "outside" not in old.stderr and "series" not in json.loads(old.stdout.strip().splitlines()[-1])
+
+
 def test_predict_level_refuses_a_glass_of_another_composition(smoke, tmp_path):
     from ase.io import read, write
 
