@@ -70,16 +70,39 @@ def test_profile_names_every_stage_and_its_ops_add_up():
     rows = []
     for chunk in (None, 500):
         prof, wall = _profiled(lambda chunk=chunk: predict_glass(task, data, chunk_atoms=chunk))
-        stages, kinds = breakdown(prof, wall)
+        stages, kinds, flops = breakdown(prof, wall)
         expected = set(STAGES.values()) - ({STAGES["range"]} if chunk is None else set())
         assert set(stages) == expected
         assert all(v > 0 for v in stages.values()) and list(kinds) == KIND_NAMES
         assert sum(kinds.values()) == pytest.approx(wall, rel=0.05)  # Python and dispatch fills the rest
-        assert kinds["GEMMs"] > 0 and kinds["gathers and scatters"] > 0
-        rows.append({"run": "predict", "atoms": 2500, "time_s": wall, "profiled_s": wall, "stages": stages, "ops": kinds, "peak_mb": 2048})
+        assert kinds["GEMMs"] > 0 and kinds["gathers and scatters"] > 0 and kinds["sparse products"] > 0 and flops > 0
+        rows.append({"run": "predict", "atoms": 2500, "time_s": wall, "profiled_s": wall, "stages": stages, "ops": kinds,
+                     "gemm_gflop": flops / 1e9, "peak_mb": 2048})
     page = "\n".join(table(rows))
     assert "| *stage:* edge encoding |" in page and "| *ops:* GEMMs |" in page and "| peak RSS before profiling (GiB) | 2.00 | 2.00 |" in page
     assert page.count("per-range src parts") == 1
+    rate = rows[0]["gemm_gflop"] / rows[0]["ops"]["GEMMs"]
+    assert f"| dense GEMMs: GFLOP, at GFLOP/s | {rows[0]['gemm_gflop']:.1f}, at {rate:.0f} |" in page
+
+
+def test_profile_counts_dense_gemm_flops_and_tells_csr_products_apart():
+    # torch runs a CSR product as aten::addmm: counted as dense, an 800 x 800 adjacency would add
+    # 2·800·800·16 FLOPs no core spent, and its time would sit among the GEMMs.
+    import warnings
+
+    from mgglass.bench.profile import _profiled, breakdown, gemm_flops
+
+    a, b, bias = torch.rand(64, 32), torch.rand(32, 16), torch.rand(16)
+    warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+    idx = torch.randint(0, 800, (2, 4000))
+    csr = torch.sparse_coo_tensor(idx, torch.rand(4000), (800, 800)).coalesce().to_sparse_csr()
+    x = torch.rand(800, 16)
+    prof, wall = _profiled(lambda: (a @ b, torch.addmm(bias, a, b), csr @ x, torch.bmm(a[None], b[None])))
+    _, kinds, flops = breakdown(prof, wall)
+    assert flops == 3 * 2 * 64 * 32 * 16  # the three dense products, not the CSR one
+    assert kinds["sparse products"] > 0 and kinds["GEMMs"] > 0
+    assert gemm_flops("aten::addmv", [[5], [5, 7], [7], [], []]) == 70 and gemm_flops("aten::mm", [[2, 3], [4, 5]]) == 0
+    assert gemm_flops("aten::mm", [[], []]) == 0  # shapes not recorded: nothing counted
 
 
 def test_bench_options_are_checked_in_one_line(capsys, tmp_path):

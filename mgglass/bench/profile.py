@@ -9,7 +9,9 @@ encoding over the sampled transforms, the edge features and their projection, at
 message gather and scatter, node update, per-range src parts, decoder, spatial atom order), each
 summed over layers and atom ranges; kinds of op are the ops' own (self) times grouped into GEMMs,
 sparse products, gathers and scatters, batch norm, allocation and fills, and the rest; "Python and
-dispatch" is the wall time no op accounts for. With training (the default), the first size also
+dispatch" is the wall time no op accounts for. The dense GEMMs' FLOPs (2·m·k·n from each product's
+recorded shapes; CSR products, which torch also runs as ``aten::addmm``, counted apart) over their time
+give the rate they ran at. With training (the default), the first size also
 profiles one training step (forward, MSE, backward; backward as one stage). Peak memory is the
 subprocess's peak resident set after the unprofiled prediction (the profiler's records of a
 million-atom prediction take gigabytes). One JSON line per profile.
@@ -54,21 +56,62 @@ def _kind(name: str) -> str:
     return "element-wise and other ops"
 
 
-def breakdown(prof, wall_s: float) -> tuple[dict, dict]:
-    """({stage: s}, {kind of op: s}) of one profiled run of ``wall_s`` seconds."""
+# torch runs a CSR × dense product as aten::addmm too; what gives it away is the CSR's index arrays read
+# beneath it. Each GEMM-named op above those reads is a sparse product, not arithmetic on dense rows.
+SPARSE_READS = ("aten::crow_indices", "aten::_nnz")
+
+
+def _sparse_products(events) -> set[int]:
+    out = set()
+    for ev in events:
+        if ev.name in SPARSE_READS:
+            parent = ev.cpu_parent
+            while parent is not None:
+                if _kind(parent.name) == "GEMMs":
+                    out.add(parent.id)
+                parent = parent.cpu_parent
+    return out
+
+
+def gemm_flops(name: str, shapes: list) -> int:
+    """Floating-point operations of one dense GEMM from its input shapes (2·m·k·n; 0 when they do not say)."""
+    try:
+        if name.startswith(("aten::addmm", "aten::baddbmm", "aten::addmv")):
+            shapes = shapes[1:]  # the added tensor first
+        if name.startswith(("aten::addmv", "aten::mv")):
+            (m, k), (k2,) = shapes[0], shapes[1]
+            return 2 * m * k if k == k2 else 0
+        if name.startswith(("aten::bmm", "aten::baddbmm")):
+            (b, m, k), (b2, k2, n) = shapes[0], shapes[1]
+            return 2 * b * m * k * n if (b, k) == (b2, k2) else 0
+        (m, k), (k2, n) = shapes[0], shapes[1]
+        return 2 * m * k * n if k == k2 else 0
+    except (ValueError, IndexError, TypeError):
+        return 0
+
+
+def breakdown(prof, wall_s: float) -> tuple[dict, dict, float]:
+    """({stage: s}, {kind of op: s}, dense GEMM FLOPs) of one profiled run of ``wall_s`` seconds
+    (profiled with ``record_shapes``, which the FLOPs need)."""
     stages = dict.fromkeys([*STAGES.values(), BACKWARD], 0.0)
     kinds = dict.fromkeys(KIND_NAMES, 0.0)
-    for ev in prof.key_averages():
-        if ev.key in stages:
-            stages[ev.key] += ev.cpu_time_total / 1e6
-        elif ev.key.startswith(("aten::", "torch_scatter::", "torch_cluster::")):
-            kinds[_kind(ev.key)] += ev.self_cpu_time_total / 1e6
+    events = prof.events()
+    sparse = _sparse_products(events)
+    flops = 0
+    for ev in events:
+        if ev.name in stages:
+            stages[ev.name] += ev.cpu_time_total / 1e6
+        elif ev.name.startswith(("aten::", "torch_scatter::", "torch_cluster::")):
+            kind = "sparse products" if ev.id in sparse else _kind(ev.name)
+            kinds[kind] += ev.self_cpu_time_total / 1e6
+            if kind == "GEMMs":
+                flops += gemm_flops(ev.name, ev.input_shapes)
     kinds["Python and dispatch"] = max(0.0, wall_s - sum(kinds.values()))
-    return {k: v for k, v in stages.items() if v > 0}, kinds
+    return {k: v for k, v in stages.items() if v > 0}, kinds, float(flops)
 
 
 def _profiled(fn) -> tuple[object, float]:
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         t = time.perf_counter()
         fn()
         wall = time.perf_counter() - t
@@ -109,8 +152,8 @@ def worker(ckpt: str, source: str, threads: int, train: bool) -> list[dict]:
     rows = []
     for row, fn in runs:
         prof, wall = _profiled(fn)
-        stages, kinds = breakdown(prof, wall)
-        rows.append({**row, "profiled_s": wall, "stages": stages, "ops": kinds})
+        stages, kinds, flops = breakdown(prof, wall)
+        rows.append({**row, "profiled_s": wall, "stages": stages, "ops": kinds, "gemm_gflop": flops / 1e9})
     return rows
 
 
@@ -133,6 +176,11 @@ def table(rows: list[dict]) -> list[str]:
             out.append(f"| *stage:* {key.removeprefix('mgglass: ')} | " + " | ".join(cell(r, key, "stages") for r in rows) + " |")
     for key in KIND_NAMES:
         out.append(f"| *ops:* {key} | " + " | ".join(cell(r, key, "ops") for r in rows) + " |")
+    # The GEMMs' arithmetic and the rate they ran at: on a CPU, the time the step cannot go below
+    # without less arithmetic or faster GEMMs (docs/notes/benchmarks.md#gemm-floor).
+    out.append("| dense GEMMs: GFLOP, at GFLOP/s | " + " | ".join(
+        f"{r['gemm_gflop']:.1f}, at {r['gemm_gflop'] / r['ops']['GEMMs']:.0f}" if r.get("gemm_gflop") and r["ops"].get("GEMMs") else ""
+        for r in rows) + " |")
     out.append("| peak RSS before profiling (GiB) | " + " | ".join(f"{r['peak_mb'] / 1024:.2f}" for r in rows) + " |")
     return out
 
