@@ -71,7 +71,8 @@ class GlassFiles(torch.utils.data.Dataset):
     """Glass files, each read when its turn comes as a graph built the way the checkpoint's fit built
     them; large glasses in spatial atom order (:func:`ordered_for_prediction`: the graph as read is
     dropped at once, and the writer puts the atoms back in the file's order). With a level ``line``,
-    each glass's mean level (:meth:`LevelLine.level_of`) goes to ``levels`` by index."""
+    each glass's mean level (:meth:`LevelLine.level_of`) goes to ``levels`` by index; with a ``series``,
+    where the glass lies in it goes to ``places``, and a glass outside it is named on stderr."""
 
     def __init__(self, paths: list[Path], hp: dict, label_key: str = "eb", line: LevelLine | None = None,
                  series: Series | None = None):

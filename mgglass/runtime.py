@@ -1,6 +1,7 @@
 """Process-wide settings the entry points apply before any work (``fit``, ``test``, ``validate``, ``bench``,
-``predict``, ``explain``): glibc's allocator, the library warnings that only clutter a log, and the
-output folder made before the work whose results it holds.
+``predict``, ``explain``): glibc's allocator, the library warnings that only clutter a log, the
+output folder made before the work whose results it holds, and the one-line description of the
+machine that benchmark pages and fit runs carry.
 
 glibc serves every allocation above ~32 MB with a fresh ``mmap`` and returns it to the kernel on
 free, so each [edges, channels] activation (33–266 MB per 8000-atom glass) is page-faulted in anew
