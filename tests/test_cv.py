@@ -13,6 +13,8 @@ import pytest
 import torch
 from test_fit import SMOKE, client_for, kill_when_logged, run_cli
 
+from mgglass.runtime import machine
+
 GLASSES = "train0.xyz,train1.xyz,train2.xyz,val0.xyz"  # the smoke config's synthetic names
 ARGS = ["--config", SMOKE, "--glasses", GLASSES, "--level_key", "cn", "--workers", "1", "--trainer.max_epochs=3"]
 
@@ -111,6 +113,7 @@ def test_killed_cv_resumes_without_redoing_finished_folds(cv):
     assert parent.info.status == "FINISHED" and "cv/r_mean" in parent.data.metrics and "cv/r_worst" in parent.data.metrics
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["cv_fold"] for r in children) == ["train0", "train1", "train2", "val0"]
+    assert {r.data.tags["machine"] for r in children} == {machine()}  # each fold's wall time names its CPU
     assert {r.info.run_id for r in children} >= {cv["first"]["run_id"]}
     resumed = [r for r in children if r.data.tags["cv_fold"] == "train1"]
     assert len(resumed) == 1 and resumed[0].data.tags.get("resumed") == "1"  # the same run, continued
