@@ -38,6 +38,13 @@ COMPOSITION_MARGIN = 0.02
 SERIES_KEY = "pot"  # the released glasses' per-atom potential energy: the axis of their relaxation series
 
 
+def composition_inside(own, seen) -> bool:
+    """Whether species fractions ``own`` lie within ``COMPOSITION_MARGIN`` of the range of ``seen``
+    (one row of fractions per glass)."""
+    seen = np.asarray(seen, dtype=float)
+    return bool(np.all(own >= seen.min(axis=0) - COMPOSITION_MARGIN) and np.all(own <= seen.max(axis=0) + COMPOSITION_MARGIN))
+
+
 def formula(species, fractions) -> str:
     """``Cu64Zr36`` for species ("Cu", "Zr") at fractions (0.64, 0.36)."""
     return "".join(f"{s}{100 * x:.0f}" for s, x in zip(species, fractions))
@@ -168,8 +175,7 @@ class LevelLine:
         """The glass's mean ``key``, once its composition is known to be the line's."""
         own = glass.fractions(list(self.species))
         seen = np.array([p[2] for p in self.glasses.values()])
-        lo, hi = seen.min(axis=0) - COMPOSITION_MARGIN, seen.max(axis=0) + COMPOSITION_MARGIN
-        if np.any(own < lo) or np.any(own > hi):
+        if not composition_inside(own, seen):
             raise LevelError(f"{glass.source}: composition {formula(self.species, own)} is not that of the glasses the level "
                              f"line was fitted on ({formula(self.species, seen.mean(axis=0))}); the line holds for one composition")
         return mean_level(glass, self.key)
@@ -230,16 +236,15 @@ class Series:
         """Where ``glass`` lies: its mean ``key`` (``level`` when already known) and composition, and whether
         each is inside the series; None when the glass has no ``key`` to place it by."""
         if level is None:
-            if self.key not in glass.extras:
+            if self.key not in glass.extras:  # also keeps --level eam's LAMMPS run out: its level comes from the line
                 return None
             try:
                 level = mean_level(glass, self.key)
-            except LevelError:
+            except LevelError:  # not one finite value per atom
                 return None
         own = glass.fractions(list(self.species))
-        lo, hi = (np.array(f) for f in self.fractions)
         return {"mean": level, "inside": bool(self.lo <= level <= self.hi), "composition": formula(self.species, own),
-                "composition_inside": bool(np.all(own >= lo - COMPOSITION_MARGIN) and np.all(own <= hi + COMPOSITION_MARGIN))}
+                "composition_inside": composition_inside(own, self.fractions)}
 
     def notice(self, source, place: dict) -> str | None:
         """One line for a glass outside the series (None inside it)."""

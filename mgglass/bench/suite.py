@@ -126,8 +126,7 @@ def render(sections: dict, meta: dict) -> str:
                    "per-range src parts: prediction by ranges of atoms only); kinds of op are the ops' own times, so they add "
                    "up to the profiled time with \"Python and dispatch\". Seconds (share of the profiled time). The dense GEMMs' "
                    "arithmetic (2·m·k·n from each product's shapes, recorded up to 100,000 atoms; CSR products apart) and the "
-                   "rate they ran at: the time "
-                   "no rearrangement of the rest can take below."), ""]
+                   "rate they ran at: the time no rearrangement of the rest can take below."), ""]
         lines += profile_table(sections["profile"])
     else:
         lines.append(f"Failed: {sections.get('profile_raw', 'not run')}")
