@@ -163,3 +163,34 @@ def test_kept_checkpoints_are_recalibrated_over_every_training_glass(synthetic_b
     assert any((state[f"net.{n}"] - b).abs().max() > 1e-3 for n, b in one.named_buffers() if n.endswith("running_mean"))
     for name, value in net.state_dict().items():
         torch.testing.assert_close(value, live[name], msg=name)
+
+
+def test_a_fit_validating_on_one_glass_keeps_checkpoints_calibrated_on_all(tmp_path):
+    """The default (``experiments/base.yaml``): one training glass per validation, for time; the
+    checkpoints the fit keeps get the statistics of every training glass when it ends."""
+    from pathlib import Path
+
+    import yaml
+    from test_fit import SMOKE, run_cli
+
+    from mgglass.data import GlassDataModule
+    from mgglass.task import EBTask
+
+    assert yaml.safe_load(Path("experiments/base.yaml").read_text())["recalibrate_bn"]["max_glasses"] == 1
+    p = run_cli("mgglass.fit", ["--config", SMOKE, f"--tracking.root={tmp_path}", "--tracking.run_name=one",
+                                "--trainer.max_epochs=2", "--recalibrate_bn.max_glasses=1"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    best = next((tmp_path / "checkpoints" / "one").glob("best-epoch=*.ckpt"))
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    hp = {k: v for k, v in ckpt["datamodule_hyper_parameters"].items() if not k.startswith("_")}
+    dm = GlassDataModule(**hp)
+    dm.setup()
+    assert len(dm.graphs["train"]) > 1
+    task = EBTask.load_from_checkpoint(best, map_location="cpu")
+    saved = {n: b.clone() for n, b in task.net.named_buffers() if n.endswith("running_var")}
+    recalibrate(task.net, dm.graphs["train"][:1])
+    assert any((b - saved[n]).abs().max() > 1e-4 for n, b in task.net.named_buffers() if n in saved)
+    recalibrate(task.net, dm.graphs["train"])
+    for n, b in task.net.named_buffers():
+        if n in saved:
+            torch.testing.assert_close(b, saved[n], msg=n)

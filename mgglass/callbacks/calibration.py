@@ -16,10 +16,11 @@ features. Each batch norm's statistics are the average over glasses of per-glass
 
 Which glasses matters for a glass's predicted *mean*: a glass whose features equal the statistics'
 mean is predicted near the training mean barrier. Before each validation only ``max_glasses`` per
-rank are used, for time (validation r does not depend on a glass's level); when the fit ends, the
-checkpoints it keeps are recalibrated over every training glass (``final_max_glasses``). Two
-glasses were the most relaxed ones (train0, train1 come first): every glass was predicted ~0.13 eV
-low, training glasses included (the fold that holds train0 out: its mean 1.666 eV for 1.822, R²
+rank are used (one in ``experiments/base.yaml``), for time: validation r does not depend on a glass's
+level, and a second glass moved it by at most 0.0005 (docs/notes/benchmarks.md#recalibration). When
+the fit ends, the checkpoints it keeps are recalibrated over every training glass
+(``final_max_glasses``). Before that, the kept statistics were those of the first glasses, the most
+relaxed ones (train0, train1 come first): every glass was predicted ~0.13 eV low, training glasses included (the fold that holds train0 out: its mean 1.666 eV for 1.822, R²
 0.31; over all five training glasses 1.793, R² 0.56, r 0.761 → 0.759).
 """
 
