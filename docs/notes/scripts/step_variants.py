@@ -13,6 +13,7 @@ up), medians (docs/notes/benchmarks.md#step-round-3).
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py pairs [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py depth [THREADS]
     MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py networks [THREADS]
+    MGGLASS_DATA_DIR=../shared/data/cuzr python docs/notes/scripts/step_variants.py dropout [THREADS]
 
 A variant's ``cutoff`` (Å) is the radius graph's, not an init arg (default 5.0); docs/notes/benchmarks.md#cutoff.
 ``inner``: some attention layers on the first shell of the 5 Å graph (docs/notes/benchmarks.md#inner).
@@ -61,6 +62,7 @@ SETS = {  # init-arg overrides of experiments/symgnn.yaml's network; the first i
                  "k_train=1, no |x| branch": {"k_train": 1, "edge_lengths": False}},
     "depth": by_heads([8, 4, 2, 1], [8, 4, 1], [8, 2, 1], [8, 1], [4, 2, 1]),
     "pairs": {"default (train_pairs)": {}, "independent draws": {"train_pairs": False}},
+    "dropout": {"default (dropout 0.25)": {}, "dropout 0 (LateDropout's first epochs)": {"dropout": 0.0}},
     "networks": {"SymGNN (default)": {}, "EGATLength": {"net": "EGATLength"}, "SymGNN, layer 1 on 3.9 A": {"inner_cutoff": 3.9, "inner_layers": [1]}},
     "recompute": {"default": {}, "phi kept (no recompute)": {"recompute": False},
                   "edge features recomputed": {"recompute_edges": True}},
