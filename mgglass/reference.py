@@ -24,12 +24,12 @@ from mgglass.baselines.soap import MODEL, ReferenceError, SoapSettings, fit_pred
 from mgglass.data import OFFICIAL_SPLIT, GlassDataError, read_glass
 from mgglass.data.download import resolve_files
 from mgglass.metrics import pooled_metrics
-from mgglass.runtime import keep_freed_memory, machine
+from mgglass.runtime import keep_freed_memory
 from mgglass.tracking import (
     TrackingConfig,
     experiment_id,
-    git_commit,
     open_client,
+    provenance_tags,
     resolve_tracking_uri,
     stored_metric,
     ui_name,
@@ -99,8 +99,7 @@ def main(argv=None) -> int:
         for r in earlier:
             if r.info.status == "RUNNING":
                 client.set_terminated(r.info.run_id, "KILLED")  # an interrupted attempt: its seed runs again
-        run = client.create_run(exp, run_name=name, tags={"model": MODEL, "seed": str(seed), "git_commit": git_commit(),
-                                                          "machine": machine(),  # its wall time is this machine's
+        run = client.create_run(exp, run_name=name, tags={"model": MODEL, "seed": str(seed), **provenance_tags(),  # its wall time is this machine's
                                                           "mlflow.note.content": "descriptor reference, official split"})
         rid = run.info.run_id
         client.log_param(rid, "settings", identity)

@@ -92,9 +92,12 @@ def cv(tmp_path_factory):
     first = json.loads((folds / "train0-s0" / "result.json").read_text())
     first_mtime = (folds / "train0-s0" / "result.json").stat().st_mtime
     interrupted = (folds / "train1-s0" / "result.json").is_file()
+    c = client_for(root)
+    (parent,) = [r for r in c.search_runs([c.get_experiment_by_name("smoke").experiment_id]) if r.data.tags.get("mgglass_role") == "cv"]
+    c.set_tag(parent.info.run_id, "machine", "Old CPU, 2 cores")  # as if the killed invocation ran elsewhere
     p = run_cli("mgglass.cv", args, base, timeout=400)
     return {"root": root, "folds": folds, "args": args, "base": base, "rerun": p, "first": first, "first_mtime": first_mtime,
-            "orphan": orphan, "interrupted_had_result": interrupted}
+            "orphan": orphan, "interrupted_had_result": interrupted, "first_parent_machine": parent.data.tags.get("machine")}
 
 
 def test_killed_cv_resumes_without_redoing_finished_folds(cv):
@@ -114,6 +117,8 @@ def test_killed_cv_resumes_without_redoing_finished_folds(cv):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["cv_fold"] for r in children) == ["train0", "train1", "train2", "val0"]
     assert {r.data.tags["machine"] for r in children} == {machine()}  # each fold's wall time names its CPU
+    assert cv["first_parent_machine"] == machine()  # the parent's too, and a rerun elsewhere adds its own
+    assert parent.data.tags["machine"] == f"Old CPU, 2 cores | {machine()}"
     assert {r.info.run_id for r in children} >= {cv["first"]["run_id"]}
     resumed = [r for r in children if r.data.tags["cv_fold"] == "train1"]
     assert len(resumed) == 1 and resumed[0].data.tags.get("resumed") == "1"  # the same run, continued

@@ -18,6 +18,7 @@ from test_fit import (
     run_cli,
 )
 
+from mgglass.runtime import machine
 from mgglass.tracking import ui_name
 
 SMOKE_SWEEP = "sweeps/smoke.yaml"
@@ -228,6 +229,7 @@ def test_trial_runs_nest_under_one_parent_with_the_studys_values(smoke_sweep):
     best = study.best_trial
     assert parent.data.metrics[ui_name("best_val_r")] == pytest.approx(best.value)
     assert parent.data.tags["best_trial"] == str(best.number)
+    assert parent.data.tags["machine"] == machine() and {r.data.tags["machine"] for r in children.values()} == {machine()}
     assert json.loads(parent.data.params["best.model.net.init_args.hidden"]) == best.params["model.net.init_args.hidden"]
     arts = artifact_paths(c, parent.info.run_id)
     assert {"optuna/trials.csv", "optuna/optimization_history.png", "best/best.yaml", "sweep/smoke.yaml"} <= set(arts), arts

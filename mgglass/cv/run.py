@@ -27,9 +27,10 @@ from mgglass.cv import summary
 from mgglass.cv.folds import Fold, glass_stem
 from mgglass.level import LevelError, fit_line
 from mgglass.tracking import (
+    add_machine,
     experiment_id,
-    git_commit,
     open_client,
+    provenance_tags,
     resolve_tracking_uri,
 )
 from mgglass.workers import ProcessPool, Slot, read_result
@@ -250,12 +251,13 @@ class ParentRun:
         if self.run_id is not None:
             try:
                 self.client.update_run(self.run_id, status="RUNNING")
+                add_machine(self.client, self.client.get_run(self.run_id))  # its fits may now be two machines'
                 write_plan(plan, {"run_id": self.run_id, "tracking_uri": self.uri}, merge=state)
                 return
             except Exception:  # noqa: BLE001 - the store lost the run: start a new one
                 self.run_id = None
         exp = experiment_id(self.client, self.uri, tracking_cfg.experiment)
-        tags = {"git_commit": git_commit(), "mgglass_role": "cv", "mgglass_cv": plan.name}
+        tags = {**provenance_tags(), "mgglass_role": "cv", "mgglass_cv": plan.name}
         self.run_id = self.client.create_run(exp, run_name=plan.name, tags=tags).info.run_id
         from mlflow.entities import Param
 

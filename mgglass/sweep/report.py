@@ -19,6 +19,7 @@ from mgglass.tracking import (
     experiment_id,
     git_commit,
     open_client,
+    provenance_tags,
     resolve_tracking_uri,
 )
 from mgglass.workers import process_alive
@@ -39,7 +40,7 @@ class ParentRun:
         self.client = open_client(self.uri)
         exp = experiment_id(self.client, self.uri, tracking_cfg.experiment)
         tags = {
-            "git_commit": git_commit(),
+            **provenance_tags(),
             "mgglass_role": "sweep",
             "optuna_study": spec.study,
             "optuna_storage": redact(storage_url),

@@ -14,10 +14,12 @@ from mgglass.tracking.store import (
     EXPERIMENT_KIND,
     RUN_FILE,
     TrackingConfig,
+    add_machine,
     experiment_id,
     flatten,
     git_commit,
     open_client,
+    provenance_tags,
     read_run_file,
     resolve_tracking_uri,
     stored_history,
@@ -27,6 +29,6 @@ from mgglass.tracking.store import (
 from mgglass.tracking.tracker import MLflowTracker
 
 __all__ = ["DEFAULT_ROOT", "EXPERIMENT_KIND", "RESIDUAL_PARAM", "RUN_FILE", "MLflowTracker", "TrackingConfig",
-           "calibrated_residual", "checkpoints_of",
-           "experiment_id", "flatten", "git_commit", "open_client", "pick_checkpoint", "read_run_file",
+           "add_machine", "calibrated_residual", "checkpoints_of",
+           "experiment_id", "flatten", "git_commit", "open_client", "pick_checkpoint", "provenance_tags", "read_run_file",
            "resolve_checkpoints", "resolve_run", "resolve_tracking_uri", "stored_history", "stored_metric", "ui_name"]

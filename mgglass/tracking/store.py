@@ -10,6 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from mgglass.runtime import machine
+
 RUN_FILE = "mlflow_run.json"
 DEFAULT_ROOT = "mlruns"
 
@@ -135,6 +137,20 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
+
+
+def provenance_tags() -> dict[str, str]:
+    """Tags that say where a run's numbers come from: the commit and the machine (wall times, and the
+    float rounding of results, belong to a CPU; :func:`mgglass.runtime.machine`)."""
+    return {"git_commit": git_commit(), "machine": machine()}
+
+
+def add_machine(client, run) -> None:
+    """A reopened run continued on this machine: its ``machine`` tag names both (``A | B``), since its
+    wall times are now two machines'. Runs from before the tag are left without it."""
+    here, before = machine(), run.data.tags.get("machine")
+    if before and here not in before.split(" | "):
+        client.set_tag(run.info.run_id, "machine", f"{before} | {here}")
 
 def flatten(d, prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}

@@ -27,13 +27,13 @@ from mgglass.callbacks import AfterCheckpoint
 from mgglass.compat import SystemMetrics
 from mgglass.outputs import to_atoms, write_split_outputs
 from mgglass.plots import symmetry_plot
-from mgglass.runtime import machine
 from mgglass.tracking.store import (
     RUN_FILE,
     TrackingConfig,
+    add_machine,
     experiment_id,
-    git_commit,
     open_client,
+    provenance_tags,
     read_run_file,
     resolve_tracking_uri,
     stored_history,
@@ -90,9 +90,7 @@ class MLflowTracker(AfterCheckpoint):
                 self.client.update_run(self.run_id, status="RUNNING")
             self._logged.update(int(m.step) for m in stored_history(self.client, self.run_id, "train_loss"))
             self.client.set_tag(self.run_id, "resumed", str(int(run.data.tags.get("resumed", "0")) + 1))
-            here, before = machine(), run.data.tags.get("machine")
-            if before and here not in before.split(" | "):  # wall times after this epoch are another machine's
-                self.client.set_tag(self.run_id, "machine", f"{before} | {here}")
+            add_machine(self.client, run)  # wall times after this epoch may be another machine's
             return
         self._create_run()
         self._log_glasses(getattr(trainer, "datamodule", None))  # None: a Trainer fitted without a datamodule
@@ -116,7 +114,7 @@ class MLflowTracker(AfterCheckpoint):
 
         exp_id = experiment_id(self.client, self.uri, self.cfg.experiment)
         # The machine and threads with the commit: a fit's wall times mean nothing without them.
-        tags = {"git_commit": git_commit(), "machine": machine(), "torch_threads": str(torch.get_num_threads()),
+        tags = {**provenance_tags(), "torch_threads": str(torch.get_num_threads()),
                 **(self.cfg.tags or {}), **self.tags, **(extra_tags or {})}
         if self.cfg.parent_run_id:
             tags.setdefault("mlflow.parentRunId", self.cfg.parent_run_id)  # nests the run in the UI
