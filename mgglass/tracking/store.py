@@ -138,7 +138,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-
 def provenance_tags() -> dict[str, str]:
     """Tags that say where a run's numbers come from: the commit and the machine (wall times, and the
     float rounding of results, belong to a CPU; :func:`mgglass.runtime.machine`)."""
@@ -151,6 +150,7 @@ def add_machine(client, run) -> None:
     here, before = machine(), run.data.tags.get("machine")
     if before and here not in before.split(" | "):
         client.set_tag(run.info.run_id, "machine", f"{before} | {here}")
+
 
 def flatten(d, prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
