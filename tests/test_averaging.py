@@ -45,10 +45,9 @@ def test_configs_naming_the_callbacks_old_paths_still_load(tmp_path):
 
 
 def test_ema_checkpoint_holds_averaged_weights_with_their_own_statistics(tmp_path):
-    from test_fit import SMOKE, metrics_of, run_cli
+    from test_fit import SMOKE, metrics_of, run_cli, training_graphs
 
     from mgglass.callbacks.calibration import batch_norms, recalibrate
-    from mgglass.data import GlassDataModule
     from mgglass.task import EBTask
 
     cfg = tmp_path / "ema.yaml"
@@ -64,10 +63,7 @@ def test_ema_checkpoint_holds_averaged_weights_with_their_own_statistics(tmp_pat
     # The saved statistics are exactly those recomputed for the averaged weights.
     task = EBTask.load_from_checkpoint(best, map_location="cpu")
     saved = [m.running_var.clone() for m in batch_norms(task.net)]
-    hp = {k: v for k, v in ckpt["datamodule_hyper_parameters"].items() if not k.startswith("_")}
-    dm = GlassDataModule(**hp)
-    dm.setup()
-    recalibrate(task.net, dm.graphs["train"])
+    recalibrate(task.net, training_graphs(ckpt))
     for s, m in zip(saved, batch_norms(task.net)):
         torch.testing.assert_close(m.running_var, s)
     # The fit's own test scored the averaged weights: a later mgglass.test of the checkpoint agrees.

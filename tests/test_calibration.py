@@ -171,9 +171,8 @@ def test_a_fit_validating_on_one_glass_keeps_checkpoints_calibrated_on_all(tmp_p
     from pathlib import Path
 
     import yaml
-    from test_fit import SMOKE, run_cli
+    from test_fit import SMOKE, run_cli, training_graphs
 
-    from mgglass.data import GlassDataModule
     from mgglass.task import EBTask
 
     assert yaml.safe_load(Path("experiments/base.yaml").read_text())["recalibrate_bn"]["max_glasses"] == 1
@@ -181,16 +180,13 @@ def test_a_fit_validating_on_one_glass_keeps_checkpoints_calibrated_on_all(tmp_p
                                 "--trainer.max_epochs=2", "--recalibrate_bn.max_glasses=1"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     best = next((tmp_path / "checkpoints" / "one").glob("best-epoch=*.ckpt"))
-    ckpt = torch.load(best, map_location="cpu", weights_only=False)
-    hp = {k: v for k, v in ckpt["datamodule_hyper_parameters"].items() if not k.startswith("_")}
-    dm = GlassDataModule(**hp)
-    dm.setup()
-    assert len(dm.graphs["train"]) > 1
+    graphs = training_graphs(torch.load(best, map_location="cpu", weights_only=False))
+    assert len(graphs) > 1
     task = EBTask.load_from_checkpoint(best, map_location="cpu")
     saved = {n: b.clone() for n, b in task.net.named_buffers() if n.endswith("running_var")}
-    recalibrate(task.net, dm.graphs["train"][:1])
+    recalibrate(task.net, graphs[:1])
     assert any((b - saved[n]).abs().max() > 1e-4 for n, b in task.net.named_buffers() if n in saved)
-    recalibrate(task.net, dm.graphs["train"])
+    recalibrate(task.net, graphs)
     for n, b in task.net.named_buffers():
         if n in saved:
             torch.testing.assert_close(b, saved[n], msg=n)

@@ -96,6 +96,15 @@ def smoke_fit(tmp_path_factory, name: str, *extra: str) -> dict:
     return result
 
 
+def training_graphs(ckpt: dict) -> list:
+    """The training glasses of the fit that wrote ``ckpt`` (a loaded checkpoint), as its datamodule built them."""
+    from mgglass.data import GlassDataModule
+
+    dm = GlassDataModule(**{k: v for k, v in ckpt["datamodule_hyper_parameters"].items() if not k.startswith("_")})
+    dm.setup()
+    return dm.graphs["train"]
+
+
 def client_for(root) -> object:
     from mlflow.tracking import MlflowClient
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from test_fit import only_run, run_cli, smoke_fit
 
+from mgglass.runtime import machine
 from mgglass.tracking import ui_name
 
 
@@ -250,7 +251,5 @@ def test_descriptor_reference_runs_are_rows_of_the_table(tmp_path, monkeypatch, 
     client = open_client(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     (row,) = table_rows(collect(client, [client.get_experiment_by_name("smoke").experiment_id]))
     assert row["model"] == "SOAP+LightGBM" and row["group"] == "soap-lgbm" and row["n"] == 2
-    from mgglass.runtime import machine
-
     assert {r.data.tags["machine"] for r in client.search_runs([client.get_experiment_by_name("smoke").experiment_id])} == {machine()}
     assert row["test_r"][0] == pytest.approx(np.mean([r["test_r"] for r in runs]), abs=1e-9)
